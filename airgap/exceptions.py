@@ -1,0 +1,125 @@
+"""Every error airgap raises.
+
+Exit codes follow one rule for every command: 0 accepted, 1 rejected (or the
+operation failed on the merits), 2 usage or unreadable input.  Each error knows
+its exit code so the CLI never has to guess.
+
+A :class:`RejectedError` always names the artifact that failed and why, because
+a security officer has to be able to act on the message alone.
+"""
+
+from __future__ import annotations
+
+
+class AirgapError(Exception):
+    """Base class of every error raised by airgap."""
+
+    exit_code = 1
+
+    def to_dict(self) -> dict:
+        return {"error": type(self).__name__, "message": str(self)}
+
+
+# --- exit code 2: the caller has to fix the invocation or the input ---------
+
+
+class UsageError(AirgapError):
+    """The command was called wrongly (missing option, conflicting flags)."""
+
+    exit_code = 2
+
+
+class InputError(AirgapError):
+    """An input could not be read or parsed (file missing, not YAML, ...)."""
+
+    exit_code = 2
+
+
+class SpecError(InputError):
+    """The bundle spec is invalid; ``field`` is a path like ``images[2].ref``."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}" if field else reason)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "field": self.field, "reason": self.reason}
+
+
+class KeyFileError(InputError):
+    """A key file is unreadable, of the wrong kind, or the passphrase is wrong."""
+
+
+# --- exit code 1: the artifact was examined and refused ---------------------
+
+
+class RejectedError(AirgapError):
+    """An artifact was refused.  ``artifact`` names it, ``reason`` says why."""
+
+    exit_code = 1
+
+    def __init__(self, artifact: str, reason: str):
+        self.artifact = artifact
+        self.reason = reason
+        super().__init__(f"{artifact}: {reason}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "artifact": self.artifact, "reason": self.reason}
+
+
+class IntegrityError(RejectedError):
+    """A digest, size or byte-level comparison failed."""
+
+
+class FormatError(RejectedError):
+    """An artifact is malformed: bad JSON, schema violation, wrong media type."""
+
+
+class ArchiveError(RejectedError):
+    """The tar archive itself is unsafe or malformed (traversal, links, ...)."""
+
+
+class SignatureError(RejectedError):
+    """Signatures are missing, invalid, from the wrong role or below threshold."""
+
+
+class ExpiredError(RejectedError):
+    """A bundle or trust policy is past its expiry."""
+
+
+class RollbackError(RejectedError):
+    """A bundle is older than, or conflicts with, what was already accepted."""
+
+
+class TargetError(RejectedError):
+    """A bundle is meant for another enclave (mix-and-match)."""
+
+
+class SovereigntyError(RejectedError):
+    """Content comes from, or points at, an endpoint the sovereignty policy forbids."""
+
+
+class BaseMissingError(RejectedError):
+    """A differential bundle's base content is not present on the receiving side."""
+
+
+# --- exit code 1: an operation failed (network, registry, disk) -------------
+
+
+class OperationError(AirgapError):
+    """An operation could not be completed; nothing partial was left behind."""
+
+    exit_code = 1
+
+
+class RegistryError(OperationError):
+    """A registry refused a request or answered something unusable."""
+
+
+class TransferError(OperationError):
+    """Moving a file between machines failed."""
+
+
+class AuditError(RejectedError):
+    """The audit log's hash chain is broken; ``artifact`` names the first bad line."""

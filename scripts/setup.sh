@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what airgap needs on a fresh Debian machine: the Debian packages for
+# the real parts (registry, sshd, skopeo, umoci, podman) and a virtualenv in .venv.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+    python3 python3-venv python3-dev gcc libffi-dev
+    docker-registry skopeo umoci podman uidmap
+    openssh-server openssh-client busybox-static
+    iproute2 util-linux procps systemd coreutils tar
+)
+
+missing=()
+for pkg in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian registry package starts a system service on :5000; airgap's tests
+# and demo start their own registries on loopback ports, so the service stays off.
+if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    systemctl stop docker-registry || true
+fi
+
+PY=${PYTHON:-python3}
+stamp=.venv/.airgap-installed
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e ".[test]"
+    touch "$stamp"
+fi
