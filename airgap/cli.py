@@ -1,10 +1,398 @@
-"""The ``airgap`` command.  Parses arguments and calls the library; nothing else."""
+"""The ``airgap`` command.  Parses arguments and calls the library; nothing else.
+
+Exit codes, for every verb: 0 accepted / done, 1 rejected or failed, 2 usage or
+unreadable input.  ``--json`` prints one JSON document on stdout; human output
+goes to stdout, progress bars and errors to stderr.
+"""
 
 from __future__ import annotations
 
+import argparse
+import getpass
+import json
+import os
+import socket
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from airgap import __version__
+from airgap.exceptions import AirgapError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 on usage errors: keep that, say it our way
+        self.print_usage(sys.stderr)
+        print(f"airgap: usage error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _emit(args, data: dict[str, Any], human: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif human:
+        print(human)
+
+
+def _progress(args) -> bool:
+    from airgap._internal.progress import wanted
+
+    return wanted(getattr(args, "quiet", False) or getattr(args, "json", False))
+
+
+def _passphrase_provider(prompt: str) -> Callable[[], str]:
+    from airgap.keys import passphrase_from_env_or_tty
+
+    return lambda: passphrase_from_env_or_tty(prompt)
+
+
+def _load_key(path: str):
+    from airgap.keys import SigningKey
+
+    return SigningKey.load(path, _passphrase_provider(f"Passphrase for {path}: "))
+
+
+def _actor(keyid: str | None = None) -> dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name is not a reason to fail
+        user = str(os.getuid())
+    return {"user": user, "host": socket.gethostname(), "keyid": keyid}
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None) -> None:
+    log = getattr(args, "audit_log", None) or (Path(args.state) / "audit.log" if getattr(args, "state", None) else None)
+    if not log:
+        return
+    from airgap.audit import AuditLog
+
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    AuditLog(log).append(action, obj, result, actor=_actor(keyid), detail=detail)
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def cmd_keygen(args) -> int:
+    from airgap.keys import keygen, passphrase_from_env_or_tty
+
+    passphrase = None if args.no_passphrase else passphrase_from_env_or_tty(f"Passphrase for {args.name}: ", confirm=True)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = keygen(args.name, args.dir, passphrase)
+    from airgap.keys import load_public
+
+    pub = load_public(pub_path)
+    data = {"private_key": str(key_path), "public_key": str(pub_path), "keyid": pub.keyid, "encrypted": passphrase is not None}
+    human = f"wrote {key_path} (0600, {'encrypted' if passphrase else 'NOT ENCRYPTED'}) and {pub_path}\nkeyid {pub.keyid}"
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_build(args) -> int:
+    from airgap import build
+
+    key = _load_key(args.key)
+    result = build.build(
+        args.spec,
+        args.output,
+        key,
+        plain_http=args.plain_http,
+        ca_file=args.ca_file,
+        created=args.created,
+        since=args.since,
+        workers=args.jobs,
+        progress=_progress(args),
+    )
+    m = result.manifest
+    data = {
+        "bundle": str(result.path),
+        "name": m.name,
+        "version": m.version,
+        "manifest_digest": m.digest,
+        "images": [{"ref": i.ref, "digest": i.digest} for i in m.images],
+        "blob_bytes": result.blob_bytes,
+        "external_blobs": result.external_blobs,
+        "signed_by": key.public_key.keyid,
+    }
+    lines = [f"built {result.path}: {m.name} {m.version} ({len(m.images)} images, {len(m.members)} members)"]
+    lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
+    if result.external_blobs:
+        lines.append(f"  differential: {result.external_blobs} blobs left out (present at the base)")
+    lines.append(f"manifest {m.digest}, signed by builder key {key.public_key.keyid[:16]}")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from airgap import inspect
+
+    s = inspect.summary(args.bundle, trust_path=args.trust)
+    _emit(args, s, inspect.format_summary(s))
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from airgap import inspect
+
+    d = inspect.diff(args.a, args.b)
+    _emit(args, d, inspect.format_diff(d))
+    return 0
+
+
+def cmd_sign(args) -> int:
+    from airgap import sign
+
+    key = _load_key(args.key)
+    plan = sign.prepare(args.bundle, key)
+    if not args.json:
+        print(plan.describe())
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("refusing to sign without confirmation: run on a terminal or pass --yes")
+        answer = input(f"Sign {plan.manifest.name} {plan.manifest.version} with {key.public_key.label}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not signed", file=sys.stderr)
+            return 1
+    plan.commit()
+    _emit(args, {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid, "signatures": plan.signature_count}, f"signed: {plan.signature_count} signatures on {args.bundle}")
+    return 0
+
+
+def _override(args):
+    if not args.allow_expired:
+        if args.reason or args.override_key:
+            raise UsageError("--reason and --override-key go with --allow-expired")
+        return None
+    if not args.reason or not args.override_key:
+        raise UsageError("--allow-expired needs --reason \"...\" and --override-key <officer key>")
+    from airgap.verify import Override
+
+    return Override(reason=args.reason, signing_key=_load_key(args.override_key))
+
+
+def _print_report(args, report, error: AirgapError | None) -> None:
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        return
+    marks = {"pass": "PASS", "fail": "FAIL", "skipped": "skip", "overridden": "OVERRIDE"}
+    if not args.quiet:
+        for c in report.checks:
+            detail = f"{c.artifact}: {c.detail}" if c.artifact else c.detail
+            print(f"  {marks.get(c.status, c.status):8} {c.name:13} {detail}")
+    if error is None:
+        m = report.manifest
+        print(f"VERIFIED: {m.name} {m.version} (manifest {m.digest})")
+    else:
+        print(f"REJECTED: {error}", file=sys.stderr)
+
+
+def cmd_verify(args) -> int:
+    from airgap import verify
+
+    if args.record and not args.state:
+        raise UsageError("--record needs --state DIR")
+    override = _override(args)
+    now = _now()
+    try:
+        report = verify.verify(args.bundle, trust_path=args.trust, state_dir=args.state, now=now, override=override, progress=_progress(args))
+    except AirgapError as exc:
+        report = getattr(exc, "report", None)
+        if report is None:
+            raise
+        _audit(args, "verify", {"bundle": str(args.bundle)}, "rejected", detail={"error": str(exc)})
+        _print_report(args, report, exc)
+        return exc.exit_code
+    for o in report.overrides:
+        _audit(args, "override", {"bundle": str(args.bundle), "manifest": report.manifest.digest}, "accepted", keyid=o["keyid"], detail=o)
+    if args.record:
+        verify.rollback_record(report, args.state)
+    m = report.manifest
+    _audit(args, "verify", {"bundle": str(args.bundle), "name": m.name, "version": m.version, "manifest": m.digest}, "accepted", detail={"recorded": bool(args.record)})
+    _print_report(args, report, None)
+    return 0
+
+
+def cmd_trust_init(args) -> int:
+    from airgap import trust
+
+    keys = [_load_key(k) for k in args.key]
+    policy = trust.init_policy(
+        target=args.target,
+        expires=args.expires,
+        roots=args.root,
+        root_threshold=args.root_threshold,
+        builders=args.builder,
+        builder_threshold=args.builder_threshold,
+        officers=args.officer,
+        officer_threshold=args.officer_threshold,
+        signing_keys=keys,
+        now=_now(),
+    )
+    policy.write(args.output)
+    _emit(args, {"trust": args.output, "version": policy.version, "target": policy.target}, f"wrote {args.output}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}")
+    return 0
+
+
+def cmd_trust_rotate(args) -> int:
+    from airgap import trust
+
+    keys = [_load_key(k) for k in args.key]
+    new = trust.rotate_policy(
+        args.policy,
+        expires=args.expires,
+        roots=args.root,
+        root_threshold=args.root_threshold,
+        builders=args.builder,
+        builder_threshold=args.builder_threshold,
+        officers=args.officer,
+        officer_threshold=args.officer_threshold,
+        revoke=args.revoke,
+        signing_keys=keys,
+        now=_now(),
+    )
+    new.write(args.output)
+    _emit(args, {"trust": args.output, "version": new.version}, f"wrote {args.output}: trust policy version {new.version}\n{new.describe()}")
+    return 0
+
+
+def cmd_trust_show(args) -> int:
+    from airgap import trust
+
+    policy = trust.TrustPolicy.load(args.policy, now=_now() if not args.ignore_expiry else None)
+    _emit(args, policy.to_dict(), policy.describe())
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON document for automation")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, less output")
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plain-http", action="store_true", help="allow HTTP (no TLS) to the registries of this run (loopback tests)")
+    p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
+
+
+def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
+    for role in ("root", "builder", "officer"):
+        p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
+        p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
+    parser.add_argument("--version", action="version", version=f"airgap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)")
+    p.add_argument("name")
+    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub")
+    p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
+    _common(p)
+    p.set_defaults(func=cmd_keygen)
+
+    p = sub.add_parser("build", help="build and sign a bundle from a spec")
+    p.add_argument("spec")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--key", required=True, help="builder's private key")
+    p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
+    p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
+    p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
+    _registry_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
+    p.add_argument("bundle")
+    p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    _common(p)
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("diff", help="images and files added, removed, changed between two bundles")
+    p.add_argument("a")
+    p.add_argument("b")
+    _common(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("sign", help="add a signature to a bundle in place")
+    p.add_argument("bundle")
+    p.add_argument("--key", required=True)
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _common(p)
+    p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted")
+    p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--state", help="state directory (rollback state, trusted policy, audit log)")
+    p.add_argument("--record", action="store_true", help="record the accepted version in --state (verify-only sites)")
+    p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
+    p.add_argument("--allow-expired", action="store_true", help="officer override of an expired bundle or policy")
+    p.add_argument("--reason", help="the officer's written reason for the override")
+    p.add_argument("--override-key", help="the officer's private key for the override")
+    _common(p)
+    p.set_defaults(func=cmd_verify)
+
+    trust_p = sub.add_parser("trust", help="create, rotate and show trust policies")
+    tsub = trust_p.add_subparsers(dest="trust_command", metavar="ACTION", parser_class=_Parser)
+    tsub.required = True
+    p = tsub.add_parser("init", help="create trust policy version 1")
+    p.add_argument("--target", required=True)
+    p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
+    _role_flags(p, required=True)
+    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_trust_init)
+    p = tsub.add_parser("rotate", help="make the next version, signed by old and new root thresholds")
+    p.add_argument("policy")
+    p.add_argument("--expires")
+    _role_flags(p, required=False)
+    p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB", help="revoke a key (repeat)")
+    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_trust_rotate)
+    p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures")
+    p.add_argument("policy")
+    p.add_argument("--ignore-expiry", action="store_true")
+    _common(p)
+    p.set_defaults(func=cmd_trust_show)
+
+    for register in _EXTRA:
+        register(sub)
+    return parser
+
+
+# Later verbs (import, split, transfer, audit, inventory, lab) register here.
+_EXTRA: list[Callable[[Any], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("airgap: not yet wired", file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AirgapError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
+        print(f"airgap: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("airgap: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except OSError as exc:
+        # Disk full, permission denied, ...: the operation failed and said where.
+        print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1

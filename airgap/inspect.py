@@ -1,0 +1,163 @@
+"""What a bundle contains and how two bundles differ, for people and for scripts.
+
+Inspection reads only the manifest and the signature envelope (milliseconds for
+any size); it never claims the content is intact: that is ``verify``'s job, and
+the summary says so.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any
+
+from airgap.bundle import Bundle
+from airgap.manifest import BundleManifest
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def summary(path: str | os.PathLike, *, trust_path: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    with Bundle.open(path) as bundle:
+        manifest = bundle.manifest()
+        envelope = bundle.envelope()
+        total = bundle.source.size
+    blobs = [m for m in manifest.members if m.path.startswith("blobs/")]
+    files = [m for m in manifest.members if m.path.startswith("files/")]
+    out: dict[str, Any] = {
+        "bundle": os.fspath(path),
+        "size": total,
+        "manifest_digest": manifest.digest,
+        "manifest": manifest.to_dict(),
+        "totals": {
+            "images": len(manifest.images),
+            "blobs": len(blobs),
+            "blob_bytes": sum(m.size for m in blobs),
+            "files": len(files),
+            "file_bytes": sum(m.size for m in files),
+            "external_blobs": len(manifest.external_blobs),
+        },
+        "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        "verified": False,
+    }
+    if trust_path:
+        from airgap import trust
+
+        now = now or datetime.now(timezone.utc)
+        policy = trust.TrustPolicy.load(trust_path, now=None)
+        report = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
+        out["trust"] = report.to_dict()
+        out["trust_summary"] = report.summary()
+    return out
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    m = s["manifest"]
+    t = s["totals"]
+    lines = [
+        f"Bundle    {m['name']} {m['version']}   (target {m['target']})",
+        f"File      {s['bundle']} ({human_size(s['size'])})",
+        f"Manifest  {s['manifest_digest']}",
+        f"Created   {m['created']}   expires {m['expires']}",
+        f"Spec      {m['spec']['name']} sha256:{m['spec']['sha256']}",
+        f"Toolkit   airgap {m['toolkit']['version']}",
+    ]
+    if m.get("description"):
+        lines.append(f"About     {m['description']}")
+    if m["base"]:
+        lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
+    lines.append("")
+    lines.append(f"Images ({t['images']}, {t['blobs']} blobs, {human_size(t['blob_bytes'])}):")
+    for img in m["images"]:
+        plats = ", ".join(img["platforms"]) or "-"
+        lines.append(f"  {img['ref']}")
+        lines.append(f"      {img['digest']}  [{plats}]")
+        if img["source_index"]:
+            lines.append(f"      chosen from index {img['source_index']}")
+        if img["sovereignty"]:
+            lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {img['sovereignty']['reason']}")
+    lines.append(f"Files ({t['files']}, {human_size(t['file_bytes'])}):")
+    for f in m["members"]:
+        if f["path"].startswith("files/"):
+            lines.append(f"  {oct(f['mode'])[2:]:>4}  {human_size(f['size']):>10}  {f['path'][6:]}")
+    lines.append("")
+    if "trust" in s:
+        lines.append("Signatures (against the trust policy):")
+        lines.append("  " + s["trust_summary"])
+    else:
+        lines.append(f"Signatures ({len(s['signatures'])}): " + ", ".join(x["keyid"][:16] for x in s["signatures"]))
+        lines.append("  (give --trust to see roles and thresholds)")
+    lines.append("Not verified: run 'airgap verify' to check signatures, content and policy.")
+    return "\n".join(lines)
+
+
+def _images(m: BundleManifest) -> dict[str, Any]:
+    return {i.ref: i for i in m.images}
+
+
+def _files(m: BundleManifest) -> dict[str, Any]:
+    return {x.path[6:]: x for x in m.members if x.path.startswith("files/")}
+
+
+def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]:
+    with Bundle.open(path_a) as a, Bundle.open(path_b) as b:
+        ma, mb = a.manifest(), b.manifest()
+    ia, ib = _images(ma), _images(mb)
+    fa, fb = _files(ma), _files(mb)
+    blobs_a = {x.path: x.size for x in ma.members if x.path.startswith("blobs/")}
+    blobs_b = {x.path: x.size for x in mb.members if x.path.startswith("blobs/")}
+    new_blobs = set(blobs_b) - set(blobs_a)
+    return {
+        "a": {"name": ma.name, "version": ma.version, "manifest_digest": ma.digest},
+        "b": {"name": mb.name, "version": mb.version, "manifest_digest": mb.digest},
+        "images": {
+            "added": [{"ref": r, "digest": ib[r].digest} for r in sorted(set(ib) - set(ia))],
+            "removed": [{"ref": r, "digest": ia[r].digest} for r in sorted(set(ia) - set(ib))],
+            "changed": [
+                {"ref": r, "from": ia[r].digest, "to": ib[r].digest}
+                for r in sorted(set(ia) & set(ib))
+                if ia[r].digest != ib[r].digest
+            ],
+        },
+        "files": {
+            "added": sorted(set(fb) - set(fa)),
+            "removed": sorted(set(fa) - set(fb)),
+            "changed": sorted(p for p in set(fa) & set(fb) if (fa[p].sha256, fa[p].mode) != (fb[p].sha256, fb[p].mode)),
+        },
+        "blobs": {
+            "shared": len(set(blobs_a) & set(blobs_b)),
+            "new": len(new_blobs),
+            "new_bytes": sum(blobs_b[p] for p in new_blobs),
+        },
+    }
+
+
+def format_diff(d: dict[str, Any]) -> str:
+    lines = [f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"]
+    im = d["images"]
+    for x in im["added"]:
+        lines.append(f"+ image {x['ref']}  {x['digest']}")
+    for x in im["removed"]:
+        lines.append(f"- image {x['ref']}  {x['digest']}")
+    for x in im["changed"]:
+        lines.append(f"~ image {x['ref']}  {x['from']} -> {x['to']}")
+    fl = d["files"]
+    lines += [f"+ file  {p}" for p in fl["added"]]
+    lines += [f"- file  {p}" for p in fl["removed"]]
+    lines += [f"~ file  {p}" for p in fl["changed"]]
+    if len(lines) == 1:
+        lines.append("  no image or file differs")
+    bl = d["blobs"]
+    lines.append(f"blobs: {bl['shared']} shared, {bl['new']} new ({human_size(bl['new_bytes'])})")
+    return "\n".join(lines)
+
+
+def has_differences(d: dict[str, Any]) -> bool:
+    return any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])

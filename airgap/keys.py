@@ -1,0 +1,457 @@
+"""Ed25519 keys in TUF/securesystemslib wire format, and private key files.
+
+Public keys are TUF key objects::
+
+    {"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": "<64 hex>"}}
+
+and a keyid is the sha256 of the canonical JSON of exactly that object, so keyids
+computed here match python-tuf and securesystemslib byte for byte.
+
+Private key files are JSON, mode 0600, and by default encrypted with a key
+derived by Argon2id from a passphrase and sealed with SecretBox
+(XSalsa20-Poly1305).  The KDF limits are recorded in the file so they can be
+raised later without breaking old files.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.pwhash.argon2id as argon2id
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
+from airgap.exceptions import FormatError, InputError, KeyFileError, SignatureError
+
+KEYTYPE = "ed25519"
+SCHEME = "ed25519"
+SIGNATURE_SIZE = 64
+
+PRIVATE_KEY_TYPE = "airgap-private-key"
+PUBLIC_KEY_TYPE = "airgap-public-key"
+
+KDF_MODERATE = (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)
+KDF_SENSITIVE = (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)
+# Only for tests: keeps a test suite full of encrypted keys fast.
+KDF_MIN = (argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
+
+# A key file is untrusted input until decrypted: without an upper bound a
+# crafted file could ask for terabytes of memory or hours of work.
+_MAX_OPSLIMIT = argon2id.OPSLIMIT_SENSITIVE * 4
+_MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE * 4
+_MAX_KEY_FILE = 64 * 1024
+
+UNENCRYPTED_WARNING = (
+    "this private key is stored WITHOUT encryption; anyone who can read this file can sign"
+)
+
+PASSPHRASE_ENV = "AIRGAP_PASSPHRASE"
+
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_HEX = re.compile(r"(?:[0-9a-f]{2})+\Z")
+
+
+def short_keyid(keyid: str) -> str:
+    """The abbreviated keyid shown to people (``3f2a1b2c…``)."""
+    return f"{keyid[:8]}…"
+
+
+def _keyid(keyval_hex: str) -> str:
+    return hashlib.sha256(
+        canonical_bytes({"keytype": KEYTYPE, "scheme": SCHEME, "keyval": {"public": keyval_hex}})
+    ).hexdigest()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """An Ed25519 public key.  ``name`` is a label for people, never part of identity."""
+
+    public: bytes
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.public, bytes) or len(self.public) != 32:
+            raise ValueError("an ed25519 public key is 32 bytes")
+
+    keytype = KEYTYPE
+    scheme = SCHEME
+
+    @property
+    def keyval(self) -> dict[str, str]:
+        return {"public": self.public.hex()}
+
+    @property
+    def keyid(self) -> str:
+        """sha256 hex of the canonical key object (the TUF/securesystemslib default keyid)."""
+        return _keyid(self.public.hex())
+
+    @property
+    def label(self) -> str:
+        """``builder-1 3f2a1b2c…`` or just ``3f2a1b2c…``: how messages name this key."""
+        short = short_keyid(self.keyid)
+        return f"{self.name} {short}" if self.name else short
+
+    def with_name(self, name: str | None) -> PublicKey:
+        return PublicKey(self.public, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keytype": KEYTYPE, "scheme": SCHEME, "keyval": self.keyval}
+
+    @classmethod
+    def from_dict(cls, d: Any, artifact: str) -> PublicKey:
+        """Parse a key object strictly: exactly the TUF fields, ed25519 only, lower-case hex."""
+        if not isinstance(d, dict) or set(d) != {"keytype", "scheme", "keyval"}:
+            raise FormatError(
+                artifact, "a key must be an object with exactly keytype, scheme and keyval"
+            )
+        if d["keytype"] != KEYTYPE or d["scheme"] != SCHEME:
+            raise FormatError(
+                artifact,
+                f"unsupported key type {d['keytype']!r}/{d['scheme']!r} (only ed25519/ed25519)",
+            )
+        keyval = d["keyval"]
+        if not isinstance(keyval, dict) or set(keyval) != {"public"}:
+            raise FormatError(artifact, "keyval must be an object with exactly 'public'")
+        public = keyval["public"]
+        if not isinstance(public, str) or not _HEX64.match(public):
+            raise FormatError(artifact, "keyval.public must be 64 lower-case hex characters")
+        raw = bytes.fromhex(public)
+        # Low-order or non-canonical points would let a forger produce
+        # signatures that "verify" for any message under some libraries.
+        if not nacl.bindings.crypto_core_ed25519_is_valid_point(raw):
+            raise FormatError(artifact, f"key {short_keyid(_keyid(public))} is not a valid ed25519 point")
+        return cls(raw)
+
+    def verify(self, signature: bytes, data: bytes, *, artifact: str = "signature") -> None:
+        """Raise :class:`SignatureError` unless *signature* is this key's signature of *data*."""
+        if not isinstance(signature, bytes) or len(signature) != SIGNATURE_SIZE:
+            raise SignatureError(
+                artifact, f"signature by key {self.label} is malformed (not {SIGNATURE_SIZE} bytes)"
+            )
+        try:
+            nacl.signing.VerifyKey(self.public).verify(data, signature)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+            raise SignatureError(artifact, f"signature by key {self.label} is invalid") from None
+
+
+def load_public(path: str | os.PathLike) -> PublicKey:
+    """Read a ``.pub`` file written by :func:`keygen`; the keyid in it must match the key."""
+    artifact = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{artifact}: cannot read public key: {exc.strerror}") from None
+    doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
+    if not isinstance(doc, dict) or set(doc) != {"keyid", "key", "name"}:
+        raise FormatError(artifact, "a public key file has exactly keyid, key and name")
+    if not isinstance(doc["name"], str) or not doc["name"]:
+        raise FormatError(artifact, "name must be a non-empty string")
+    key = PublicKey.from_dict(doc["key"], artifact).with_name(doc["name"])
+    if doc["keyid"] != key.keyid:
+        raise FormatError(artifact, f"keyid {doc['keyid']!r} does not match the key ({key.keyid})")
+    return key
+
+
+def public_file_bytes(key: PublicKey) -> bytes:
+    """The content of a ``.pub`` file for *key* (which must have a name)."""
+    if not key.name:
+        raise ValueError("a public key file needs a name")
+    return pretty_bytes({"keyid": key.keyid, "key": key.to_dict(), "name": key.name})
+
+
+class SigningKey:
+    """An Ed25519 private key.  Never printed, never written unencrypted unless asked."""
+
+    def __init__(self, seed: bytes, name: str | None = None):
+        if not isinstance(seed, bytes) or len(seed) != 32:
+            raise ValueError("an ed25519 seed is 32 bytes")
+        self._key = nacl.signing.SigningKey(seed)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SigningKey({self.public_key.label!r})"
+
+    @classmethod
+    def generate(cls, name: str | None = None) -> SigningKey:
+        return cls(nacl.utils.random(32), name)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return PublicKey(bytes(self._key.verify_key), self.name)
+
+    @property
+    def keyid(self) -> str:
+        return self.public_key.keyid
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of *data*."""
+        return self._key.sign(data).signature
+
+    # --- key files ---------------------------------------------------------
+
+    def to_file_bytes(
+        self, passphrase: str | None, *, kdf_limits: tuple[int, int] = KDF_MODERATE
+    ) -> bytes:
+        doc: dict[str, Any] = {
+            "_type": PRIVATE_KEY_TYPE,
+            "version": 1,
+            "keytype": KEYTYPE,
+            "scheme": SCHEME,
+            "keyid": self.keyid,
+            "public": self.public_key.public.hex(),
+        }
+        if self.name:
+            doc["name"] = self.name
+        seed = bytes(self._key)
+        if passphrase is None:
+            doc["encrypted"] = False
+            doc["warning"] = UNENCRYPTED_WARNING
+            doc["seed"] = seed.hex()
+        else:
+            if not isinstance(passphrase, str) or passphrase == "":
+                raise InputError("an empty passphrase is not allowed; use --no-passphrase deliberately")
+            opslimit, memlimit = kdf_limits
+            salt = nacl.utils.random(argon2id.SALTBYTES)
+            box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+            nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+            doc["encrypted"] = True
+            doc["kdf"] = {
+                "name": "argon2id",
+                "opslimit": opslimit,
+                "memlimit": memlimit,
+                "salt": salt.hex(),
+            }
+            doc["cipher"] = "xsalsa20-poly1305"
+            doc["nonce"] = nonce.hex()
+            doc["ciphertext"] = box.encrypt(seed, nonce).ciphertext.hex()
+        return pretty_bytes(doc)
+
+    def save(
+        self,
+        path: str | os.PathLike,
+        passphrase: str | None,
+        *,
+        kdf_limits: tuple[int, int] = KDF_MODERATE,
+        overwrite: bool = False,
+    ) -> None:
+        """Write the key file, mode 0600 from its first byte; ``passphrase=None`` stores it unencrypted."""
+        path = Path(path)
+        if not overwrite and (path.exists() or path.is_symlink()):
+            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
+        _write_private(path, self.to_file_bytes(passphrase, kdf_limits=kdf_limits))
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike,
+        passphrase_provider: Callable[[], str] | None = None,
+    ) -> SigningKey:
+        """Read a key file; *passphrase_provider* is called only if the file is encrypted."""
+        artifact = str(path)
+        data = _read_private(artifact)
+        try:
+            doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
+        except FormatError as exc:
+            raise KeyFileError(f"{artifact}: not a private key file ({exc.reason})") from None
+        return cls._from_doc(doc, artifact, passphrase_provider)
+
+    @classmethod
+    def _from_doc(cls, doc: Any, artifact: str, passphrase_provider) -> SigningKey:
+        def bad(reason: str) -> KeyFileError:
+            return KeyFileError(f"{artifact}: {reason}")
+
+        if not isinstance(doc, dict) or doc.get("_type") != PRIVATE_KEY_TYPE:
+            raise bad(f"not a private key file (expected _type {PRIVATE_KEY_TYPE!r})")
+        if doc.get("version") != 1:
+            raise bad(f"unsupported key file version {doc.get('version')!r}")
+        if doc.get("keytype") != KEYTYPE or doc.get("scheme") != SCHEME:
+            raise bad("only ed25519 keys are supported")
+        name = doc.get("name")
+        if name is not None and not isinstance(name, str):
+            raise bad("name must be a string")
+        common = {"_type", "version", "keytype", "scheme", "keyid", "public", "encrypted"}
+        if name is not None:
+            common.add("name")
+        encrypted = doc.get("encrypted")
+        if encrypted is False:
+            if set(doc) != common | {"warning", "seed"}:
+                raise bad("unexpected or missing fields in an unencrypted key file")
+            seed = _hex_field(doc, "seed", 32, bad)
+        elif encrypted is True:
+            if set(doc) != common | {"kdf", "cipher", "nonce", "ciphertext"}:
+                raise bad("unexpected or missing fields in an encrypted key file")
+            kdf = doc["kdf"]
+            if not isinstance(kdf, dict) or set(kdf) != {"name", "opslimit", "memlimit", "salt"}:
+                raise bad("kdf must have exactly name, opslimit, memlimit and salt")
+            if kdf["name"] != "argon2id" or doc["cipher"] != "xsalsa20-poly1305":
+                raise bad("unsupported kdf or cipher (expected argon2id, xsalsa20-poly1305)")
+            opslimit, memlimit = kdf["opslimit"], kdf["memlimit"]
+            if (
+                type(opslimit) is not int
+                or type(memlimit) is not int
+                or not argon2id.OPSLIMIT_MIN <= opslimit <= _MAX_OPSLIMIT
+                or not argon2id.MEMLIMIT_MIN <= memlimit <= _MAX_MEMLIMIT
+            ):
+                raise bad("kdf limits are out of the accepted range")
+            salt = _hex_field(kdf, "salt", argon2id.SALTBYTES, bad)
+            nonce = _hex_field(doc, "nonce", nacl.secret.SecretBox.NONCE_SIZE, bad)
+            ciphertext = _hex_field(doc, "ciphertext", 32 + nacl.secret.SecretBox.MACBYTES, bad)
+            if passphrase_provider is None:
+                raise bad("the key is encrypted and no passphrase was provided")
+            passphrase = passphrase_provider()
+            if not isinstance(passphrase, str):
+                raise bad("the passphrase provider did not return a string")
+            try:
+                box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+                seed = box.decrypt(ciphertext, nonce)
+            except nacl.exceptions.CryptoError:
+                raise bad("wrong passphrase or corrupted key file") from None
+        else:
+            raise bad("'encrypted' must be true or false")
+        key = cls(seed, name)
+        # The public half and keyid are stored in clear for people and tools;
+        # a file whose clear fields disagree with its secret has been edited.
+        if doc["public"] != key.public_key.public.hex() or doc["keyid"] != key.keyid:
+            raise bad("public key or keyid does not match the private key (corrupted key file)")
+        return key
+
+
+def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    return argon2id.kdf(
+        nacl.secret.SecretBox.KEY_SIZE,
+        passphrase.encode("utf-8"),
+        salt,
+        opslimit=opslimit,
+        memlimit=memlimit,
+    )
+
+
+def _hex_field(doc: dict, name: str, size: int, bad) -> bytes:
+    value = doc.get(name)
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX.match(value):
+        raise bad(f"{name} must be {2 * size} lower-case hex characters")
+    return bytes.fromhex(value)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # O_EXCL + 0o600 at creation: the secret is never readable by others,
+    # not even between create and chmod.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)  # in case of an odd umask or inherited ACL defaults
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_private(artifact: str) -> bytes:
+    try:
+        fd = os.open(artifact, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise KeyFileError(f"{artifact}: no such key file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{artifact}: cannot open key file: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{artifact}: not a regular file")
+        # Same rule as ssh: a secret others can read may already be copied.
+        if st.st_mode & 0o077:
+            mode = stat.S_IMODE(st.st_mode)
+            raise KeyFileError(
+                f"{artifact}: permissions {mode:04o} are too open; a private key must not be "
+                f"accessible by group or others (run: chmod 600 {artifact})"
+            )
+        if st.st_size > _MAX_KEY_FILE:
+            raise KeyFileError(f"{artifact}: too large to be a key file")
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > _MAX_KEY_FILE:
+                raise KeyFileError(f"{artifact}: too large to be a key file")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def keygen(
+    name: str,
+    directory: str | os.PathLike,
+    passphrase: str | None,
+    *,
+    kdf_limits: tuple[int, int] = KDF_MODERATE,
+) -> tuple[Path, Path]:
+    """Create ``<name>.key`` (0600) and ``<name>.pub`` in *directory*; never overwrites."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
+        raise InputError(f"key name {name!r}: use letters, digits, '.', '_' and '-' (max 64)")
+    directory = Path(directory)
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    for p in (key_path, pub_path):
+        if p.exists() or p.is_symlink():
+            raise KeyFileError(f"{p}: already exists; refusing to overwrite")
+    key = SigningKey.generate(name)
+    key.save(key_path, passphrase, kdf_limits=kdf_limits)
+    try:
+        fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(public_file_bytes(key.public_key))
+    except FileExistsError:
+        raise KeyFileError(f"{pub_path}: already exists; refusing to overwrite") from None
+    return key_path, pub_path
+
+
+def passphrase_from_env_or_tty(prompt: str, confirm: bool = False) -> str:
+    """``AIRGAP_PASSPHRASE`` if set, else ask on the terminal; never falls back to no passphrase."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env is not None:
+        if env == "":
+            raise InputError(f"{PASSPHRASE_ENV} is set but empty")
+        return env
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise InputError(
+            f"a passphrase is needed: set {PASSPHRASE_ENV} or run on a terminal"
+        )
+    first = getpass.getpass(prompt)
+    if first == "":
+        raise InputError("an empty passphrase is not allowed")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise InputError("the passphrases do not match")
+    return first

@@ -1,0 +1,217 @@
+"""The bundle manifest: the one document that pins everything in a bundle.
+
+Signatures are made over its exact canonical-JSON bytes.  It lists every tar
+member except itself and the signature envelope (path, size, sha256, mode), every
+image (original reference, manifest digest, platforms) and where the bundle came
+from (spec digest, toolkit version, base of a differential bundle).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from airgap import BUNDLE_FORMAT_VERSION
+from airgap._internal import tarfmt
+from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap.exceptions import FormatError
+
+MANIFEST_MEMBER = "manifest.json"
+SIGNATURES_MEMBER = "signatures.json"
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_SIGNATURES_BYTES = 1024 * 1024
+MAX_MEMBERS = 50_000
+_TYPE = "airgap-bundle-manifest"
+
+
+@lru_cache(maxsize=None)
+def _validator() -> jsonschema.Draft202012Validator:
+    text = resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8")
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    path: str
+    size: int
+    sha256: str
+    mode: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    ref: str  # the reference as written in the spec
+    layout_ref: str  # org.opencontainers.image.ref.name inside the bundle's OCI layout
+    registry: str
+    repository: str
+    tag: str | None
+    digest: str  # what is carried, pushed and run: never rewritten
+    media_type: str
+    size: int
+    platforms: tuple[str, ...]
+    source_index: str | None = None  # multi-arch index the platform manifest was chosen from
+    sovereignty: dict[str, str] | None = None  # provider + written reason, when allowed by exception
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "layout_ref": self.layout_ref,
+            "registry": self.registry,
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "mediaType": self.media_type,
+            "size": self.size,
+            "platforms": list(self.platforms),
+            "source_index": self.source_index,
+            "sovereignty": self.sovereignty,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ImageRecord":
+        return cls(
+            ref=d["ref"],
+            layout_ref=d["layout_ref"],
+            registry=d["registry"],
+            repository=d["repository"],
+            tag=d["tag"],
+            digest=d["digest"],
+            media_type=d["mediaType"],
+            size=d["size"],
+            platforms=tuple(d["platforms"]),
+            source_index=d["source_index"],
+            sovereignty=d["sovereignty"],
+        )
+
+
+@dataclass(frozen=True)
+class BaseRecord:
+    """What a differential bundle was built against."""
+
+    kind: str  # "inventory" | "bundle"
+    digest: str
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "digest": self.digest, "description": self.description}
+
+
+@dataclass(frozen=True)
+class BundleManifest:
+    name: str
+    version: str
+    target: str
+    created: str
+    expires: str
+    spec_name: str
+    spec_sha256: str
+    toolkit_version: str
+    images: tuple[ImageRecord, ...]
+    members: tuple[MemberRecord, ...]
+    base: BaseRecord | None = None
+    external_blobs: tuple[tuple[str, int], ...] = ()
+    description: str | None = None
+    _raw: bytes | None = field(default=None, compare=False, repr=False)
+
+    # ------------------------------------------------------------------ encoding
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "_type": _TYPE,
+            "format": BUNDLE_FORMAT_VERSION,
+            "name": self.name,
+            "version": self.version,
+            "target": self.target,
+            "created": self.created,
+            "expires": self.expires,
+            "spec": {"name": self.spec_name, "sha256": self.spec_sha256},
+            "toolkit": {"name": "airgap", "version": self.toolkit_version},
+            "base": self.base.to_dict() if self.base else None,
+            "images": [i.to_dict() for i in self.images],
+            "members": [m.to_dict() for m in self.members],
+            "external_blobs": [{"digest": d, "size": s} for d, s in self.external_blobs],
+        }
+        if self.description is not None:
+            d["description"] = self.description
+        return d
+
+    def to_bytes(self) -> bytes:
+        """The exact bytes that are signed: canonical JSON."""
+        if self._raw is not None:
+            return self._raw
+        return canonical_bytes(self.to_dict())
+
+    @property
+    def digest(self) -> str:
+        import hashlib
+
+        return "sha256:" + hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def member(self, path: str) -> MemberRecord | None:
+        return self._by_path().get(path)
+
+    def _by_path(self) -> dict[str, MemberRecord]:
+        cache = self.__dict__.get("_index")
+        if cache is None:
+            cache = {m.path: m for m in self.members}
+            object.__setattr__(self, "_index", cache)
+        return cache
+
+    # ------------------------------------------------------------------ decoding
+    @classmethod
+    def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> "BundleManifest":
+        """Parse and validate untrusted manifest bytes; FormatError names what is wrong."""
+        doc = loads_strict(data, artifact, max_size=MAX_MANIFEST_BYTES)
+        if not isinstance(doc, dict):
+            raise FormatError(artifact, "manifest is not a JSON object")
+        if doc.get("_type") == _TYPE and doc.get("format") not in (None, BUNDLE_FORMAT_VERSION):
+            raise FormatError(artifact, f"unsupported bundle format {doc.get('format')!r} (this toolkit reads {BUNDLE_FORMAT_VERSION})")
+        errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
+        if errors:
+            err = jsonschema.exceptions.best_match(errors)
+            raise FormatError(artifact, f"{_path_of(err)}: {err.message}")
+        if canonical_bytes(doc) != data:
+            # Only one byte string may stand for a manifest: a re-encoded one could
+            # carry a signature over different bytes than a reviewer looked at.
+            raise FormatError(artifact, "manifest is not in canonical JSON form")
+        members = tuple(MemberRecord(m["path"], m["size"], m["sha256"], m["mode"]) for m in doc["members"])
+        seen: set[str] = set()
+        for i, m in enumerate(members):
+            tarfmt.check_name(m.path, f"{artifact}: members[{i}].path {m.path!r}")
+            key = tarfmt.collision_key(m.path)
+            if key in seen:
+                raise FormatError(artifact, f"members[{i}].path {m.path!r} listed twice (or collides after normalisation)")
+            seen.add(key)
+            if m.path in (MANIFEST_MEMBER, SIGNATURES_MEMBER):
+                raise FormatError(artifact, f"members[{i}].path {m.path!r} is reserved")
+        base = doc["base"]
+        return cls(
+            name=doc["name"],
+            version=doc["version"],
+            target=doc["target"],
+            created=doc["created"],
+            expires=doc["expires"],
+            spec_name=doc["spec"]["name"],
+            spec_sha256=doc["spec"]["sha256"],
+            toolkit_version=doc["toolkit"]["version"],
+            images=tuple(ImageRecord.from_dict(i) for i in doc["images"]),
+            members=members,
+            base=BaseRecord(base["kind"], base["digest"], base["description"]) if base else None,
+            external_blobs=tuple((b["digest"], b["size"]) for b in doc["external_blobs"]),
+            description=doc.get("description"),
+            _raw=data,
+        )

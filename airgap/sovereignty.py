@@ -1,0 +1,396 @@
+"""The sovereignty policy: which endpoints the isolated side must never depend on.
+
+The policy (``airgap/data/sovereignty.yaml``) lists endpoint patterns of US
+hyperscalers and other external services, each with a provider and a category
+(registry, dns, ntp, package-mirror, metadata, code-hosting, cdn,
+cloud-service).  It is used in two places:
+
+* ``airgap build`` calls :meth:`SovereigntyPolicy.check_image_source` for every
+  image: an image from a listed registry is refused unless the spec carries a
+  written ``allow.reason`` for it (which the build then records);
+* the check playbook calls :func:`scan_text` on node configuration to prove it
+  names no listed endpoint.
+
+Matching works on normalised hosts: lower case, no scheme, user info, port,
+path, brackets or trailing dot; IPv4-mapped IPv6 addresses are unmapped.
+Patterns are whole DNS labels: ``*.amazonaws.com`` matches
+``x.y.amazonaws.com`` but neither ``amazonaws.com`` nor
+``amazonaws.com.evil`` nor ``evilamazonaws.com``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlsplit
+
+import yaml
+
+from airgap.exceptions import InputError, SovereigntyError
+
+CATEGORIES = (
+    "registry",
+    "dns",
+    "ntp",
+    "package-mirror",
+    "metadata",
+    "code-hosting",
+    "cdn",
+    "cloud-service",
+)
+
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Who operates an endpoint: ``name`` (Google), ``kind`` (US hyperscaler), ``jurisdiction`` (US)."""
+
+    id: str
+    name: str
+    kind: str
+    jurisdiction: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One policy entry: a pattern, its provider and category."""
+
+    pattern: str
+    provider: Provider
+    category: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Match:
+    """An endpoint that matched the policy."""
+
+    endpoint: str
+    """The endpoint as given (or as found in the scanned text)."""
+    host: str
+    """Normalised host name or IP address that was matched."""
+    pattern: str
+    provider: str
+    """Display name of the provider, e.g. ``Google``."""
+    provider_kind: str
+    """e.g. ``US hyperscaler``."""
+    jurisdiction: str
+    """``US``, or where a non-US external service sits (``CH``, ``GB``, ``external``)."""
+    category: str
+    provider_id: str = ""
+    span: tuple[int, int] | None = None
+    """``(start, end)`` offsets in the scanned text (:func:`scan_text` only)."""
+    line: int | None = None
+    """1-based line number in the scanned text (:func:`scan_text` only)."""
+
+    @property
+    def is_us(self) -> bool:
+        """True if the provider is under US jurisdiction."""
+        return self.jurisdiction == "US"
+
+    def describe(self) -> str:
+        """``registry gcr.io belongs to Google (US hyperscaler)``."""
+        return f"{self.category} {self.host} belongs to {self.provider} ({self.provider_kind})"
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-friendly) for reports and the check playbook."""
+        out = {
+            "endpoint": self.endpoint,
+            "host": self.host,
+            "pattern": self.pattern,
+            "provider": self.provider,
+            "provider_kind": self.provider_kind,
+            "jurisdiction": self.jurisdiction,
+            "category": self.category,
+        }
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+def normalise_endpoint(endpoint: str) -> str:
+    """Reduce a host, ``host:port``, URL, image reference or IP to a bare lower-case host.
+
+    IP addresses come back in their compressed canonical form (IPv4-mapped IPv6
+    unmapped); an empty string means nothing host-like was found.
+    """
+    s = endpoint.strip()
+    if "://" in s:
+        try:
+            host = urlsplit(s).hostname or ""
+        except ValueError:
+            host = ""
+    else:
+        host = s.split("/", 1)[0]
+        host = host.rpartition("@")[2]  # user info
+        if host.startswith("["):
+            host = host[1 : host.find("]")] if "]" in host else host[1:]
+        elif host.count(":") == 1:
+            host = host.split(":", 1)[0]
+    host = host.split("%", 1)[0]  # IPv6 zone
+    host = host.lower().rstrip(".")
+    if host and not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            pass
+    ip = _as_ip(host)
+    return str(ip) if ip is not None else host
+
+
+def _as_ip(host: str) -> _IPAddress | None:
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+class SovereigntyPolicy:
+    """A loaded sovereignty policy; match endpoints and check image sources against it."""
+
+    def __init__(self, entries: Iterable[Entry], *, source: str = "<policy>"):
+        self.source = source
+        self.entries: tuple[Entry, ...] = tuple(entries)
+        self._exact: dict[str, Entry] = {}
+        self._suffix: dict[str, Entry] = {}
+        self._ips: dict[_IPAddress, Entry] = {}
+        self._nets: list[tuple[_IPNetwork, Entry]] = []
+        for entry in self.entries:
+            self._index(entry)
+        self._nets.sort(key=lambda ne: -ne[0].prefixlen)
+
+    def _index(self, entry: Entry) -> None:
+        pattern = entry.pattern
+        if "/" in pattern:
+            try:
+                net = ipaddress.ip_network(pattern, strict=True)
+            except ValueError:
+                raise InputError(f"{self.source}: invalid network pattern {pattern!r}") from None
+            self._nets.append((net, entry))
+            return
+        ip = _as_ip(pattern)
+        table: dict
+        if ip is not None:
+            table, key = self._ips, ip
+        elif pattern.startswith("*.") and _HOSTNAME_RE.fullmatch(pattern[2:]):
+            table, key = self._suffix, pattern[2:]
+        elif _HOSTNAME_RE.fullmatch(pattern):
+            table, key = self._exact, pattern
+        else:
+            raise InputError(
+                f"{self.source}: invalid pattern {pattern!r} (a lower-case host, *.domain, an IP or a network)"
+            )
+        if key in table:
+            raise InputError(f"{self.source}: pattern {pattern!r} is listed twice")
+        table[key] = entry
+
+    # --- loading ---------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> SovereigntyPolicy:
+        """Load the policy from *path*, or the one shipped in ``airgap/data`` if ``None``."""
+        if path is None:
+            ref = resources.files("airgap").joinpath("data/sovereignty.yaml")
+            source = "airgap/data/sovereignty.yaml"
+            try:
+                text = ref.read_text("utf-8")
+            except OSError as exc:  # pragma: no cover - broken installation
+                raise InputError(f"{source}: cannot read the packaged policy ({exc})") from None
+        else:
+            source = str(path)
+            try:
+                text = Path(path).read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"{source}: cannot read the sovereignty policy ({exc})") from None
+        return cls.from_text(text, source=source)
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "<policy>") -> SovereigntyPolicy:
+        """Parse a policy document (YAML); raise InputError naming *source* if it is malformed."""
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise InputError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise InputError(f"{source}: not a version 1 sovereignty policy")
+        providers: dict[str, Provider] = {}
+        for pid, p in (doc.get("providers") or {}).items():
+            if not isinstance(p, dict) or not all(isinstance(p.get(k), str) for k in ("name", "kind", "jurisdiction")):
+                raise InputError(f"{source}: provider {pid!r} needs text name, kind and jurisdiction")
+            providers[str(pid)] = Provider(str(pid), p["name"], p["kind"], p["jurisdiction"])
+        entries = []
+        for i, e in enumerate(doc.get("endpoints") or []):
+            where = f"{source}: endpoints[{i}]"
+            if not isinstance(e, dict) or not isinstance(e.get("pattern"), str):
+                raise InputError(f"{where}: needs a text pattern")
+            if e.get("provider") not in providers:
+                raise InputError(f"{where}: unknown provider {e.get('provider')!r}")
+            if e.get("category") not in CATEGORIES:
+                raise InputError(f"{where}: category must be one of {', '.join(CATEGORIES)}")
+            entries.append(Entry(e["pattern"], providers[e["provider"]], e["category"], e.get("note")))
+        if not entries:
+            raise InputError(f"{source}: the policy lists no endpoints")
+        return cls(entries, source=source)
+
+    # --- matching ---------------------------------------------------------------
+
+    def entry_for(self, host: str) -> Entry | None:
+        """The most specific entry for an already normalised *host*, or ``None``."""
+        if not host:
+            return None
+        ip = _as_ip(host)
+        if ip is not None:
+            if ip in self._ips:
+                return self._ips[ip]
+            for net, entry in self._nets:
+                if ip.version == net.version and ip in net:
+                    return entry
+            return None
+        if host in self._exact:
+            return self._exact[host]
+        labels = host.split(".")
+        for i in range(1, len(labels)):  # longest proper suffix first
+            entry = self._suffix.get(".".join(labels[i:]))
+            if entry is not None:
+                return entry
+        return None
+
+    def match(self, endpoint: str) -> Match | None:
+        """Match a host, ``host:port``, URL, image reference or IP; ``None`` if not listed."""
+        host = normalise_endpoint(endpoint)
+        entry = self.entry_for(host)
+        return None if entry is None else _to_match(endpoint, host, entry)
+
+    def check_image_source(
+        self, registry: str, allow_reason: str | None, *, artifact: str | None = None
+    ) -> Match | None:
+        """Refuse an image from a listed registry unless a written reason accepts it.
+
+        Returns ``None`` if the registry is not listed, the :class:`Match` if it is
+        listed and *allow_reason* accepts it (so the build can record both), and
+        raises :class:`SovereigntyError` naming *artifact* (default: the registry)
+        otherwise.
+        """
+        m = self.match(registry)
+        if m is None:
+            return None
+        if allow_reason and allow_reason.strip():
+            return m
+        raise SovereigntyError(
+            artifact or registry,
+            f"registry {m.host} belongs to {m.provider} ({m.provider_kind}); "
+            "add allow.reason to the spec to accept it",
+        )
+
+    def check_images(self, images) -> list[tuple[object, Match]]:
+        """Check every registry image of a spec (``spec.images``); return the accepted exceptions.
+
+        Raises :class:`SovereigntyError` for the first image from a listed registry
+        without ``allow.reason``; the artifact is ``images[i].ref <ref>``.
+        """
+        accepted = []
+        for image in images:
+            if image.kind != "registry":
+                continue
+            m = self.check_image_source(
+                image.registry, image.allow_reason, artifact=f"images[{image.index}].ref {image.ref}"
+            )
+            if m is not None:
+                accepted.append((image, m))
+        return accepted
+
+    def scan_text(self, text: str) -> list[Match]:
+        """Every listed endpoint mentioned in *text* (a config file), in order of appearance.
+
+        Host names are taken as whole dotted tokens, so ``gcr.io.internal``,
+        ``notgcr.io`` and ``my_gcr.io`` are not mentions of ``gcr.io``; IPv4 and
+        IPv6 addresses are recognised in any notation ``ipaddress`` accepts.
+        """
+        found: list[Match] = []
+        v6_spans: list[tuple[int, int]] = []
+        for m in _V6_TOKEN_RE.finditer(text):
+            token = m.group(0).split("%", 1)[0]
+            if token.count(":") < 2:
+                continue
+            ip = _as_ip(token)
+            if ip is None:
+                continue
+            entry = self.entry_for(str(ip))
+            v6_spans.append(m.span())
+            if entry is not None:
+                found.append(_to_match(m.group(0), str(ip), entry, text, m.span()))
+        for m in _HOST_TOKEN_RE.finditer(text):
+            start, end = m.span()
+            if any(s <= start and end <= e for s, e in v6_spans):
+                continue
+            token = m.group(0)
+            stripped = token.strip(".-")
+            if not stripped or "." not in stripped:
+                continue
+            offset = start + token.index(stripped)
+            host = stripped.lower()
+            if ".." in host:
+                continue
+            if not (_IPV4_RE.fullmatch(host) or _HOSTNAME_RE.fullmatch(host)):
+                continue
+            ip = _as_ip(host)
+            entry = self.entry_for(str(ip) if ip is not None else host)
+            if entry is not None:
+                found.append(_to_match(stripped, host, entry, text, (offset, offset + len(stripped))))
+        found.sort(key=lambda x: x.span or (0, 0))
+        return found
+
+
+_HOST_TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_V6_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9_.:-])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9_.-]+)?(?![A-Za-z0-9_:-])")
+_IPV4_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+
+
+def _to_match(endpoint: str, host: str, entry: Entry, text: str | None = None, span=None) -> Match:
+    line = text.count("\n", 0, span[0]) + 1 if text is not None and span is not None else None
+    return Match(
+        endpoint=endpoint,
+        host=host,
+        pattern=entry.pattern,
+        provider=entry.provider.name,
+        provider_kind=entry.provider.kind,
+        jurisdiction=entry.provider.jurisdiction,
+        category=entry.category,
+        provider_id=entry.provider.id,
+        span=span,
+        line=line,
+    )
+
+
+@functools.cache
+def default_policy() -> SovereigntyPolicy:
+    """The packaged policy, loaded once."""
+    return SovereigntyPolicy.load()
+
+
+def match(endpoint: str) -> Match | None:
+    """:meth:`SovereigntyPolicy.match` with the packaged policy."""
+    return default_policy().match(endpoint)
+
+
+def scan_text(text: str, policy: SovereigntyPolicy | None = None) -> list[Match]:
+    """Listed endpoints mentioned in *text* (default: the packaged policy)."""
+    return (policy or default_policy()).scan_text(text)
+
+
+def check_image_source(registry: str, allow_reason: str | None, *, artifact: str | None = None) -> Match | None:
+    """:meth:`SovereigntyPolicy.check_image_source` with the packaged policy."""
+    return default_policy().check_image_source(registry, allow_reason, artifact=artifact)

@@ -1,0 +1,637 @@
+"""Media splitting: cut a bundle into parts of a chosen size with a part index.
+
+``split`` writes ``<bundle>.part001``, ``<bundle>.part002``, ... and
+``<bundle>.parts.json`` (canonical JSON: the whole bundle's name, size and
+sha256 plus each part's name, size and sha256), optionally a DSSE signature over
+the index in ``<bundle>.parts.json.dsse``.
+
+On the receiving side :class:`PartsReader` checks every part's presence, size
+and sha256 *before* anything reads a byte of the bundle, so a bad disc is named
+("...part003: sha256 mismatch") instead of surfacing as a confusing tar error.
+It then acts as one read-only seekable file over the parts, so ``verify`` and
+``import`` stream the bundle without a joined copy.  :func:`open_bundle` gives
+the same reader interface for a plain bundle file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import queue
+import re
+import stat
+import tempfile
+import threading
+from bisect import bisect_right
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap.exceptions import FormatError, InputError, IntegrityError
+
+INDEX_TYPE = "airgap-parts"
+INDEX_SUFFIX = ".parts.json"
+SIGNATURE_SUFFIX = ".dsse"
+PAYLOAD_TYPE = "application/vnd.airgap.parts+json"
+CHUNK = 1 << 20
+MAX_PARTS = 99_999
+_MAX_INDEX = 16 * 1024 * 1024
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """Parse a part size: exact bytes, or a whole number with a binary K/M/G/T suffix.
+
+    ``4480M`` is 4480 MiB.  Fractions (``4.7G``) are refused: media are sold in
+    decimal gigabytes, and guessing which unit was meant is how a part ends up
+    a few hundred megabytes too large for its disc.
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        m = _SIZE.fullmatch(str(text))
+        if not m:
+            raise InputError(
+                f"part size {text!r}: give exact bytes (4700000000) or a whole number with a "
+                "binary suffix K, M, G or T (4480M = 4480 MiB); fractions are not accepted"
+            )
+        value = int(m.group(1)) * _UNITS[m.group(2).upper()]
+    if value < 1:
+        raise InputError(f"part size {text!r} must be at least 1 byte")
+    return value
+
+
+def _plain_name(name: Any, artifact: str, what: str) -> str:
+    # Names come from an untrusted index and are joined onto a directory: only a
+    # plain file name may pass, or "../../etc/shadow" would be a "part".
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    ):
+        raise FormatError(artifact, f"{what} {name!r} is not a plain file name")
+    return name
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """One part as listed in the index."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class PartIndex:
+    """The part index: the whole bundle's name, size, sha256 and its parts in order."""
+
+    bundle_name: str
+    bundle_size: int
+    bundle_sha256: str
+    parts: tuple[PartInfo, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "_type": INDEX_TYPE,
+            "bundle": {"name": self.bundle_name, "size": self.bundle_size, "sha256": self.bundle_sha256},
+            "parts": [{"name": p.name, "size": p.size, "sha256": p.sha256} for p in self.parts],
+        }
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON bytes (what is written and signed)."""
+        return canonical_bytes(self.to_dict())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, artifact: str) -> PartIndex:
+        """Parse and validate untrusted index bytes; FormatError names *artifact*."""
+        obj = loads_strict(data, artifact, max_size=_MAX_INDEX)
+        if not isinstance(obj, dict) or set(obj) != {"_type", "bundle", "parts"}:
+            raise FormatError(artifact, "expected exactly _type, bundle and parts")
+        if obj["_type"] != INDEX_TYPE:
+            raise FormatError(artifact, f"_type is {obj['_type']!r}, not {INDEX_TYPE!r}")
+        bundle = _entry(obj["bundle"], artifact, "bundle")
+        parts_raw = obj["parts"]
+        if not isinstance(parts_raw, list) or not parts_raw:
+            raise FormatError(artifact, "parts must be a non-empty list")
+        if len(parts_raw) > MAX_PARTS:
+            raise FormatError(artifact, f"{len(parts_raw)} parts exceeds the cap of {MAX_PARTS}")
+        parts = tuple(_entry(p, artifact, f"parts[{i}]") for i, p in enumerate(parts_raw))
+        names = {p.name for p in parts}
+        if len(names) != len(parts):
+            raise FormatError(artifact, "a part is listed twice")
+        if bundle.name in names:
+            raise FormatError(artifact, "a part has the bundle's own name")
+        total = sum(p.size for p in parts)
+        if total != bundle.size:
+            raise FormatError(artifact, f"parts add up to {total} bytes but the bundle has {bundle.size}")
+        return cls(bundle.name, bundle.size, bundle.sha256, parts)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PartIndex:
+        """Read and validate an index file."""
+        path = Path(path)
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(_MAX_INDEX + 1)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read part index: {exc.strerror}") from None
+        return cls.from_bytes(data, path.name)
+
+
+def _entry(obj: Any, artifact: str, where: str) -> PartInfo:
+    if not isinstance(obj, dict) or set(obj) != {"name", "size", "sha256"}:
+        raise FormatError(artifact, f"{where} must have exactly name, size and sha256")
+    name = _plain_name(obj["name"], artifact, f"{where}.name")
+    size = obj["size"]
+    if type(size) is not int or size < 1:
+        raise FormatError(artifact, f"{where}.size must be a positive integer")
+    if not isinstance(obj["sha256"], str) or not _HEX64.fullmatch(obj["sha256"]):
+        raise FormatError(artifact, f"{where}.sha256 is not 64 lower-case hex digits")
+    return PartInfo(name, size, obj["sha256"])
+
+
+# --- signing ----------------------------------------------------------------
+
+
+def sign_index(index_bytes: bytes, signing_key: Any) -> bytes:
+    """A DSSE envelope (canonical JSON bytes) over *index_bytes*, signed with *signing_key*.
+
+    The envelope is a separate file, so the index bytes a signature covers are
+    exactly the bytes on the medium.
+    """
+    from airgap import dsse  # late: signing is optional and dsse pulls in PyNaCl
+
+    envelope = dsse.Envelope(index_bytes, PAYLOAD_TYPE)
+    envelope.add_signature(signing_key)
+    return envelope.to_bytes()
+
+
+def verify_index_signature(index_path: str | os.PathLike[str], trusted: Iterable[Any]) -> Any:
+    """Check ``<index>.dsse`` against *trusted* public keys; return the key that signed.
+
+    The envelope's payload must be byte-identical to the index file.  Raises
+    SignatureError (no valid signature by a trusted key) or FormatError.
+    """
+    from airgap import dsse
+    from airgap.exceptions import SignatureError
+
+    index_path = Path(index_path)
+    sig_path = Path(str(index_path) + SIGNATURE_SUFFIX)
+    artifact = sig_path.name
+    try:
+        with open(sig_path, "rb") as fh:
+            envelope = dsse.Envelope.from_bytes(fh.read(dsse.MAX_ENVELOPE_SIZE + 1), artifact)
+        with open(index_path, "rb") as fh:
+            index_bytes = fh.read(_MAX_INDEX + 1)
+    except FileNotFoundError as exc:
+        raise SignatureError(artifact if exc.filename == str(sig_path) else index_path.name, "missing") from None
+    if envelope.payload_type != PAYLOAD_TYPE:
+        raise SignatureError(artifact, f"payloadType {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}")
+    if envelope.payload != index_bytes:
+        raise SignatureError(artifact, f"signs other bytes than {index_path.name}")
+    data = envelope.pae()
+    for key in trusted:
+        for sig in envelope.signatures:
+            try:
+                key.verify(sig.sig, data, artifact=artifact)
+            except SignatureError:
+                continue
+            return key
+    raise SignatureError(artifact, "no valid signature by a trusted key")
+
+
+# --- writing ----------------------------------------------------------------
+
+
+class _BackgroundHash:
+    """sha256 fed from a bounded queue on another thread (hashlib drops the GIL).
+
+    The whole-bundle digest and each part's digest are computed over the same
+    bytes; doing them on two cores keeps split at disk speed.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)  # bounds memory
+        self._thread = threading.Thread(target=self._run, name="airgap-bundle-hash", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._hash.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def finish(self) -> str:
+        self._queue.put(None)
+        self._thread.join()
+        return self._hash.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def split(
+    bundle_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    part_size: int | str,
+    signing_key: Any = None,
+) -> PartIndex:
+    """Cut *bundle_path* into parts of at most *part_size* bytes in *out_dir*; return the index.
+
+    One pass over the bundle: each part and the whole bundle are hashed while
+    copying.  Parts are written atomically, the index last, so an index on disk
+    always describes complete parts.
+    """
+    src = Path(bundle_path)
+    out = Path(out_dir)
+    part_size = parse_size(part_size)
+    try:
+        fh = open(src, "rb")
+    except OSError as exc:
+        raise InputError(f"{src}: cannot read bundle: {exc.strerror}") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise InputError(f"{src}: bundle is empty")
+        count = -(-size // part_size)
+        if count > MAX_PARTS:
+            raise InputError(f"part size {part_size} would give {count} parts (at most {MAX_PARTS})")
+        out.mkdir(parents=True, exist_ok=True)
+        width = max(3, len(str(count)))
+        name = src.name
+        bundle_hash = _BackgroundHash()
+        parts: list[PartInfo] = []
+        total = 0
+        try:
+            while True:
+                part_name = f"{name}.part{len(parts) + 1:0{width}d}"
+                info = _write_part(fh, out / part_name, part_size, bundle_hash)
+                if info is None:
+                    break
+                parts.append(info)
+                total += info.size
+        finally:
+            digest = bundle_hash.finish()
+    if total != size or len(parts) != count:
+        raise InputError(f"{src}: bundle changed size while it was being split")
+    index = PartIndex(name, size, digest, tuple(parts))
+    index_path = out / f"{name}{INDEX_SUFFIX}"
+    index_bytes = index.to_bytes()
+    _atomic_bytes(index_path, index_bytes)
+    sig_path = Path(str(index_path) + SIGNATURE_SUFFIX)
+    if signing_key is not None:
+        _atomic_bytes(sig_path, sign_index(index_bytes, signing_key))
+    else:
+        # A signature left over from an earlier split would not match this index.
+        _unlink_quietly(sig_path)
+    _remove_stale_parts(out, name, {p.name for p in parts})
+    _fsync_dir(out)
+    return index
+
+
+def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: _BackgroundHash) -> PartInfo | None:
+    first = src.read(min(CHUNK, limit))
+    if not first:
+        return None
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            written = 0
+            chunk = first
+            while chunk:
+                bundle_hash.update(chunk)
+                digest.update(chunk)
+                fh.write(chunk)
+                written += len(chunk)
+                if written >= limit:
+                    break
+                chunk = src.read(min(CHUNK, limit - written))
+            fh.flush()
+            os.fchmod(fh.fileno(), 0o644)
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return PartInfo(dest.name, written, digest.hexdigest())
+
+
+def _remove_stale_parts(out: Path, name: str, keep: set[str]) -> None:
+    # Parts of an earlier split with a smaller part size would otherwise ride
+    # along when the directory is copied to media.
+    pattern = re.compile(re.escape(name) + r"\.part\d{3,}$")
+    for entry in os.scandir(out):
+        if pattern.fullmatch(entry.name) and entry.name not in keep and entry.is_file(follow_symlinks=False):
+            _unlink_quietly(entry.path)
+
+
+# --- reading ----------------------------------------------------------------
+
+
+class BundleReader(Protocol):
+    """What verify/import need: a read-only seekable stream plus thread-safe pread."""
+
+    name: str
+    size: int
+
+    def read(self, n: int = -1, /) -> bytes: ...
+    def readinto(self, b: Any, /) -> int | None: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def tell(self) -> int: ...
+    def pread(self, offset: int, n: int) -> bytes: ...
+    def close(self) -> None: ...
+
+
+class _PositionalReader(io.RawIOBase):
+    """Shared read/seek/tell built on :meth:`pread`; subclasses supply pread and size."""
+
+    name: str
+    size: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        self._checkClosed()
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._checkClosed()
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if pos < 0:
+            raise ValueError(f"negative seek position {pos}")
+        self._pos = pos
+        return pos
+
+    def readinto(self, b: Any) -> int:
+        data = self.pread(self._pos, len(b))
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        self._pos += n
+        return n
+
+    def pread(self, offset: int, n: int) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class FileBundle(_PositionalReader):
+    """A plain bundle file behind the :class:`BundleReader` interface."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        super().__init__()
+        self.path = Path(path)
+        self.name = self.path.name
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read bundle: {exc.strerror}") from None
+        self.size = os.fstat(self._fd).st_size
+
+    def pread(self, offset: int, n: int) -> bytes:
+        """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
+        self._checkClosed()
+        if offset < 0 or n < 0:
+            raise ValueError("offset and length must not be negative")
+        n = max(0, min(n, self.size - offset))
+        out = bytearray()
+        while len(out) < n:
+            chunk = os.pread(self._fd, n - len(out), offset + len(out))
+            if not chunk:
+                raise IntegrityError(self.name, f"file shrank while being read (at byte {offset + len(out)})")
+            out += chunk
+        return bytes(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class PartsReader(_PositionalReader):
+    """The parts listed in an index, checked first, then read as one bundle."""
+
+    def __init__(self, index_path: str | os.PathLike[str], *, workers: int | None = None):
+        super().__init__()
+        self.index_path = Path(index_path)
+        self.dir = self.index_path.parent
+        self.index = PartIndex.load(self.index_path)
+        self.name = self.index.bundle_name
+        self.size = self.index.bundle_size
+        self._workers = workers or min(len(self.index.parts), os.cpu_count() or 1)
+        self._fds: list[int] = []
+        # Start offset of every part, for bisecting an offset to its part.
+        self._starts: list[int] = []
+        offset = 0
+        for part in self.index.parts:
+            self._starts.append(offset)
+            offset += part.size
+        self._checked = False
+        self._check_lock = threading.Lock()
+
+    def check(self) -> None:
+        """Verify every part's presence, size and sha256; IntegrityError names the first bad part.
+
+        Hashes the descriptors that will later be read, so a part swapped on
+        disk after the check is not what gets streamed.
+        """
+        with self._check_lock:
+            if self._checked:
+                return
+            self._checkClosed()
+            fds: list[int] = []
+            try:
+                for part in self.index.parts:
+                    fds.append(self._open_part(part))
+                with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
+                    digests = list(pool.map(_hash_fd, fds))
+                bad = [p for p, d in zip(self.index.parts, digests) if d != p.sha256]
+                if bad:
+                    more = f" (also bad: {', '.join(p.name for p in bad[1:])})" if len(bad) > 1 else ""
+                    raise IntegrityError(bad[0].name, f"sha256 mismatch{more}")
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                raise
+            self._fds = fds
+            self._checked = True
+
+    def _open_part(self, part: PartInfo) -> int:
+        path = self.dir / part.name
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise IntegrityError(part.name, "missing") from None
+        except OSError as exc:
+            raise IntegrityError(part.name, f"cannot be opened: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise IntegrityError(part.name, "not a regular file")
+        if st.st_size != part.size:
+            os.close(fd)
+            raise IntegrityError(part.name, f"size {st.st_size} bytes, index says {part.size}")
+        return fd
+
+    def pread(self, offset: int, n: int) -> bytes:
+        """Up to *n* bytes at bundle *offset* across part boundaries; safe across threads."""
+        self._checkClosed()
+        if not self._checked:
+            self.check()
+        if offset < 0 or n < 0:
+            raise ValueError("offset and length must not be negative")
+        end = min(offset + n, self.size)
+        out = bytearray()
+        pos = offset
+        i = bisect_right(self._starts, pos) - 1
+        while pos < end:
+            part = self.index.parts[i]
+            within = pos - self._starts[i]
+            want = min(end - pos, part.size - within)
+            chunk = os.pread(self._fds[i], want, within)
+            if not chunk:
+                raise IntegrityError(part.name, f"shrank after it was checked (at byte {within})")
+            out += chunk
+            pos += len(chunk)
+            if len(chunk) == want:
+                i += 1
+        return bytes(out)
+
+    def verify_digest(self) -> None:
+        """Stream the whole bundle once and compare with the index's bundle sha256."""
+        digest = hashlib.sha256()
+        pos = 0
+        while pos < self.size:
+            chunk = self.pread(pos, CHUNK)
+            digest.update(chunk)
+            pos += len(chunk)
+        if digest.hexdigest() != self.index.bundle_sha256:
+            raise IntegrityError(self.name, "sha256 of the joined parts does not match the index")
+
+    def close(self) -> None:
+        if not self.closed:
+            for fd in self._fds:
+                os.close(fd)
+            self._fds = []
+        super().close()
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()
+
+
+def join(
+    index: str | os.PathLike[str] | PartsReader,
+    out_path: str | os.PathLike[str],
+) -> str:
+    """Check the parts, then write the joined bundle atomically to *out_path*; return its sha256.
+
+    The joined file only appears under its name when its sha256 matches the index.
+    """
+    reader = index if isinstance(index, PartsReader) else PartsReader(index)
+    out = Path(out_path)
+    try:
+        reader.check()
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pos = 0
+                while pos < reader.size:
+                    chunk = reader.pread(pos, CHUNK)
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    pos += len(chunk)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if digest.hexdigest() != reader.index.bundle_sha256:
+                raise IntegrityError(reader.name, "sha256 of the joined parts does not match the index")
+            os.replace(tmp, out)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        _fsync_dir(out.parent)
+        return digest.hexdigest()
+    finally:
+        if reader is not index:
+            reader.close()
+
+
+def open_bundle(path: str | os.PathLike[str]) -> FileBundle | PartsReader:
+    """A checked reader for a bundle file, a ``*.parts.json`` index, or a directory holding one index."""
+    p = Path(path)
+    if p.is_dir():
+        indexes = sorted(e for e in p.iterdir() if e.name.endswith(INDEX_SUFFIX) and e.is_file())
+        if len(indexes) != 1:
+            found = ", ".join(e.name for e in indexes) or "none"
+            raise InputError(f"{p}: expected exactly one *{INDEX_SUFFIX} in the directory, found {found}")
+        p = indexes[0]
+    if p.name.endswith(INDEX_SUFFIX):
+        reader = PartsReader(p)
+        try:
+            reader.check()
+        except BaseException:
+            reader.close()
+            raise
+        return reader
+    if not p.exists():
+        raise InputError(f"{p}: no such bundle")
+    return FileBundle(p)
