@@ -25,7 +25,7 @@ from airgap import __version__, oci
 from airgap._internal import tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.progress import ByteProgress
-from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError
+from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BaseRecord, BundleManifest, ImageRecord, MemberRecord
 
 FILE_CHUNK = 1024 * 1024

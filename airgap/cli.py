@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airgap import __version__
-from airgap.exceptions import AirgapError, UsageError
+from airgap.exceptions import AirgapError, InputError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -268,6 +268,168 @@ def cmd_trust_show(args) -> int:
     return 0
 
 
+def _credentials(args) -> tuple[str, str] | None:
+    if not getattr(args, "username", None):
+        if getattr(args, "password_file", None):
+            raise UsageError("--password-file goes with --username")
+        return None
+    if not args.password_file:
+        raise UsageError("--username needs --password-file (passwords never go on the command line)")
+    try:
+        password = Path(args.password_file).read_text().rstrip("\n")
+    except OSError as exc:
+        raise InputError(f"{args.password_file}: cannot read: {exc.strerror}") from None
+    return args.username, password
+
+
+def cmd_import(args) -> int:
+    from airgap import importer
+
+    override = _override(args)
+    try:
+        result = importer.import_bundle(
+            args.bundle,
+            trust_path=args.trust,
+            registry=args.registry,
+            state_dir=args.state,
+            files_dir=args.files_dir,
+            plain_http=args.plain_http,
+            ca_file=args.ca_file,
+            credentials=_credentials(args),
+            override=override,
+            progress=_progress(args),
+            log=None if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr)),
+        )
+    except AirgapError as exc:
+        report = getattr(exc, "report", None)
+        _audit(args, "import", {"bundle": str(args.bundle), "registry": args.registry}, "rejected", detail={"error": str(exc)})
+        if report is not None and not args.json:
+            _print_report(args, report, exc)
+            return exc.exit_code
+        raise
+    report = result.verify_report
+    for o in report.overrides:
+        _audit(args, "override", {"bundle": str(args.bundle), "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
+    _audit(args, "import", {"bundle": str(args.bundle), "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_dir", "status")})
+    _emit(args, result.to_dict(), importer.format_result(result))
+    return 0
+
+
+def cmd_split(args) -> int:
+    from airgap import split
+
+    key = _load_key(args.key) if args.key else None
+    index = split.split(args.bundle, args.output, args.size, signing_key=key)
+    data = index.to_dict()
+    lines = [f"split {args.bundle} into {len(index.parts)} parts in {args.output}"]
+    lines += [f"  {p.name}  {p.size} bytes  sha256:{p.sha256}" for p in index.parts]
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def cmd_join(args) -> int:
+    from airgap import split
+
+    digest = split.join(args.parts, args.output)
+    _emit(args, {"bundle": args.output, "sha256": digest}, f"joined into {args.output} (sha256:{digest})")
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from airgap import transfer
+
+    bar = {}
+
+    def progress(name: str, done: int, total: int) -> None:
+        if not _progress(args):
+            return
+        from tqdm import tqdm
+
+        b = bar.get(name)
+        if b is None:
+            b = bar[name] = tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
+        b.update(done - b.n)
+
+    results = transfer.transfer(
+        args.source,
+        args.destination,
+        identity=args.identity,
+        known_hosts=args.known_hosts,
+        accept_new_host_key=args.accept_new_host_key,
+        progress=progress,
+    )
+    for b in bar.values():
+        b.close()
+    data = {"destination": args.destination, "files": [r.__dict__ for r in results]}
+    lines = [f"{'skipped' if r.skipped else 'sent'} {r.name} ({r.size} bytes, sha256:{r.sha256}, remote check: {r.hash_method}"
+             + (f", resumed at {r.resumed_from}" if r.resumed_from else "") + ")" for r in results]
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def _audit_log_path(args) -> Path:
+    if args.log:
+        return Path(args.log)
+    if args.state:
+        return Path(args.state) / "audit.log"
+    raise UsageError("give --log FILE or --state DIR")
+
+
+def cmd_audit_verify(args) -> int:
+    from airgap.audit import AuditLog
+
+    path = _audit_log_path(args)
+    if not path.exists():
+        raise InputError(f"{path}: no such audit log")
+    count = AuditLog(path).verify()
+    _emit(args, {"log": str(path), "entries": count, "result": "intact"}, f"INTACT: {path}: {count} entries, hash chain unbroken")
+    return 0
+
+
+def cmd_audit_show(args) -> int:
+    from airgap.audit import AuditLog, format_entry
+
+    path = _audit_log_path(args)
+    if not path.exists():
+        raise InputError(f"{path}: no such audit log")
+    entries = list(AuditLog(path).entries())
+    if args.json:
+        print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in entries], indent=2, sort_keys=True, default=str))
+    else:
+        for e in entries:
+            print(format_entry(e))
+    return 0
+
+
+def cmd_inventory(args) -> int:
+    from airgap import inventory
+    from airgap.registry import RegistryClient
+
+    with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args)) as client:
+        doc = inventory.collect(client)
+    digest = inventory.write(doc, args.output)
+    _emit(args, {"inventory": args.output, "digest": digest, "repositories": len(doc["repositories"]), "blobs": len(doc["blobs"])},
+          f"wrote {args.output}: {len(doc['repositories'])} repositories, {len(doc['blobs'])} blobs ({digest})")
+    return 0
+
+
+def cmd_lab(args) -> int:
+    from airgap.lab import Lab
+
+    lab = Lab(args.dir) if args.dir else Lab()
+    if args.lab_command == "up":
+        info = lab.up(nodes=args.nodes)
+        _emit(args, info.to_dict(), lab.describe(info) if hasattr(lab, "describe") else json.dumps(info.to_dict(), indent=2))
+    elif args.lab_command == "down":
+        lab.down()
+        _emit(args, {"result": "down"}, "lab is down")
+    else:
+        st = lab.status()
+        _emit(args, st.to_dict(), json.dumps(st.to_dict(), indent=2))
+        return 0 if st.to_dict().get("up") else 1
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -368,13 +530,76 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_trust_show)
 
-    for register in _EXTRA:
-        register(sub)
+    p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True)
+    p.add_argument("--registry", required=True, help="internal registry host:port")
+    p.add_argument("--state", required=True, help="state directory (rollback state, trusted policy, audit log)")
+    p.add_argument("--files-dir", help="where the bundle's files/ are unpacked (versions/ + current link)")
+    p.add_argument("--username", help="registry user")
+    p.add_argument("--password-file", help="file holding the registry password")
+    p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
+    p.add_argument("--allow-expired", action="store_true")
+    p.add_argument("--reason")
+    p.add_argument("--override-key")
+    _registry_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("split", help="cut a bundle into media-sized parts with a part index")
+    p.add_argument("bundle")
+    p.add_argument("--size", required=True, help="part size: bytes or K/M/G/T (binary), e.g. 4480M")
+    p.add_argument("-o", "--output", required=True, help="directory for the parts")
+    p.add_argument("--key", help="sign the part index with this key")
+    _common(p)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("join", help="check every part, then join them into one bundle")
+    p.add_argument("parts", help="parts index (*.parts.json) or its directory")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check")
+    p.add_argument("source", help="bundle file or directory of parts")
+    p.add_argument("destination", help="ssh://user@host:port/dir or a local directory")
+    p.add_argument("--identity", help="private key for SSH")
+    p.add_argument("--known-hosts", help="known_hosts file; unknown host keys are refused")
+    p.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown host key and record it")
+    _common(p)
+    p.set_defaults(func=cmd_transfer)
+
+    audit_p = sub.add_parser("audit", help="show or verify the audit log")
+    asub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
+    asub.required = True
+    for name, func, help_ in (("verify", cmd_audit_verify, "check the hash chain; names the first broken entry"),
+                              ("show", cmd_audit_show, "print the entries (after checking the chain)")):
+        p = asub.add_parser(name, help=help_)
+        p.add_argument("--log", help="audit log file")
+        p.add_argument("--state", help="state directory (log at STATE/audit.log)")
+        _common(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("inventory", help="export what the internal registry holds (input for build --since)")
+    p.add_argument("--registry", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--username")
+    p.add_argument("--password-file")
+    _registry_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_inventory)
+
+    lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
+    lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)
+    lsub.required = True
+    for name, help_ in (("up", "bring the lab up"), ("down", "remove everything the lab made"), ("status", "show the nodes")):
+        p = lsub.add_parser(name, help=help_)
+        p.add_argument("--dir", help="lab work directory")
+        if name == "up":
+            p.add_argument("--nodes", type=int, default=3)
+        _common(p)
+        p.set_defaults(func=cmd_lab)
     return parser
-
-
-# Later verbs (import, split, transfer, audit, inventory, lab) register here.
-_EXTRA: list[Callable[[Any], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -210,17 +210,18 @@ def verify(
 def _load_policy(trust_path, state_dir, now, override, report):
     from airgap import trust
 
-    try:
-        if state_dir is not None:
-            policy = trust.TrustStore(state_dir).load_policy(trust_path, now=now)
-        else:
-            policy = trust.TrustPolicy.load(trust_path, now=now)
-    except ExpiredError as err:
-        if override is None:
-            raise
-        # The policy is expired but otherwise verified; an officer who is in that
-        # very policy may accept it, by name and with a reason.
-        policy = trust.TrustPolicy.load(trust_path, now=None)
+    expiry_override = None
+    if override is not None:
+        expiry_override = trust.ExpiryOverride(officer=override.keyid, reason=override.reason)
+    if state_dir is not None:
+        policy = trust.TrustStore(state_dir).load_policy(trust_path, now, expiry_override=expiry_override)
+    else:
+        policy = trust.TrustPolicy.load(trust_path, now=now, expiry_override=expiry_override)
+    used = getattr(policy, "expiry_override_used", None)
+    if used is not None:
+        # The policy is expired but otherwise fully verified (signatures, chain,
+        # rollback); an officer who holds a key in that very policy may accept it.
+        err = ExpiredError(str(trust_path), f"expired at {policy.expires_str}")
         _check_override(policy, override, err)
         report.overrides.append({"what": "policy-expiry", "reason": override.reason, "keyid": override.keyid, "error": str(err)})
         report.set("trust-policy", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")

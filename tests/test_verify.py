@@ -196,7 +196,6 @@ def test_same_key_twice_counts_once(good, tmp_path, keyring):
 
 
 def test_revoked_key(good, tmp_path, keyring):
-    from airgap.trust import TrustPolicy
 
     v1 = make_policy(keyring)
     v2 = v1.rotate(revoke=[keyring.pub("officer-1").keyid])
@@ -443,3 +442,17 @@ def test_nothing_in_bundle_is_used_before_acceptance(good, trust, tmp_path):
     rejected(verify(good, trust))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     shutil.rmtree(tmp_path / "nothing", ignore_errors=True)
+
+
+def test_expired_policy_officer_override(good, tmp_path, keyring):
+    policy = make_policy(keyring, expires="2026-01-01T00:00:00Z")
+    trust = tmp_path / "old.json"
+    trust.write_bytes(policy.to_bytes())
+    state = tmp_path / "state"
+    r = verify(good, trust, "--state", state, "--allow-expired", "--reason", "policy renewal delayed; ticket 4711",
+               "--override-key", keyring.key_path("officer-1"), "--json")
+    assert r.code == 0, r.err
+    checks = {c["check"]: c["status"] for c in r.json()["checks"]}
+    assert checks["trust-policy"] == "overridden"
+    assert "ticket 4711" in (state / "audit.log").read_text()
+    assert airgap("audit", "verify", "--state", state).code == 0

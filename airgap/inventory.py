@@ -1,0 +1,111 @@
+"""What the isolated side already holds: the input of a differential build.
+
+An inventory lists, per repository of the internal registry, the tags and the
+manifests it serves and every blob those manifests reference.  It is exported
+on the isolated side (``airgap inventory``), carried back across the gap, and
+given to ``airgap build --since``.  A bundle manifest that was imported (kept
+in ``STATE/bundles/<name>/manifest.json``) serves the same purpose.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from airgap import oci
+from airgap._internal.jsonutil import loads_strict, pretty_bytes
+from airgap.exceptions import FormatError, InputError
+
+_TYPE = "airgap-inventory"
+MAX_INVENTORY_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Inventory:
+    kind: str  # "inventory" | "bundle"
+    digest: str
+    description: str
+    blobs: dict[str, int]  # digest -> size
+
+    def blob_digests(self) -> set[str]:
+        return set(self.blobs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Inventory":
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{p}: cannot read: {exc.strerror}") from None
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        doc = loads_strict(data, str(p), max_size=MAX_INVENTORY_BYTES)
+        if isinstance(doc, dict) and doc.get("_type") == _TYPE:
+            blobs = {}
+            for i, b in enumerate(doc.get("blobs", [])):
+                d = oci.check_digest(b.get("digest") if isinstance(b, dict) else None, str(p), f"blobs[{i}].digest")
+                size = b.get("size")
+                if type(size) is not int or size < 0:
+                    raise FormatError(str(p), f"blobs[{i}].size is not a non-negative integer")
+                blobs[d] = size
+            return cls("inventory", digest, f"inventory of {doc.get('registry')} at {doc.get('created')}", blobs)
+        if isinstance(doc, dict) and doc.get("_type") == "airgap-bundle-manifest":
+            from airgap.manifest import BundleManifest
+
+            m = BundleManifest.from_bytes(data, str(p))
+            blobs = {"sha256:" + x.path.rsplit("/", 1)[1]: x.size for x in m.members if x.path.startswith("blobs/sha256/")}
+            blobs.update(dict(m.external_blobs))
+            return cls("bundle", m.digest, f"bundle {m.name} {m.version}", blobs)
+        raise FormatError(str(p), "neither an airgap inventory nor a bundle manifest")
+
+
+def collect(client, *, now: datetime | None = None, repositories: list[str] | None = None) -> dict[str, Any]:
+    """Walk the registry's catalog and describe everything it serves."""
+    now = now or datetime.now(timezone.utc)
+    repos: dict[str, Any] = {}
+    blobs: dict[str, int] = {}
+    for repo in sorted(repositories or client.catalog()):
+        tags: dict[str, str] = {}
+        manifests: set[str] = set()
+        for tag in sorted(client.list_tags(repo)):
+            m = client.get_manifest(repo, tag)
+            tags[tag] = m.digest
+            _walk(client, repo, m.data, m.media_type, m.digest, manifests, blobs)
+        repos[repo] = {"tags": tags, "manifests": sorted(manifests)}
+    return {
+        "_type": _TYPE,
+        "registry": client.registry,
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "repositories": repos,
+        "blobs": [{"digest": d, "size": blobs[d]} for d in sorted(blobs)],
+    }
+
+
+def _walk(client, repo: str, data: bytes, media_type: str, digest: str, manifests: set[str], blobs: dict[str, int]) -> None:
+    manifests.add(digest)
+    doc = oci.parse_document(data, f"{client.registry}/{repo}@{digest}", media_type)
+    if isinstance(doc, oci.ImageIndex):
+        for d in doc.manifests:
+            if d.digest in manifests:
+                continue
+            try:
+                child = client.get_manifest(repo, d.digest)
+            except Exception:  # noqa: BLE001 - a platform not imported is simply not held
+                continue
+            _walk(client, repo, child.data, child.media_type, child.digest, manifests, blobs)
+    else:
+        for b in doc.blobs():
+            blobs[b.digest] = b.size
+
+
+def write(doc: dict[str, Any], path: str | os.PathLike) -> str:
+    """Write atomically; return the inventory's digest."""
+    data = pretty_bytes(doc)
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+    return "sha256:" + hashlib.sha256(data).hexdigest()
