@@ -35,7 +35,7 @@ from airgap import oci
 from airgap._internal.jsonutil import pretty_bytes
 from airgap._internal.progress import ByteProgress
 from airgap.bundle import Bundle, stream
-from airgap.exceptions import BaseMissingError, IntegrityError, OperationError
+from airgap.exceptions import AirgapError, BaseMissingError, IntegrityError, OperationError
 from airgap.manifest import BundleManifest, ImageRecord
 
 QUARANTINE_PREFIX = ".incoming-"
@@ -207,8 +207,8 @@ def import_bundle(
                 repo = internal_repository(record)
                 top, children, blobs = _image_documents(bundle, manifest, record)
                 plans.append((record, repo, top, children, blobs))
-            _check_base(client, manifest, plans)
-            _push_blobs(client, bundle, manifest, plans, result, progress, log)
+            mounts = _check_base(client, manifest, plans)
+            _push_blobs(client, bundle, manifest, plans, result, progress, log, mounts, state_dir)
             _push_manifests(client, plans, result, registry)
             if files_dir is not None:
                 result.files_dir = str(_unpack_files(bundle, manifest, Path(files_dir), log))
@@ -228,24 +228,64 @@ def import_bundle(
     return result
 
 
-def _check_base(client, manifest: BundleManifest, plans) -> None:
-    """A differential bundle's left-out blobs must already be in the registry."""
+def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str], str]:
+    """A differential bundle's left-out blobs must already be in the registry.
+
+    The base is a registry-wide inventory (or an earlier bundle), so a left-out
+    blob may sit in another repository than the one that now needs it: a new
+    image built on a base layer the isolated side already holds.  Such blobs are
+    found here (read-only HEADs, first in this bundle's repositories, then in
+    the catalog) and returned as ``{(repo, digest): source repo}`` for
+    :func:`_push_blobs` to mount.  Nothing is written before every left-out blob
+    has been found, so a refused bundle leaves the registry untouched.
+    """
     external = dict(manifest.external_blobs)
+    mounts: dict[tuple[str, str], str] = {}
     if not external:
-        return
+        return mounts
+    plan_repos = list(dict.fromkeys(repo for _r, repo, *_ in plans))
+    catalog: list[str] | None = None
+    found_in: dict[str, str] = {}
+
+    def locate(digest: str, repo: str) -> str | None:
+        nonlocal catalog
+        if digest in found_in:
+            return found_in[digest]
+        for other in plan_repos:
+            if other != repo and client.blob_exists(other, digest):
+                found_in[digest] = other
+                return other
+        if catalog is None:
+            try:
+                catalog = list(client.catalog())
+            except AirgapError:
+                catalog = []  # no catalog access: only this bundle's repositories can be searched
+        for other in catalog:
+            if other != repo and other not in plan_repos and client.blob_exists(other, digest):
+                found_in[digest] = other
+                return other
+        return None
+
     for record, repo, _top, _children, blobs in plans:
         for d in blobs:
-            if d.digest in external and not client.blob_exists(repo, d.digest):
+            if d.digest not in external or (repo, d.digest) in mounts or client.blob_exists(repo, d.digest):
+                continue
+            source = locate(d.digest, repo)
+            if source is None:
                 base = manifest.base.description if manifest.base else "its base"
                 raise BaseMissingError(
                     f"image {record.ref}",
                     f"blob {d.digest} is left out of this differential bundle (built against {base}) "
                     f"and is not in {client.registry}/{repo}; import the base bundle first",
                 )
+            mounts[(repo, d.digest)] = source
+    return mounts
 
 
-def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result: ImportResult, progress: bool, log) -> None:
+def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result: ImportResult, progress: bool, log,
+                mounts: dict[tuple[str, str], str] | None = None, state_dir: Path | None = None) -> None:
     external = dict(manifest.external_blobs)
+    mounts = mounts or {}
     todo: list[tuple[str, oci.Descriptor]] = []
     seen: set[tuple[str, str]] = set()
     for _record, repo, _top, _children, blobs in plans:
@@ -254,11 +294,26 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
                 continue
             seen.add((repo, d.digest))
             if d.digest in external:
+                source = mounts.get((repo, d.digest))
+                if source is not None and not client.mount_blob(repo, d.digest, source):
+                    raise BaseMissingError(
+                        f"{client.registry}/{repo}@{d.digest}",
+                        f"left out of this differential bundle; it is in {client.registry}/{source} "
+                        "but the registry refused to mount it into this repository",
+                    )
                 result.skipped_blobs += 1
                 continue
             todo.append((repo, d))
     total = sum(d.size for _, d in todo)
     mounted_in: dict[str, str] = {}
+    # Large blobs go up in chunks; their upload sessions are kept in STATE/uploads/
+    # so a rerun after kill -9 resumes them instead of starting again at byte 0.
+    # This is bookkeeping for the registry's sessions, not an import record.
+    uploads_dir: Path | None = None
+    chunk = getattr(client, "chunk_size", None)
+    if state_dir is not None and chunk and any(d.size > chunk for _, d in todo):
+        uploads_dir = Path(state_dir) / "uploads"
+        uploads_dir.mkdir(parents=True, exist_ok=True)
     with ByteProgress(total=total, desc="pushing", enabled=progress) as bar:
         for repo, d in todo:
             member = bundle.member(oci.blob_path(d.digest))
@@ -277,10 +332,21 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
 
             if log:
                 log(f"pushing {d.digest} ({d.size} bytes) to {repo}")
-            client.push_blob(repo, d.digest, d.size, opener, progress=bar.update)
+            client.push_blob(repo, d.digest, d.size, opener, progress=bar.update,
+                             state_path=_upload_state_path(uploads_dir, repo, d) if uploads_dir else None)
             mounted_in.setdefault(d.digest, repo)
             result.uploaded_blobs += 1
             result.uploaded_bytes += d.size
+    if uploads_dir is not None:
+        try:
+            uploads_dir.rmdir()  # empty once every session has completed
+        except OSError:
+            pass
+
+
+def _upload_state_path(uploads_dir: Path, repo: str, d: oci.Descriptor) -> Path:
+    repo_id = hashlib.sha256(repo.encode()).hexdigest()[:16]
+    return uploads_dir / f"{d.digest.split(':', 1)[1]}-{repo_id}.json"
 
 
 def _push_manifests(client, plans, result: ImportResult, registry: str) -> None:

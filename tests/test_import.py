@@ -35,3 +35,71 @@ def test_import_preserves_digests_and_is_idempotent(tmp_path, signed_bundle, reg
     second = r.json()
     assert second["uploaded_blobs"] == 0 and second["status"] == "already-present"
     assert airgap("audit", "verify", "--state", state).code == 0
+
+
+# --------------------------------------------------------------------------- audit log via the CLI
+
+import re
+import shutil
+
+import pytest
+
+from airgap._internal.jsonutil import canonical_bytes
+
+
+@pytest.fixture(scope="module")
+def audited_state(tmp_path_factory, signed_bundle):
+    """A state directory whose audit log holds 4 entries written by real imports and a verify."""
+    from tests.fixtures.registry import start_registry
+
+    root = tmp_path_factory.mktemp("audited")
+    reg = start_registry(root / "registry")
+    try:
+        state = root / "state"
+        imp = ("import", signed_bundle.path, "--trust", signed_bundle.trust, "--registry", reg.host, "--plain-http",
+               "--state", state, "--json")
+        assert airgap(*imp).code == 0
+        assert airgap(*imp).json()["uploaded_blobs"] == 0  # re-import: nothing uploaded
+        assert airgap("verify", signed_bundle.path, "--trust", signed_bundle.trust, "--state", state).code == 0
+        assert airgap(*imp).code == 0
+    finally:
+        reg.stop()
+    lines = (state / "audit.log").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    assert [json.loads(x)["action"] for x in lines] == ["import", "import", "verify", "import"]
+    r = airgap("audit", "verify", "--state", state, "--json")
+    assert r.code == 0 and r.json()["entries"] == 4
+    return state
+
+
+def _edit(lines):
+    obj = json.loads(lines[1])
+    obj["detail"]["uploaded_blobs"] = 99
+    lines[1] = canonical_bytes(obj) + b"\n"
+    return lines
+
+
+def _delete(lines):
+    del lines[1]
+    return lines
+
+
+def _reorder(lines):
+    lines[1], lines[2] = lines[2], lines[1]
+    return lines
+
+
+@pytest.mark.parametrize("tamper,line", [(_edit, 2), (_delete, 2), (_reorder, 2)], ids=["edit", "delete", "reorder"])
+def test_audit_verify_names_the_tampered_line(tmp_path, audited_state, tamper, line):
+    state = tmp_path / "state"
+    shutil.copytree(audited_state, state)
+    log = state / "audit.log"
+    log.write_bytes(b"".join(tamper(log.read_bytes().splitlines(keepends=True))))
+    r = airgap("audit", "verify", "--state", state)
+    assert r.code == 1, r.out + r.err
+    assert re.search(rf"audit\.log:{line}\b", r.err), r.err
+    # The subprocess (a real exit code) agrees.
+    from tests.helpers import airgap_proc
+
+    p = airgap_proc("audit", "verify", "--state", state)
+    assert p.code == 1 and f"audit.log:{line}" in p.err
