@@ -1,0 +1,119 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: airgap project
+# License: EUPL-1.2
+"""Ansible module: airgap facts of a node (read-only)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: airgap_facts
+short_description: Facts about airgap on a node
+description:
+  - Read-only. Sets C(ansible_facts.airgap) with the node's bundle marker, the
+    bundle recorded by C(airgap import) (when the node is the staging host),
+    the version of the installed toolkit and the free space under given paths.
+options:
+  marker_path:
+    description: The node's bundle marker (JSON).
+    type: path
+    default: /etc/airgap/bundle.json
+  imported_file:
+    description: imported.json written by C(airgap import).
+    type: path
+  toolkit_prefix:
+    description: Virtualenv of the toolkit.
+    type: path
+    default: /opt/airgap
+  space_paths:
+    description: Paths whose file system's free space is reported (the nearest existing parent is used).
+    type: list
+    elements: path
+    default: []
+author: airgap project
+"""
+
+EXAMPLES = r"""
+- name: Airgap facts
+  airgap_facts:
+    space_paths: [/var/lib/airgap]
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes).
+  returned: always
+  type: dict
+"""
+
+import glob
+import json
+import os
+import re
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def read_json(path):
+    if not path or not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh), None
+    except (OSError, ValueError) as exc:
+        return None, "%s: %s" % (path, exc)
+
+
+def toolkit_version(prefix):
+    pattern = os.path.join(prefix, "lib", "python3*", "site-packages", "airgap-*.dist-info", "METADATA")
+    for meta in sorted(glob.glob(pattern)):
+        try:
+            with open(meta, encoding="utf-8") as fh:
+                for line in fh:
+                    m = re.match(r"^Version:\s*(\S+)", line)
+                    if m:
+                        return m.group(1)
+        except OSError:
+            continue
+    return None
+
+
+def free_bytes(path):
+    probe = os.path.abspath(path)
+    while probe != "/" and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    st = os.statvfs(probe)
+    return {"path": path, "measured_at": probe, "free": st.f_bavail * st.f_frsize}
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            marker_path=dict(type="path", default="/etc/airgap/bundle.json"),
+            imported_file=dict(type="path"),
+            toolkit_prefix=dict(type="path", default="/opt/airgap"),
+            space_paths=dict(type="list", elements="path", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    errors = []
+    marker, err = read_json(p["marker_path"])
+    if err:
+        errors.append(err)
+    imported, err = read_json(p["imported_file"])
+    if err:
+        errors.append(err)
+    facts = {
+        "marker": marker,
+        "imported": imported,
+        "toolkit_version": toolkit_version(p["toolkit_prefix"]),
+        "free_bytes": {path: free_bytes(path) for path in p["space_paths"]},
+        "errors": errors,
+    }
+    module.exit_json(changed=False, ansible_facts={"airgap": facts})
+
+
+if __name__ == "__main__":
+    main()
