@@ -25,6 +25,8 @@ import io
 import json
 import os
 import shutil
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -39,6 +41,7 @@ from airgap.exceptions import AirgapError, BaseMissingError, IntegrityError, Ope
 from airgap.manifest import BundleManifest, ImageRecord
 
 QUARANTINE_PREFIX = ".incoming-"
+PUSH_WORKERS = 4
 
 
 class RegionReader(io.RawIOBase):
@@ -195,7 +198,8 @@ def import_bundle(
 
         client = RegistryClient(registry, plain_http=plain_http, ca_file=ca_file, credentials=credentials)
     with state_lock(state_dir):
-        report = verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override, progress=progress)
+        report = verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override,
+                                  progress=progress, hash_content=False)
         manifest = report.manifest
         assert manifest is not None
         result = ImportResult(manifest.name, manifest.version, manifest.digest, registry, verify_report=report)
@@ -207,6 +211,12 @@ def import_bundle(
                 repo = internal_repository(record)
                 top, children, blobs = _image_documents(bundle, manifest, record)
                 plans.append((record, repo, top, children, blobs))
+            reason = _nothing_to_read(client, state_dir, manifest, registry, plans, files_dir)
+            if reason:
+                report.set("content", "skipped", reason)
+                report.accepted = True
+            else:
+                verifymod.check_content(path, report, progress=progress)
             mounts = _check_base(client, manifest, plans)
             _push_blobs(client, bundle, manifest, plans, result, progress, log, mounts, state_dir)
             _push_manifests(client, plans, result, registry)
@@ -226,6 +236,42 @@ def import_bundle(
             "files_dir": result.files_dir,
         }))
     return result
+
+
+def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry: str, plans, files_dir) -> str | None:
+    """Why a re-import needs no byte of the bundle's content, or None.
+
+    Only when this exact manifest was already imported into this registry, the
+    registry serves every blob and manifest by digest (content-addressed: a
+    digest that is served is content that was verified when it was pushed), and
+    the files are already unpacked from it.  Then nothing leaves the bundle, so
+    there is nothing to hash; the signatures, policy, rollback state, member
+    list and image documents have still been checked.
+    """
+    imported = state_dir / "bundles" / manifest.name / "imported.json"
+    try:
+        from airgap._internal.jsonutil import loads_strict
+
+        doc = loads_strict(imported.read_bytes(), str(imported))
+    except (OSError, AirgapError):
+        return None
+    if not isinstance(doc, dict) or doc.get("manifest_digest") != manifest.digest or doc.get("registry") != registry:
+        return None
+    if files_dir is not None:
+        version_name = f"{manifest.name}-{manifest.version}-{manifest.digest.split(':')[1][:12]}"
+        if not (Path(files_dir) / "versions" / version_name).is_dir():
+            return None
+    for record, repo, _top, children, blobs in plans:
+        if not client.manifest_exists(repo, record.digest):
+            return None
+        for d, _data in children:
+            if not client.manifest_exists(repo, d.digest):
+                return None
+        for d in blobs:
+            if not client.blob_exists(repo, d.digest):
+                return None
+    return (f"already imported into {registry}: the registry serves every blob and manifest by digest "
+            "and the files are unpacked; no content byte is read from this copy")
 
 
 def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str], str]:
@@ -305,7 +351,6 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
                 continue
             todo.append((repo, d))
     total = sum(d.size for _, d in todo)
-    mounted_in: dict[str, str] = {}
     # Large blobs go up in chunks; their upload sessions are kept in STATE/uploads/
     # so a rerun after kill -9 resumes them instead of starting again at byte 0.
     # This is bookkeeping for the registry's sessions, not an import record.
@@ -314,29 +359,55 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
     if state_dir is not None and chunk and any(d.size > chunk for _, d in todo):
         uploads_dir = Path(state_dir) / "uploads"
         uploads_dir.mkdir(parents=True, exist_ok=True)
+    # One task per distinct blob, largest first: uploaded once into the first
+    # repository that needs it, mounted into the others.  Several blobs go up at
+    # once, like skopeo's copies do.
+    by_digest: dict[str, tuple[oci.Descriptor, list[str]]] = {}
+    for repo, d in todo:
+        by_digest.setdefault(d.digest, (d, []))[1].append(repo)
+    lock = threading.Lock()
+
+    def count(field_: str, n: int = 1) -> None:
+        with lock:
+            setattr(result, field_, getattr(result, field_) + n)
+
     with ByteProgress(total=total, desc="pushing", enabled=progress) as bar:
-        for repo, d in todo:
+
+        def push_one(item: tuple[oci.Descriptor, list[str]]) -> None:
+            d, repos = item
             member = bundle.member(oci.blob_path(d.digest))
-            if client.blob_exists(repo, d.digest):
-                result.skipped_blobs += 1
-                bar.update(d.size)
-                mounted_in.setdefault(d.digest, repo)
-                continue
-            if d.digest in mounted_in and client.mount_blob(repo, d.digest, mounted_in[d.digest]):
-                result.skipped_blobs += 1
-                bar.update(d.size)
-                continue
 
             def opener(offset: int, m=member):
                 return io.BufferedReader(RegionReader(bundle.source, m.data_offset, m.size, offset), buffer_size=1 << 20)
 
-            if log:
-                log(f"pushing {d.digest} ({d.size} bytes) to {repo}")
-            client.push_blob(repo, d.digest, d.size, opener, progress=bar.update,
-                             state_path=_upload_state_path(uploads_dir, repo, d) if uploads_dir else None)
-            mounted_in.setdefault(d.digest, repo)
-            result.uploaded_blobs += 1
-            result.uploaded_bytes += d.size
+            home: str | None = None
+            for repo in repos:
+                if client.blob_exists(repo, d.digest):
+                    count("skipped_blobs")
+                    bar.update(d.size)
+                    home = home or repo
+                    continue
+                if home is not None and client.mount_blob(repo, d.digest, home):
+                    count("skipped_blobs")
+                    bar.update(d.size)
+                    continue
+                if log:
+                    log(f"pushing {d.digest} ({d.size} bytes) to {repo}")
+                client.push_blob(repo, d.digest, d.size, opener, progress=bar.update,
+                                 state_path=_upload_state_path(uploads_dir, repo, d) if uploads_dir else None)
+                home = home or repo
+                count("uploaded_blobs")
+                count("uploaded_bytes", d.size)
+
+        items = sorted(by_digest.values(), key=lambda item: -item[0].size)
+        with ThreadPoolExecutor(max_workers=PUSH_WORKERS, thread_name_prefix="airgap-push") as pool:
+            futures = [pool.submit(push_one, item) for item in items]
+            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in pending:
+                f.cancel()
+            for f in futures:
+                if f.done() and not f.cancelled() and f.exception() is not None:
+                    raise f.exception()
     if uploads_dir is not None:
         try:
             uploads_dir.rmdir()  # empty once every session has completed

@@ -103,3 +103,26 @@ def test_audit_verify_names_the_tampered_line(tmp_path, audited_state, tamper, l
 
     p = airgap_proc("audit", "verify", "--state", state)
     assert p.code == 1 and f"audit.log:{line}" in p.err
+
+
+def test_reimport_reads_no_content_but_first_import_of_a_bad_copy_is_refused(tmp_path, signed_bundle, registry):
+    """A re-import of an already-imported manifest uses no content byte of the copy
+    (the registry serves everything by digest), and says so; a damaged copy of a
+    bundle that was never imported is refused before anything is pushed."""
+    from tests import bundlekit as kit
+
+    state, files = tmp_path / "state", tmp_path / "files"
+    base = ("--trust", signed_bundle.trust, "--registry", registry.host, "--plain-http", "--state", state, "--files-dir", files, "--json")
+    assert airgap("import", signed_bundle.path, *base).code == 0
+    damaged = signed_bundle.copy(tmp_path)
+    blob = max((e for e in kit.read_entries(damaged) if e.name.startswith("blobs/") and e.data[:2] == b"\x1f\x8b"),
+               key=lambda e: len(e.data))  # a gzip layer, not a manifest
+    off, size = kit.member_offset(damaged, blob.name)
+    kit.flip_byte(damaged, off + size // 2)
+    r = airgap("import", damaged, *base)
+    assert r.code == 0, r.err
+    assert r.json()["uploaded_blobs"] == 0
+    # A fresh registry state: the same damaged copy is refused, naming the blob.
+    r = airgap("import", damaged, "--trust", signed_bundle.trust, "--registry", registry.host, "--plain-http",
+               "--state", tmp_path / "state2")
+    assert r.code == 1 and blob.name in r.err and "sha256 mismatch" in r.err
