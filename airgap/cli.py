@@ -414,19 +414,19 @@ def cmd_inventory(args) -> int:
 
 
 def cmd_lab(args) -> int:
-    from airgap.lab import Lab
+    from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
 
-    lab = Lab(args.dir) if args.dir else Lab()
+    lab = Lab(args.dir or DEFAULT_WORKDIR, inventory=getattr(args, "inventory", None) or DEFAULT_INVENTORY)
     if args.lab_command == "up":
         info = lab.up(nodes=args.nodes)
-        _emit(args, info.to_dict(), lab.describe(info) if hasattr(lab, "describe") else json.dumps(info.to_dict(), indent=2))
+        _emit(args, info.to_dict(), info.to_text())
     elif args.lab_command == "down":
-        lab.down()
-        _emit(args, {"result": "down"}, "lab is down")
+        did = lab.down()
+        _emit(args, {"result": "down", "removed": did}, "lab is down" if did else "no lab was up")
     else:
         st = lab.status()
-        _emit(args, st.to_dict(), json.dumps(st.to_dict(), indent=2))
-        return 0 if st.to_dict().get("up") else 1
+        _emit(args, st.to_dict(), st.to_text())
+        return 0 if st.up else 1
     return 0
 
 
@@ -594,9 +594,10 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.required = True
     for name, help_ in (("up", "bring the lab up"), ("down", "remove everything the lab made"), ("status", "show the nodes")):
         p = lsub.add_parser(name, help=help_)
-        p.add_argument("--dir", help="lab work directory")
+        p.add_argument("--dir", help="lab work directory (default /var/lib/airgap-lab)")
         if name == "up":
-            p.add_argument("--nodes", type=int, default=3)
+            p.add_argument("--nodes", type=int, default=3, help="number of nodes: one registry host, the rest container hosts")
+            p.add_argument("--inventory", help="where to write the inventory (default inventories/lab/hosts.yml)")
         _common(p)
         p.set_defaults(func=cmd_lab)
     return parser
