@@ -9,8 +9,6 @@ from __future__ import annotations
 import sys
 import threading
 
-from tqdm import tqdm
-
 
 def wanted(quiet: bool = False) -> bool:
     return not quiet and sys.stderr.isatty()
@@ -22,6 +20,8 @@ class ByteProgress:
     def __init__(self, total: int, desc: str, enabled: bool):
         self._lock = threading.Lock()
         self.done = 0
+        if enabled and total:
+            from tqdm import tqdm  # only when a person is watching: it costs startup time
         self._bar = (
             tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
             if enabled and total

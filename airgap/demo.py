@@ -1,0 +1,282 @@
+"""The whole pipeline on the embedded default, end to end, on one machine.
+
+Connected side (the host's network namespace): make the sample images offline,
+serve them from a loopback registry, create demo keys and a trust policy,
+build the bundle as the builder, countersign it as the officer.
+
+The gap: the bundle is cut into media parts and the parts are the only thing
+that crosses, as files.
+
+Isolated side (the lab's network namespace, loopback only): verify the parts,
+roll out with ``site.yml`` (bundle, registry, import, runtime, workloads), prove
+the result with ``check.yml``, and ask the pilot applications for their pages.
+
+Used by ``scripts/demo.sh`` (the README's first command) and by the rollout
+tests, so the demo and the tests run the same steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from airgap.exceptions import OperationError
+
+REPO = Path(__file__).resolve().parent.parent
+# A demo passphrase, used only for the demo's throw-away keys (never for real keys).
+DEMO_PASSPHRASE = "airgap-demo-only"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class SourceRegistry:
+    """The connected side's registry: Debian's docker-registry on loopback."""
+
+    root: Path
+    host: str = ""
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "SourceRegistry":
+        port = free_port()
+        self.host = f"127.0.0.1:{port}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: error}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
+            f"http: {{addr: {self.host}}}\n"
+        )
+        log = open(self.root / "registry.log", "ab")
+        self.proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)], stdout=log, stderr=log,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise OperationError(f"the source registry did not start; see {self.root / 'registry.log'}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@dataclass
+class Demo:
+    workdir: Path
+    lab_dir: Path | None = None
+    lab_name: str = "airgap-lab"
+    inventory: Path | None = None
+    log: Callable[[str], None] = print
+    venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
+    source: SourceRegistry | None = None
+    lab: object = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def keys(self) -> Path:
+        return self.workdir / "keys"
+
+    @property
+    def trust(self) -> Path:
+        return self.workdir / "trust.json"
+
+    def step(self, title: str) -> None:
+        self.log(f"\n==> {title}")
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("AIRGAP_PASSPHRASE", DEMO_PASSPHRASE)
+        env["PATH"] = f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
+        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        if self.source:
+            env["AIRGAP_SOURCE_REGISTRY"] = self.source.host
+        return env
+
+    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+        if netns:
+            argv = ["ip", "netns", "exec", self.lab_name, *argv]
+        self.log("$ " + " ".join(str(a) for a in argv))
+        proc = subprocess.run([str(a) for a in argv], cwd=REPO, env=self.env(), text=True,
+                              capture_output=capture)
+        if check and proc.returncode != 0:
+            detail = (proc.stderr or "").strip()[-2000:] if capture else ""
+            raise OperationError(f"{' '.join(str(a) for a in argv[:4])} … exited {proc.returncode} {detail}")
+        return proc
+
+    def airgap(self, *args, **kw) -> subprocess.CompletedProcess:
+        return self.run([str(self.venv_bin / "airgap"), *map(str, args)], **kw)
+
+    # ------------------------------------------------------------------ connected side
+    def start_source_registry(self) -> str:
+        self.step("Connected side: start the source registry (loopback)")
+        self.source = SourceRegistry(self.workdir / "source-registry").start()
+        self.log(f"source registry at {self.source.host}")
+        return self.source.host
+
+    def make_images(self) -> None:
+        self.step("Connected side: make the pilot images offline (busybox + umoci) and push them")
+        layout = self.workdir / "layout"
+        self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
+
+    def make_keys(self) -> None:
+        self.step("Officers and builder: create demo keys (encrypted, Argon2id)")
+        self.keys.mkdir(parents=True, exist_ok=True)
+        for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1"):
+            if not (self.keys / f"{name}.key").exists():
+                self.airgap("keygen", name, "--dir", self.keys, "--quiet")
+
+    def make_trust(self) -> None:
+        self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1)")
+        if self.trust.exists():
+            return
+        k = self.keys
+        self.airgap("trust", "init", "--target", "geheim-pilot", "--expires", "365d",
+                    "--root", k / "root-1.pub", "--root", k / "root-2.pub", "--root", k / "root-3.pub", "--root-threshold", "2",
+                    "--builder", k / "builder-1.pub", "--builder-threshold", "1",
+                    "--officer", k / "officer-1.pub", "--officer-threshold", "1",
+                    "--key", k / "root-1.key", "--key", k / "root-2.key", "-o", self.trust)
+
+    def build(self, spec: str = "bundle.yaml", version: str = "1.0.0") -> Path:
+        self.step(f"Engineer: build bundle {version}; officer: review and countersign")
+        out = self.workdir / "dist" / f"geheim-pilot-{version}.tar"
+        if out.exists():
+            out.unlink()
+        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
+        self.airgap("inspect", out, "--trust", self.trust)
+        self.airgap("sign", out, "--key", self.keys / "officer-1.key", "--yes")
+        return out
+
+    def carry(self, bundle: Path) -> Path:
+        """Cut the bundle into media parts; only the parts cross the gap."""
+        self.step("The gap: cut the bundle into media parts; only the parts cross, as files")
+        media = self.workdir / "media" / bundle.stem
+        if media.exists():
+            shutil.rmtree(media)
+        self.airgap("split", bundle, "--size", "16M", "-o", media, "--key", self.keys / "builder-1.key")
+        incoming = self.workdir / "isolated" / "incoming"
+        incoming.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.trust, incoming / "trust.json")
+        return media
+
+    # ------------------------------------------------------------------ isolated side
+    def lab_up(self):
+        from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
+
+        self.step("Isolated side: bring the lab up (network namespace with only loopback, 3 nodes)")
+        self.lab = Lab(self.lab_dir or DEFAULT_WORKDIR, name=self.lab_name, inventory=self.inventory or DEFAULT_INVENTORY)
+        info = self.lab.up()
+        self.log(info.to_text())
+        return info
+
+    def inventory_path(self) -> Path:
+        return Path(self.lab.info().inventory)
+
+    def join_inside(self, media: Path, bundle_name: str) -> Path:
+        self.step("Isolated side: check every part and join them (no network route exists here)")
+        self.run(["ip", "-n", self.lab_name, "route", "get", "192.0.2.1"], check=False)
+        out = self.workdir / "isolated" / "incoming" / bundle_name
+        if out.exists():
+            out.unlink()
+        self.airgap("verify", media, "--trust", self.workdir / "isolated/incoming/trust.json", netns=True)
+        self.airgap("join", media, "-o", out, netns=True)
+        return out
+
+    def playbook(self, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run([str(self.venv_bin / "ansible-playbook"), "-i", str(self.inventory_path()), f"playbooks/{name}", *extra],
+                        netns=True, check=check)
+
+    def rollout(self, bundle: Path) -> None:
+        self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
+        self.playbook("site.yml", "-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}")
+
+    def check(self) -> dict:
+        self.step("Security officer: ansible-playbook check.yml (read-only)")
+        report_dir = self.workdir / "check-report"
+        proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}", check=False)
+        report = json.loads((report_dir / "airgap-check.json").read_text())
+        md = report_dir / "airgap-check.md"
+        if md.exists():
+            self.log(md.read_text())
+        if proc.returncode != 0:
+            raise OperationError(f"check.yml reported FAIL; see {md}")
+        return report
+
+    def ask_pilot(self) -> list[str]:
+        """Fetch the pilot's pages from inside the isolated network."""
+        self.step("The pilot answers (from inside the isolated network)")
+        answers = []
+        probe = ("import sys,urllib.request;"
+                 "print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()[:400])")
+        for url in ("http://127.0.10.2:8080/cgi-bin/status", "http://127.0.10.3:8081/cgi-bin/notes"):
+            proc = self.run([sys.executable, "-c", probe, url], netns=True, capture=True, check=False)
+            text = proc.stdout.strip() if proc.returncode == 0 else f"no answer ({proc.stderr.strip()[-200:]})"
+            self.log(f"{url}:\n{text}")
+            answers.append(text)
+        return answers
+
+    def stop(self) -> None:
+        if self.source:
+            self.source.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Run the airgap pipeline end to end on the sample bundle and the lab.")
+    p.add_argument("--workdir", default=str(REPO / "out" / "demo"))
+    p.add_argument("--down", action="store_true", help="bring the lab down at the end")
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    demo = Demo(workdir)
+    try:
+        demo.start_source_registry()
+        demo.make_images()
+        demo.make_keys()
+        demo.make_trust()
+        bundle = demo.build()
+        media = demo.carry(bundle)
+        demo.lab_up()
+        joined = demo.join_inside(media, bundle.name)
+        demo.rollout(joined)
+        demo.check()
+        answers = demo.ask_pilot()
+        if any(a.startswith("no answer") for a in answers):
+            raise OperationError("a pilot application did not answer")
+        demo.log("\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out, checked: all PASS.")
+        demo.log(f"The lab stays up for you to explore: airgap lab status | airgap lab down.  Work files: {workdir}")
+    except OperationError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        demo.stop()
+        if args.down and demo.lab is not None:
+            demo.lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
