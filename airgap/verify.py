@@ -88,6 +88,7 @@ class VerifyReport:
     error: AirgapError | None = None
     bytes_hashed: int = 0
     hashed_paths: set[str] = field(default_factory=set)
+    media: str | None = None  # for a bundle given as media parts: how its part index was checked
 
     def set(self, name: str, status: str, detail: str = "", artifact: str | None = None) -> None:
         for c in self.checks:
@@ -109,6 +110,7 @@ class VerifyReport:
             "policy_version": self.policy_version,
             "signatures": self.signatures.to_dict() if self.signatures is not None and hasattr(self.signatures, "to_dict") else None,
             "overrides": self.overrides,
+            "media": self.media,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -139,7 +141,8 @@ def verify(
     current = "archive"
     try:
         with Bundle.open(path) as bundle:
-            report.set("archive", "pass", f"{len(bundle.members)} members, strict ustar")
+            report.set("archive", "pass", f"{len(bundle.members)} members, strict ustar"
+                       + (f" (read from {len(bundle.source.index.parts)} media parts)" if hasattr(bundle.source, "index_path") else ""))
             current = "manifest"
             manifest = bundle.manifest()
             report.manifest = manifest
@@ -149,6 +152,7 @@ def verify(
             policy = _load_policy(trust_path, state_dir, now, override, report)
             report.policy_version = policy.version
             report.policy = policy
+            _check_part_index(bundle, policy, report)
 
             current = "signatures"
             envelope = bundle.envelope()
@@ -255,6 +259,28 @@ def check_content(path: str | os.PathLike, report: VerifyReport, *, progress: bo
     report.set("content", "pass", f"{report.bytes_hashed} bytes hashed, every sha256 matches")
     report.accepted = True
     return report
+
+
+def _check_part_index(bundle: Bundle, policy, report: VerifyReport) -> None:
+    """A signed part index must be signed by a key of the policy (any role, not revoked).
+
+    The parts' sizes and hashes were already checked against the index before
+    the archive was read; the signature says who cut the media.  An unsigned
+    index is allowed (the bundle's own signatures cover every byte that is used)
+    and reported as such.
+    """
+    from airgap import split
+
+    index_path = getattr(bundle.source, "index_path", None)
+    if index_path is None:
+        return
+    sig = Path(str(index_path) + split.SIGNATURE_SUFFIX)
+    if not sig.exists():
+        report.media = f"{len(bundle.source.index.parts)} parts, index unsigned"
+        return
+    keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
+    key = split.verify_index_signature(index_path, keys)
+    report.media = f"{len(bundle.source.index.parts)} parts, index signed by {key.label}"
 
 
 def _check_override(policy, override: Override, err: RejectedError) -> None:

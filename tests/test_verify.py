@@ -456,3 +456,19 @@ def test_expired_policy_officer_override(good, tmp_path, keyring):
     assert checks["trust-policy"] == "overridden"
     assert "ticket 4711" in (state / "audit.log").read_text()
     assert airgap("audit", "verify", "--state", state).code == 0
+
+
+def test_media_parts_signed_index(good, trust, tmp_path, keyring):
+    media = tmp_path / "media"
+    assert airgap("split", good, "--size", "8K", "-o", media, "--key", keyring.key_path("builder-1")).code == 0
+    r = verify(media, trust, "--json")
+    assert r.code == 0, r.err
+    assert "index signed by builder-1" in r.json()["media"]
+    # An index signed by a key outside the policy is refused.
+    from airgap.keys import SigningKey
+
+    stranger = SigningKey.generate("stranger")
+    stranger.save(tmp_path / "stranger.key", None)
+    media2 = tmp_path / "media2"
+    assert airgap("split", good, "--size", "8K", "-o", media2, "--key", tmp_path / "stranger.key").code == 0
+    rejected(verify(media2, trust), ".parts.json.dsse")
