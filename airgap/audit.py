@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import AuditError, FormatError, InputError
 
@@ -279,7 +280,7 @@ class AuditLog:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return AuditEntry(
             seq=seq,
             time=time,
@@ -375,13 +376,6 @@ class AuditLog:
             seq, digest = entry.seq, entry.digest
         return seq, digest
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _short(value: Any) -> str:

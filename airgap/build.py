@@ -13,6 +13,7 @@ fsync, ``os.replace``); any failure removes the temporary file.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,14 @@ from airgap._internal import tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.progress import ByteProgress
 from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
-from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BaseRecord, BundleManifest, ImageRecord, MemberRecord
+from airgap.manifest import (
+    MANIFEST_MEMBER,
+    SIGNATURES_MEMBER,
+    BaseRecord,
+    BundleManifest,
+    ImageRecord,
+    MemberRecord,
+)
 
 FILE_CHUNK = 1024 * 1024
 
@@ -127,6 +135,11 @@ class RegistryOrigin(ImageOrigin):
         return m.data, m.media_type, m.digest
 
     def get_document(self, desc: oci.Descriptor) -> bytes:
+        if desc.media_type not in oci.ALL_MANIFEST_TYPES:
+            # A config (or other small blob) lives under /blobs/, not /manifests/.
+            sink = io.BytesIO()
+            self.client.fetch_blob_into(self.repository, desc.digest, desc.size, sink)
+            return sink.getvalue()
         m = self.client.get_manifest(self.repository, desc.digest)
         if m.media_type != desc.media_type:
             raise FormatError(f"{self.label}@{desc.digest}", f"registry served {m.media_type!r}, descriptor says {desc.media_type!r}")
@@ -491,7 +504,8 @@ def build(
     log: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build and sign a bundle from a spec; see the module docstring."""
-    from airgap import sovereignty, spec as specmod
+    from airgap import sovereignty
+    from airgap import spec as specmod
 
     spec_path = Path(spec_path)
     out = Path(out)

@@ -330,7 +330,14 @@ def cmd_split(args) -> int:
 def cmd_join(args) -> int:
     from airgap import split
 
-    digest = split.join(args.parts, args.output)
+    parts = Path(args.parts)
+    if parts.is_dir():  # "parts index (*.parts.json) or its directory"
+        indexes = sorted(e for e in parts.iterdir() if e.name.endswith(split.INDEX_SUFFIX) and e.is_file())
+        if len(indexes) != 1:
+            raise InputError(f"{parts}: expected exactly one *{split.INDEX_SUFFIX} in the directory, "
+                             f"found {', '.join(e.name for e in indexes) or 'none'}")
+        parts = indexes[0]
+    digest = split.join(parts, args.output)
     _emit(args, {"bundle": args.output, "sha256": digest}, f"joined into {args.output} (sha256:{digest})")
     return 0
 

@@ -139,6 +139,8 @@ class Demo:
     def make_images(self) -> None:
         self.step("Connected side: make the pilot images offline (busybox + umoci) and push them")
         layout = self.workdir / "layout"
+        if layout.exists():  # make-images.sh wants a new directory; the images are rebuilt identically
+            shutil.rmtree(layout)
         self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
 
     def make_keys(self) -> None:

@@ -34,10 +34,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from airgap import oci
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import pretty_bytes
 from airgap._internal.progress import ByteProgress
 from airgap.bundle import Bundle, stream
-from airgap.exceptions import AirgapError, BaseMissingError, IntegrityError, OperationError
+from airgap.exceptions import (
+    AirgapError,
+    BaseMissingError,
+    IntegrityError,
+    OperationError,
+)
 from airgap.manifest import BundleManifest, ImageRecord
 
 QUARANTINE_PREFIX = ".incoming-"
@@ -118,7 +124,8 @@ class ImportResult:
 def internal_repository(record: ImageRecord) -> str:
     if record.registry == "oci-layout":
         return f"local/{record.repository}"
-    from airgap.reference import Reference, internal_repository as _internal
+    from airgap.reference import Reference
+    from airgap.reference import internal_repository as _internal
 
     return _internal(Reference(record.registry, record.repository, record.tag, None))
 
@@ -137,15 +144,6 @@ def state_lock(state_dir: Path) -> Iterator[None]:
     finally:
         os.close(fd)
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _image_documents(bundle: Bundle, manifest: BundleManifest, record: ImageRecord):
@@ -225,8 +223,9 @@ def import_bundle(
         # Only now, after everything succeeded, is the import recorded.
         verifymod.rollback_record(report, state_dir)
         record_dir = state_dir / "bundles" / manifest.name
-        _atomic_write(record_dir / "manifest.json", manifest.to_bytes())
-        _atomic_write(record_dir / "imported.json", pretty_bytes({
+        record_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(record_dir / "manifest.json", manifest.to_bytes())
+        atomic_write(record_dir / "imported.json", pretty_bytes({
             "name": manifest.name,
             "version": manifest.version,
             "manifest_digest": manifest.digest,

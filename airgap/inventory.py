@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import oci
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError
 
@@ -104,8 +105,5 @@ def _walk(client, repo: str, data: bytes, media_type: str, digest: str, manifest
 def write(doc: dict[str, Any], path: str | os.PathLike) -> str:
     """Write atomically; return the inventory's digest."""
     data = pretty_bytes(doc)
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, p)
+    atomic_write(path, data)
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -32,6 +32,7 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, KeyFileError, SignatureError
 
@@ -346,40 +347,9 @@ def _hex_field(doc: dict, name: str, size: int, bad) -> bytes:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    # O_EXCL + 0o600 at creation: the secret is never readable by others,
-    # not even between create and chmod.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # in case of an odd umask or inherited ACL defaults
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    # Created with mode 0600 from the first byte: the secret is never readable
+    # by others, not even between create and chmod.
+    atomic_write(path, data, 0o600)
 
 
 def _read_private(artifact: str) -> bytes:

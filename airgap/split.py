@@ -24,12 +24,13 @@ import stat
 import tempfile
 import threading
 from bisect import bisect_right
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, Protocol
 
+from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, IntegrityError
 
@@ -240,13 +241,6 @@ class _BackgroundHash:
         return self._hash.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -324,7 +318,7 @@ def split(
         # A signature left over from an earlier split would not match this index.
         _unlink_quietly(sig_path)
     _remove_stale_parts(out, name, {p.name for p in parts})
-    _fsync_dir(out)
+    fsync_dir(out)
     return index
 
 
@@ -608,7 +602,7 @@ def join(
         except BaseException:
             _unlink_quietly(tmp)
             raise
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
         return digest.hexdigest()
     finally:
         if reader is not index:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from functools import total_ordering
 from pathlib import Path
 from typing import Any
 
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, RollbackError
 
@@ -229,27 +229,4 @@ class StateStore:
                 for a in records.values()
             },
         }
-        atomic_write(self.path, canonical_bytes(doc) + b"\n")
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o640) -> None:
-    """Write *data* to *path* via a temp file in the same directory, fsync, os.replace."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        atomic_write(self.path, canonical_bytes(doc) + b"\n", 0o640)

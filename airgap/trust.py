@@ -59,6 +59,7 @@ from typing import Any, Iterable, Sequence
 
 import jsonschema
 
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.dsse import Signature, pae
 from airgap.exceptions import (
@@ -291,7 +292,7 @@ class TrustPolicy:
 
     def write(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_bytes` atomically."""
-        _atomic_write(Path(path), self.to_bytes())
+        atomic_write(Path(path), self.to_bytes())
 
     def is_expired(self, now: datetime) -> bool:
         _require_aware(now)
@@ -960,32 +961,8 @@ class TrustStore:
                 f"trust policy version {policy.version} differs from the trusted policy of the same version",
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path, policy.to_bytes())
+        atomic_write(self.path, policy.to_bytes())
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def verify_envelope(

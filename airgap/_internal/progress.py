@@ -21,7 +21,9 @@ class ByteProgress:
         self._lock = threading.Lock()
         self.done = 0
         if enabled and total:
-            from tqdm import tqdm  # only when a person is watching: it costs startup time
+            from tqdm import (
+                tqdm,  # only when a person is watching: it costs startup time
+            )
         self._bar = (
             tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False)
             if enabled and total
