@@ -217,6 +217,14 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _role_args(args) -> dict[str, Any]:
+    return {
+        "roots": args.root, "root_threshold": args.root_threshold,
+        "builders": args.builder, "builder_threshold": args.builder_threshold,
+        "officers": args.officer, "officer_threshold": args.officer_threshold,
+    }
+
+
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
@@ -224,17 +232,13 @@ def cmd_trust_init(args) -> int:
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
-        roots=args.root,
-        root_threshold=args.root_threshold,
-        builders=args.builder,
-        builder_threshold=args.builder_threshold,
-        officers=args.officer,
-        officer_threshold=args.officer_threshold,
+        **_role_args(args),
         signing_keys=keys,
         now=_now(),
     )
     policy.write(args.output)
-    _emit(args, {"trust": args.output, "version": policy.version, "target": policy.target}, f"wrote {args.output}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}")
+    _emit(args, {"trust": args.output, "version": policy.version, "target": policy.target, **_root_status(policy)},
+          f"wrote {args.output}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}{_root_hint(policy, args.output)}")
     return 0
 
 
@@ -245,18 +249,46 @@ def cmd_trust_rotate(args) -> int:
     new = trust.rotate_policy(
         args.policy,
         expires=args.expires,
-        roots=args.root,
-        root_threshold=args.root_threshold,
-        builders=args.builder,
-        builder_threshold=args.builder_threshold,
-        officers=args.officer,
-        officer_threshold=args.officer_threshold,
+        **_role_args(args),
         revoke=args.revoke,
         signing_keys=keys,
         now=_now(),
     )
     new.write(args.output)
-    _emit(args, {"trust": args.output, "version": new.version}, f"wrote {args.output}: trust policy version {new.version}\n{new.describe()}")
+    _emit(args, {"trust": args.output, "version": new.version, **_root_status(new)},
+          f"wrote {args.output}: trust policy version {new.version}\n{new.describe()}{_root_hint(new, args.output)}")
+    return 0
+
+
+def _root_status(policy) -> dict[str, Any]:
+    role = policy.root_report().roles["root"]
+    return {"root_signatures": len(role.keys), "root_threshold": role.threshold, "complete": role.satisfied}
+
+
+def _root_hint(policy, path) -> str:
+    role = policy.root_report().roles["root"]
+    if role.satisfied:
+        return ""
+    return (f"\nINCOMPLETE: {role.missing} more root signature(s) needed before anyone will trust it; "
+            f"each root officer runs: airgap trust sign {path} --key <root key>")
+
+
+def cmd_trust_sign(args) -> int:
+    """A root officer adds a signature to a policy (offline keys sign one at a time)."""
+    from airgap import trust
+
+    policy = trust.TrustPolicy.from_file(args.policy)
+    key = _load_key(args.key)
+    roots = [policy]
+    if args.successor_of:
+        roots.append(trust.TrustPolicy.from_file(args.successor_of))
+    if not any("root" in p.roles_of(key.public_key.keyid) for p in roots):
+        where = "either version" if args.successor_of else args.policy
+        raise UsageError(f"{key.public_key.label} is not a root key of {where}")
+    policy.sign(key)
+    policy.write(args.policy)
+    _emit(args, {"trust": args.policy, "version": policy.version, **_root_status(policy)},
+          f"signed {args.policy} (version {policy.version}) with {key.public_key.label}{_root_hint(policy, args.policy)}")
     return 0
 
 
@@ -531,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
+    p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
+    p.add_argument("policy")
+    p.add_argument("--key", required=True, help="a root private key")
+    p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
+    _common(p)
+    p.set_defaults(func=cmd_trust_sign)
     p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures")
     p.add_argument("policy")
     p.add_argument("--ignore-expiry", action="store_true")
