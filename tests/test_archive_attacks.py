@@ -61,6 +61,18 @@ def test_malicious_tar_is_rejected_and_writes_nothing(tmp_path, signed_bundle, c
     assert r.code == 1, (case, r.out, r.err)
     assert reason in r.err or reason in r.out, (case, r.err)
     assert snapshot(tmp_path) == before
+    # import: the same refusal, before any file is unpacked; only its own state
+    # (lock, audit entry of the refusal) appears, inside the quarantine directory.
+    os.chdir(quarantine)
+    try:
+        r = airgap("import", bundle, "--trust", signed_bundle.trust, "--registry", "127.0.0.1:9", "--plain-http",
+                   "--state", quarantine / "state", "--files-dir", quarantine / "files")
+    finally:
+        os.chdir(cwd)
+    assert r.code == 1, (case, r.err)
+    assert reason in r.err, (case, r.err)
+    outside = {p for p in snapshot(tmp_path) if not p.startswith("quarantine/state")}
+    assert outside == before
     assert not Path("/tmp/airgap-escape").exists()
 
 
