@@ -162,7 +162,7 @@ def verify(
                 raise FormatError("signatures.json", f"payloadType {envelope.payload_type!r} is not {dsse.PAYLOAD_TYPE!r}")
             if envelope.payload != bundle.manifest_bytes:
                 raise IntegrityError("signatures.json", "the signed payload is not the bundle's manifest.json")
-            sigs = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
+            sigs = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures, artifact="signatures.json")
             report.signatures = sigs
             sigs.raise_for_status()
             report.set("signatures", "pass", sigs.summary())
