@@ -143,6 +143,11 @@ class Demo:
             shutil.rmtree(layout)
         self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
 
+    @property
+    def controller_state(self) -> Path:
+        """The controller's own verification state (rollback), per work directory."""
+        return self.workdir / "controller-state"
+
     def make_keys(self) -> None:
         self.step("Officers and builder: create demo keys (encrypted, Argon2id)")
         self.keys.mkdir(parents=True, exist_ok=True)
@@ -162,6 +167,7 @@ class Demo:
                     "--key", k / "root-1.key", "--key", k / "root-2.key", "-o", self.trust)
 
     def build(self, spec: str = "bundle.yaml", version: str = "1.0.0") -> Path:
+        """Build, inspect and countersign one bundle (the source registry must be up)."""
         self.step(f"Engineer: build bundle {version}; officer: review and countersign")
         out = self.workdir / "dist" / f"geheim-pilot-{version}.tar"
         if out.exists():
@@ -184,11 +190,24 @@ class Demo:
         return media
 
     # ------------------------------------------------------------------ isolated side
-    def lab_up(self):
+    def lab_up(self, fresh: bool = False):
+        """Bring the lab up (or use the Lab given to the Demo).
+
+        ``fresh``: a lab that is already up is brought down first. A freshly
+        built bundle has new content under the same version, which the
+        isolated side's rollback state rightly refuses; the demo rehearses a
+        first rollout, so it starts from an empty site.
+        """
         from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
 
         self.step("Isolated side: bring the lab up (network namespace with only loopback, 3 nodes)")
-        self.lab = Lab(self.lab_dir or DEFAULT_WORKDIR, name=self.lab_name, inventory=self.inventory or DEFAULT_INVENTORY)
+        if self.lab is None:
+            self.lab = Lab(self.lab_dir or DEFAULT_WORKDIR, name=self.lab_name, inventory=self.inventory or DEFAULT_INVENTORY)
+        else:
+            self.lab_name = self.lab.name
+        if fresh and self.lab.status().up:
+            self.log(f"lab {self.lab.name} is up from an earlier run: bringing it down for a fresh site")
+            self.lab.down()
         info = self.lab.up()
         self.log(info.to_text())
         return info
@@ -206,23 +225,40 @@ class Demo:
         self.airgap("join", media, "-o", out, netns=True)
         return out
 
-    def playbook(self, name: str, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    def playbook(self, name: str, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         return self.run([str(self.venv_bin / "ansible-playbook"), "-i", str(self.inventory_path()), f"playbooks/{name}", *extra],
-                        netns=True, check=check)
+                        netns=True, check=check, capture=capture)
 
-    def rollout(self, bundle: Path) -> None:
+    def rollout_args(self, bundle: Path) -> list[str]:
+        return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
+                "-e", f"bundle__controller_state_dir={self.controller_state}"]
+
+    def rollout(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
-        self.playbook("site.yml", "-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}")
+        return self.playbook("site.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
 
-    def check(self) -> dict:
+    def check(self, *, strict: bool = True, capture: bool = False) -> dict:
+        """Run check.yml; return its JSON report (with ``returncode`` added).
+
+        ``strict``: raise when a check failed (the demo); the tests look at
+        the report instead.
+        """
         self.step("Security officer: ansible-playbook check.yml (read-only)")
         report_dir = self.workdir / "check-report"
-        proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}", check=False)
-        report = json.loads((report_dir / "airgap-check.json").read_text())
+        report_json = report_dir / "airgap-check.json"
+        if report_json.exists():
+            report_json.unlink()  # never judge an earlier run's report
+        proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}", check=False, capture=capture)
+        if not report_json.exists():
+            detail = (proc.stdout or "")[-3000:] if capture else ""
+            raise OperationError(f"check.yml wrote no report (exit {proc.returncode}) {detail}")
+        report = json.loads(report_json.read_text())
+        report["returncode"] = proc.returncode
+        report["output"] = proc.stdout if capture else ""
         md = report_dir / "airgap-check.md"
-        if md.exists():
+        if strict and md.exists():
             self.log(md.read_text())
-        if proc.returncode != 0:
+        if strict and proc.returncode != 0:
             raise OperationError(f"check.yml reported FAIL; see {md}")
         return report
 
@@ -254,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     demo = Demo(workdir)
+    # The controller's rollback state belongs to this run's freshly built bundles.
+    shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:
         demo.start_source_registry()
         demo.make_images()
@@ -261,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.make_trust()
         bundle = demo.build()
         media = demo.carry(bundle)
-        demo.lab_up()
+        demo.lab_up(fresh=True)
         joined = demo.join_inside(media, bundle.name)
         demo.rollout(joined)
         demo.check()

@@ -270,7 +270,10 @@ class Policy:
             elif kind == "domain":
                 ok = host == obj  # a plain host name is that host only (policy syntax)
             elif kind == "glob":
-                ok = fnmatch.fnmatchcase(host, obj) or fnmatch.fnmatchcase(str(endpoint).lower(), obj)
+                # A host pattern judges the host only: `*` must not reach across
+                # a path (`internal:5000/registry-1.docker.io` is the internal
+                # registry). Patterns with a `/` judge the whole endpoint.
+                ok = fnmatch.fnmatchcase(host, obj) or ("/" in obj and fnmatch.fnmatchcase(str(endpoint).lower(), obj))
             elif kind == "re":
                 ok = bool(obj.search(host) or obj.search(str(endpoint)))
             if ok:
