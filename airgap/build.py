@@ -17,10 +17,10 @@ import io
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from airgap import __version__, oci
 from airgap._internal import tarfmt
@@ -71,14 +71,14 @@ class RegionWriter:
     ``seek`` lets a downloader restart or resume after a dropped connection.
     """
 
-    def __init__(self, fd: int, offset: int, size: int, progress: Callable[[int], None] | None = None):
-        self.fd, self.offset, self.size = fd, offset, size
+    def __init__(self, fd: int, offset: int, size: int, progress: Callable[[int], None] | None = None, artifact: str = "blob"):
+        self.fd, self.offset, self.size, self.artifact = fd, offset, size, artifact
         self.pos = 0
         self.progress = progress
 
     def write(self, data: bytes) -> int:
         if self.pos + len(data) > self.size:
-            raise IntegrityError(f"blob at byte {self.offset}", "more bytes than the descriptor's size")
+            raise IntegrityError(self.artifact, f"more bytes than the descriptor's {self.size}")
         view = memoryview(data)
         while view:
             n = os.pwrite(self.fd, view, self.offset + self.pos)
@@ -107,6 +107,7 @@ class Blob:
     media_type: str
     data: bytes | None = None  # manifests and indexes are kept: they are small and must be parsed
     origin: "ImageOrigin | None" = None
+    cached: bytes | None = None  # a config already fetched (and digest-checked) to learn its platform
 
 
 class ImageOrigin:
@@ -211,14 +212,15 @@ class ResolvedImage:
     blobs: list[Blob]  # configs and layers
 
 
-def _platform_of_manifest(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> oci.Platform | None:
-    config = origin.get_document(manifest.config) if manifest.config.size <= oci.MAX_MANIFEST_BYTES else None
-    if config is None:
-        return None
+def _platform_of_manifest(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> tuple[oci.Platform | None, bytes | None]:
+    """The platform an image's config names, and the config bytes (kept, so they are fetched once)."""
+    if manifest.config.size > oci.MAX_MANIFEST_BYTES:
+        return None, None
+    config = origin.get_document(manifest.config)
     doc = loads_strict(config, f"{artifact} config", max_size=oci.MAX_MANIFEST_BYTES)
     if isinstance(doc, dict) and isinstance(doc.get("os"), str) and isinstance(doc.get("architecture"), str):
-        return oci.Platform(doc["os"], doc["architecture"], doc.get("variant") or None)
-    return None
+        return oci.Platform(doc["os"], doc["architecture"], doc.get("variant") or None), config
+    return None, config
 
 
 def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None, artifact: str) -> tuple[str, str, int, list[Blob], list[Blob], list[str], str | None]:
@@ -233,12 +235,14 @@ def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None,
 
     if isinstance(doc, oci.ImageManifest):
         plats: list[str] = []
+        config: bytes | None = None
         if wanted_p:
-            plat = _platform_of_manifest(origin, doc, artifact)
+            plat, config = _platform_of_manifest(origin, doc, artifact)
             if plat is None or not any(w.matches(plat) for w in wanted_p):
                 raise SpecError(artifact, f"image is for {plat or 'an unknown platform'}, spec asks for {', '.join(wanted)}")
             plats = [str(plat)]
         blobs = [Blob(d.digest, d.size, d.media_type, None, origin) for d in doc.blobs()]
+        blobs[0].cached = config  # doc.blobs() starts with the config
         return digest, media_type, len(data), [top], blobs, plats, None
 
     # A multi-arch index.
@@ -249,12 +253,10 @@ def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None,
         if wanted_p is None or (d.platform and any(w.matches(d.platform) for w in wanted_p)):
             children.append(d)
     if wanted_p:
-        found = {str(p) for d in children for p in [d.platform] if p}
         missing = [w for w in wanted if not any(oci.Platform.parse(w).matches(d.platform) for d in children if d.platform)]
         if missing:
             available = sorted(str(d.platform) for d in doc.manifests if d.platform)
             raise SpecError(artifact, f"platform {', '.join(missing)} not in the index (available: {', '.join(available)})")
-        del found
     documents: list[Blob] = []
     blobs: list[Blob] = []
     for d in children:
@@ -290,14 +292,6 @@ class PlannedMember:
     header_offset: int = 0
 
 
-@dataclass
-class Plan:
-    manifest: BundleManifest
-    members: list[PlannedMember]
-    total_blob_bytes: int = 0
-    downloads: list[PlannedMember] = field(default_factory=list)
-
-
 def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, int, str]], skip: set[str]) -> tuple[list[PlannedMember], list[tuple[str, int]]]:
     """Order and describe every member (except manifest and signatures)."""
     index_entries = []
@@ -316,7 +310,7 @@ def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, 
             prev = blobs.get(b.digest)
             if prev is not None and prev.size != b.size:
                 raise IntegrityError(b.digest, f"two descriptors disagree on its size ({prev.size} and {b.size})")
-            if prev is None or (prev.data is None and b.data is not None):
+            if prev is None or (prev.data is None and b.data is not None) or (prev.cached is None and b.cached is not None):
                 blobs[b.digest] = b
     external: list[tuple[str, int]] = []
     members = [
@@ -330,8 +324,9 @@ def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, 
         if digest in skip and b.data is None:
             external.append((digest, b.size))
             continue
+        data = b.data if b.data is not None else b.cached
         members.append(
-            PlannedMember(oci.blob_path(digest), b.size, digest.split(":", 1)[1], 0o644, data=b.data, blob=None if b.data else b)
+            PlannedMember(oci.blob_path(digest), b.size, digest.split(":", 1)[1], 0o644, data=data, blob=None if data is not None else b)
         )
     for dest, src, size, mode, sha in sorted(files):
         members.append(PlannedMember("files/" + dest, size, sha, mode, file=src))
@@ -433,7 +428,7 @@ def write_bundle(
 
 def _copy_file(m: PlannedMember, fd: int) -> None:
     h = hashlib.sha256()
-    sink = RegionWriter(fd, m.header_offset + tarfmt.BLOCK, m.size)
+    sink = RegionWriter(fd, m.header_offset + tarfmt.BLOCK, m.size, artifact=str(m.file))
     assert m.file is not None
     with open(m.file, "rb") as f:
         while chunk := f.read(FILE_CHUNK):
@@ -455,7 +450,8 @@ def _download_all(downloads: list[PlannedMember], fd: int, workers: int, progres
         if stop.is_set():
             return
         assert m.blob is not None and m.blob.origin is not None
-        sink = RegionWriter(fd, m.header_offset + tarfmt.BLOCK, m.size, progress.update if progress else None)
+        sink = RegionWriter(fd, m.header_offset + tarfmt.BLOCK, m.size, progress.update if progress else None,
+                            artifact=f"{m.blob.origin.label}@{m.blob.digest}")
         try:
             m.blob.origin.copy_blob(m.blob.digest, m.size, sink)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, first error wins
@@ -614,9 +610,3 @@ def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:
         size, sha = hash_file(path)
         out.append((f"wheels/{path.name}", path, size, 0o644, sha))
     return out
-
-
-def iter_blob_digests(manifest: BundleManifest) -> Iterable[str]:
-    for m in manifest.members:
-        if m.path.startswith("blobs/sha256/"):
-            yield "sha256:" + m.path.rsplit("/", 1)[1]

@@ -93,16 +93,17 @@ class Bundle:
         return dsse.Envelope.from_bytes(self.signatures_bytes, SIGNATURES_MEMBER)
 
     def member(self, name: str) -> tarfmt.Member | None:
-        for m in self.members:
-            if m.name == name:
-                return m
-        return None
+        # Import looks up every blob by name: an index keeps that linear in the member count.
+        index = self.__dict__.get("_by_name")
+        if index is None:
+            index = self.__dict__["_by_name"] = {m.name: m for m in self.members}
+        return index.get(name)
 
     def read(self, member: tarfmt.Member, cap: int) -> bytes:
         return _read_capped(self.source, member, cap)
 
     def stream(self, member: tarfmt.Member, chunk: int = CHUNK) -> Iterator[bytes]:
-        yield from stream(self.source, member.data_offset, member.size, chunk)
+        yield from stream(self.source, member.data_offset, member.size, chunk, artifact=member.name)
 
     def close(self) -> None:
         _close(self.source)
@@ -120,12 +121,12 @@ def _close(source) -> None:
         close()
 
 
-def stream(source: tarfmt.Source, offset: int, size: int, chunk: int = CHUNK) -> Iterator[bytes]:
+def stream(source: tarfmt.Source, offset: int, size: int, chunk: int = CHUNK, *, artifact: str = "bundle") -> Iterator[bytes]:
     end = offset + size
     while offset < end:
         data = source.pread(offset, min(chunk, end - offset))
         if not data:
-            raise ArchiveError(f"byte {offset}", "unexpected end of bundle")
+            raise ArchiveError(artifact, f"unexpected end of bundle at byte {offset} (file shrank while being read?)")
         offset += len(data)
         yield data
 
@@ -141,7 +142,7 @@ def _read_capped(source: tarfmt.Source, member: tarfmt.Member, cap: int) -> byte
 
 def member_sha256(source: tarfmt.Source, member: tarfmt.Member) -> str:
     h = hashlib.sha256()
-    for chunk in stream(source, member.data_offset, member.size):
+    for chunk in stream(source, member.data_offset, member.size, artifact=member.name):
         h.update(chunk)
     return h.hexdigest()
 

@@ -89,6 +89,7 @@ class ImportResult:
     skipped_blobs: int = 0
     uploaded_bytes: int = 0
     manifests: int = 0
+    manifests_new: int = 0
     tags: int = 0
     files: int = 0
     files_dir: str | None = None
@@ -98,8 +99,6 @@ class ImportResult:
     @property
     def status(self) -> str:
         return "imported" if self.uploaded_blobs or self.manifests_new else "already-present"
-
-    manifests_new: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +219,7 @@ def import_bundle(
             _push_manifests(client, plans, result, registry)
             if files_dir is not None:
                 result.files_dir = str(_unpack_files(bundle, manifest, Path(files_dir), log))
+                result.files = sum(1 for m in manifest.members if m.path.startswith("files/"))
         # Only now, after everything succeeded, is the import recorded.
         verifymod.rollback_record(report, state_dir)
         record_dir = state_dir / "bundles" / manifest.name
@@ -468,7 +468,7 @@ def _unpack_files(bundle: Bundle, manifest: BundleManifest, files_dir: Path, log
                 fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
                 h = hashlib.sha256()
                 with os.fdopen(fd, "wb") as f:
-                    for chunk in stream(bundle.source, m.data_offset, m.size):
+                    for chunk in stream(bundle.source, m.data_offset, m.size, artifact=m.name):
                         h.update(chunk)
                         f.write(chunk)
                     f.flush()

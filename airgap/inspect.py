@@ -8,7 +8,6 @@ the summary says so.
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
 from typing import Any
 
 from airgap.bundle import Bundle
@@ -24,7 +23,7 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def summary(path: str | os.PathLike, *, trust_path: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[str, Any]:
     with Bundle.open(path) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
@@ -50,7 +49,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, now: date
     if trust_path:
         from airgap import trust
 
-        now = now or datetime.now(timezone.utc)
+        # Inspection reports who signed even under an expired policy; verify judges expiry.
         policy = trust.TrustPolicy.load(trust_path, now=None)
         report = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
         out["trust"] = report.to_dict()

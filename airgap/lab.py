@@ -254,6 +254,11 @@ def _run(argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(list(argv), check=check, **kw)
 
 
+def _ed25519_keygen(path: Path, comment: str) -> None:
+    """An unencrypted ed25519 key pair at *path* (lab keys: throw-away, root only)."""
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+
+
 def _yaml_quote(s: str) -> str:
     return json.dumps(s)  # JSON strings are valid YAML scalars
 
@@ -467,21 +472,7 @@ class Lab:
         ssh_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cp").mkdir(exist_ok=True)
         os.chmod(ssh_dir, 0o700)
-        _run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"airgap-lab@{self.name}",
-                "-f",
-                str(self.client_key),
-            ],
-            check=True,
-        )
+        _ed25519_keygen(self.client_key, f"airgap-lab@{self.name}")
         client_pub = self.client_key.with_suffix(".pub").read_text()
 
         r = _run(["ip", "netns", "add", self.name])
@@ -552,21 +543,7 @@ class Lab:
         os.chmod(seed / "root", 0o700)
         os.chmod(seed / "root/.ssh", 0o700)
         key = seed / "etc/ssh/ssh_host_ed25519_key"
-        _run(
-            [
-                "ssh-keygen",
-                "-q",
-                "-t",
-                "ed25519",
-                "-N",
-                "",
-                "-C",
-                f"root@{node['name']}",
-                "-f",
-                str(key),
-            ],
-            check=True,
-        )
+        _ed25519_keygen(key, f"root@{node['name']}")
         pub = " ".join(key.with_suffix(".pub").read_text().split()[:2])
         (seed / "etc/ssh/sshd_config").write_text(
             SSHD_CONFIG.format(address=node["address"])

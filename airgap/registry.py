@@ -478,13 +478,17 @@ class RegistryClient:
 
     # -- manifests
 
-    def get_manifest(self, repo: str, reference: str, accept: Sequence[str] = DEFAULT_ACCEPT) -> Manifest:
-        """Fetch a manifest by tag or digest (capped at 4 MiB, digest computed locally)."""
+    def _manifest_target(self, repo: str, reference: str) -> tuple[str, str]:
+        """(artifact name for messages, URL) of a manifest by tag or validated digest."""
         self._check_repo(repo)
         artifact = self._artifact(repo, reference)
         if ":" in reference:
             validate_digest(reference, artifact)
-        url = self._url(f"/v2/{repo}/manifests/{quote(reference, safe=':')}")
+        return artifact, self._url(f"/v2/{repo}/manifests/{quote(reference, safe=':')}")
+
+    def get_manifest(self, repo: str, reference: str, accept: Sequence[str] = DEFAULT_ACCEPT) -> Manifest:
+        """Fetch a manifest by tag or digest (capped at 4 MiB, digest computed locally)."""
+        artifact, url = self._manifest_target(repo, reference)
         resp = self._request("GET", url, scope=f"repository:{repo}:pull", what=f"GET manifest {artifact}",
                              headers={"Accept": ", ".join(accept)})
         try:
@@ -525,21 +529,8 @@ class RegistryClient:
 
     def manifest_exists(self, repo: str, reference: str) -> bool:
         """True if the registry has a manifest under *reference* (tag or digest)."""
-        self._check_repo(repo)
-        artifact = self._artifact(repo, reference)
-        if ":" in reference:
-            validate_digest(reference, artifact)
-        url = self._url(f"/v2/{repo}/manifests/{quote(reference, safe=':')}")
-        resp = self._request("HEAD", url, scope=f"repository:{repo}:pull", what=f"HEAD manifest {artifact}",
-                             headers={"Accept": ", ".join(DEFAULT_ACCEPT)})
-        try:
-            if resp.status == 200:
-                return True
-            if resp.status == 404:
-                return False
-            raise self._fail(resp, f"HEAD manifest {artifact}")
-        finally:
-            self._transport.release(resp)
+        artifact, url = self._manifest_target(repo, reference)
+        return self._exists(url, repo, f"HEAD manifest {artifact}", {"Accept": ", ".join(DEFAULT_ACCEPT)})
 
     def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
         """Push a manifest under a tag or its digest; return its sha256 digest."""
@@ -616,14 +607,17 @@ class RegistryClient:
         self._check_repo(repo)
         artifact = f"{self.registry}/{repo}@{digest}"
         validate_digest(digest, artifact)
-        resp = self._request("HEAD", self._url(f"/v2/{repo}/blobs/{digest}"), scope=f"repository:{repo}:pull",
-                             what=f"HEAD blob {artifact}")
+        return self._exists(self._url(f"/v2/{repo}/blobs/{digest}"), repo, f"HEAD blob {artifact}")
+
+    def _exists(self, url: str, repo: str, what: str, headers: dict[str, str] | None = None) -> bool:
+        """HEAD *url*: 200 is True, 404 is False, anything else is an error naming *what*."""
+        resp = self._request("HEAD", url, scope=f"repository:{repo}:pull", what=what, **({"headers": headers} if headers else {}))
         try:
             if resp.status == 200:
                 return True
             if resp.status == 404:
                 return False
-            raise self._fail(resp, f"HEAD blob {artifact}")
+            raise self._fail(resp, what)
         finally:
             self._transport.release(resp)
 

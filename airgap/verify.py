@@ -421,7 +421,7 @@ def _hash_members(bundle: Bundle, manifest: BundleManifest, done: set[str], prog
             if failure:
                 return
             h = hashlib.sha256()
-            for chunk in stream(bundle.source, member.data_offset, member.size):
+            for chunk in stream(bundle.source, member.data_offset, member.size, artifact=member.name):
                 h.update(chunk)
                 bar.update(len(chunk))
             got = h.hexdigest()
@@ -460,7 +460,3 @@ def rollback_record(report: VerifyReport, state_dir: str | os.PathLike) -> None:
     StateStore(state_dir).record(m.name, m.version, m.digest)
     if report.policy is not None:
         trust.TrustStore(state_dir).record(report.policy)
-
-
-def read_path(p: str | os.PathLike) -> Path:
-    return Path(p)

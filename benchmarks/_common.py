@@ -229,6 +229,14 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def enough_disk(path: Path, need: float) -> bool:
+    """True if *need* bytes fit under *path*; otherwise say so on stderr."""
+    if free_bytes(path) >= need:
+        return True
+    print(f"not enough disk under {path}: need ~{need / GiB:.1f} GiB", file=sys.stderr)
+    return False
+
+
 def evict(paths: Iterable[Path]) -> None:
     """Best effort 'cold cache' without root: sync, then drop clean pages of these files."""
     os.sync()

@@ -42,8 +42,7 @@ def main() -> int:
 
     with c.Bench("import", args) as b:
         need = size * 6
-        if c.free_bytes(b.dir) < need:
-            print(f"not enough disk under {b.dir}: need ~{need / c.GiB:.1f} GiB", file=sys.stderr)
+        if not c.enough_disk(b.dir, need):
             return 2
         corpus = c.make_corpus(b.path("layout"), size)
         src = b.registry("source")

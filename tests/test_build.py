@@ -188,3 +188,14 @@ def test_401_without_credentials_is_refused(tmp_path, auth_registry, keyring, mo
     assert r.code == 1
     assert "401" in r.err and auth_registry.host in r.err
     assert not out.exists()
+
+
+def test_config_checked_for_platform_is_fetched_once(tmp_path, seeded_registry, keyring):
+    status = seeded_registry.images["pilot/status"]
+    with FaultProxy(seeded_registry.host) as proxy:
+        spec = write_spec(tmp_path / "spec", images=[{"ref": f"{proxy.host}/pilot/status:1.0", "platforms": ["linux/amd64"]}], files=[])
+        assert build(spec, tmp_path / "b.tar", keyring).code == 0
+        gets = [q for q in proxy.requests if q.method == "GET" and q.path.endswith(status.config.digest)]
+    assert len(gets) == 1
+    names = [m.name for m in tar_members(tmp_path / "b.tar")]
+    assert "blobs/sha256/" + status.config.digest.split(":")[1] in names

@@ -17,6 +17,7 @@ def test_import_preserves_digests_and_is_idempotent(tmp_path, signed_bundle, reg
     assert r.code == 0, r.err
     first = r.json()
     assert first["uploaded_blobs"] > 0 and first["status"] == "imported"
+    assert first["files"] == 2  # configs/pilot.conf and configs/sub/run.sh
     for img in first["images"]:
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{img['internal_ref']}"],
                              capture_output=True, timeout=60, check=True).stdout

@@ -195,7 +195,7 @@ def test_ansible_reaches_every_node(lab):
         "ansible", path=str(Path(os.sys.executable).parent)
     ) or shutil.which("ansible")
     if not ansible:
-        pytest.skip("ansible not installed")
+        pytest.fail("ansible not installed: scripts/setup.sh installs it")
     r = lab.run_in_netns(
         [
             ansible,
@@ -307,7 +307,7 @@ http:
 def _busybox_tar() -> bytes:
     busybox = shutil.which("busybox")
     if not busybox:
-        pytest.skip("busybox (static) not installed")
+        pytest.fail("busybox (static) not installed: scripts/setup.sh installs busybox-static")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tar.gettarinfo(busybox, arcname="bin/busybox")
@@ -325,7 +325,7 @@ def _busybox_tar() -> bytes:
 
 def test_podman_pull_from_lab_registry_and_run(make_lab):
     if not shutil.which("podman") or not shutil.which("docker-registry"):
-        pytest.skip("podman and docker-registry needed")
+        pytest.fail("podman and docker-registry needed: scripts/setup.sh installs them")
     # A private lab: the shared one keeps 127.0.10.1:5000 free for the playbooks.
     priv = make_lab(nodes=3)
     ref = "127.0.10.1:5000/lab/busybox:1"

@@ -1,7 +1,12 @@
 import pytest
 
 from airgap.exceptions import InputError
-from airgap.reference import Reference, internal_name, internal_reference, parse_reference
+from airgap.reference import (
+    Reference,
+    internal_name,
+    internal_reference,
+    parse_reference,
+)
 
 D = "sha256:" + "ab" * 32
 

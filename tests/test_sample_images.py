@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from airgap.spec import load_spec
 from airgap.sovereignty import scan_text
+from airgap.spec import load_spec
 
 PILOT = Path(__file__).resolve().parents[1] / "bundles" / "geheim-pilot"
 

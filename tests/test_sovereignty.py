@@ -9,7 +9,12 @@ import pytest
 
 from airgap import sovereignty
 from airgap.exceptions import InputError, SovereigntyError
-from airgap.sovereignty import CATEGORIES, SovereigntyPolicy, normalise_endpoint, scan_text
+from airgap.sovereignty import (
+    CATEGORIES,
+    SovereigntyPolicy,
+    normalise_endpoint,
+    scan_text,
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 
@@ -28,6 +27,23 @@ def rejected(r, *needles):
     text = r.out + r.err
     for n in needles:
         assert n in text, f"{n!r} not in output:\n{text}"
+
+
+def _policy_file(tmp_path, keyring, *, target="geheim-pilot", builder_threshold=1):
+    """A policy like the sample's, with another target or builder threshold, signed by root-1 and root-2."""
+    from airgap.trust import TrustPolicy
+
+    policy = TrustPolicy.create(
+        target, "2099-01-01T00:00:00Z",
+        keyring.pubs("root-1", "root-2", "root-3"), 2,
+        keyring.pubs("builder-1", "builder-2"), builder_threshold,
+        keyring.pubs("officer-1", "officer-2"), 1,
+    )
+    policy.sign(keyring["root-1"])
+    policy.sign(keyring["root-2"])
+    path = tmp_path / f"trust-{target}-{builder_threshold}.json"
+    path.write_bytes(policy.to_bytes())
+    return path
 
 
 @pytest.fixture
@@ -175,18 +191,7 @@ def test_signature_from_wrong_role(signed_bundle, tmp_path, trust, keyring):
 
 def test_same_key_twice_counts_once(good, tmp_path, keyring):
     # A policy that wants two builders; builder-1's signature duplicated under another keyid hint.
-    from airgap.trust import TrustPolicy
-
-    policy = TrustPolicy.create(
-        "geheim-pilot", "2099-01-01T00:00:00Z",
-        keyring.pubs("root-1", "root-2", "root-3"), 2,
-        keyring.pubs("builder-1", "builder-2"), 2,
-        keyring.pubs("officer-1", "officer-2"), 1,
-    )
-    policy.sign(keyring["root-1"])
-    policy.sign(keyring["root-2"])
-    trust = tmp_path / "trust2.json"
-    trust.write_bytes(policy.to_bytes())
+    trust = _policy_file(tmp_path, keyring, builder_threshold=2)
     entries = kit.read_entries(good)
     env = json.loads(entries[-1].data)
     builder_sig = next(s for s in env["signatures"] if s["keyid"] == keyring.pub("builder-1").keyid)
@@ -294,18 +299,7 @@ def test_equal_version_other_content_rejected(tmp_path, seeded_registry, keyring
 
 
 def test_wrong_target(tmp_path, good, keyring):
-    from airgap.trust import TrustPolicy
-
-    policy = TrustPolicy.create(
-        "other-enclave", "2099-01-01T00:00:00Z",
-        keyring.pubs("root-1", "root-2", "root-3"), 2,
-        keyring.pubs("builder-1", "builder-2"), 1,
-        keyring.pubs("officer-1", "officer-2"), 1,
-    )
-    policy.sign(keyring["root-1"])
-    policy.sign(keyring["root-2"])
-    trust = tmp_path / "other.json"
-    trust.write_bytes(policy.to_bytes())
+    trust = _policy_file(tmp_path, keyring, target="other-enclave")
     rejected(verify(good, trust), "geheim-pilot", "other-enclave")
 
 
@@ -441,7 +435,6 @@ def test_nothing_in_bundle_is_used_before_acceptance(good, trust, tmp_path):
     kit.flip_byte(good, kit.member_offset(good, "files/configs/pilot.conf")[0])
     rejected(verify(good, trust))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
-    shutil.rmtree(tmp_path / "nothing", ignore_errors=True)
 
 
 def test_expired_policy_officer_override(good, tmp_path, keyring):
