@@ -1,6 +1,6 @@
 """Rollback state on the isolated side: the highest accepted version per bundle name.
 
-Rules (DESIGN.md, trust model): a lower version is rejected; an equal version is
+Rules (docs/architecture.md, trust model): a lower version is rejected; an equal version is
 accepted again only with the identical manifest digest (a re-import).  Versions
 compare by semantic versioning 2.0.0 precedence; build metadata does not count,
 so ``1.0.0+a`` and ``1.0.0+b`` are the *same* version and must carry the same

@@ -1,4 +1,4 @@
-"""Every attack in DESIGN.md's list, one test each: a real bundle, tampered in one
+"""Every attack in docs/architecture.md's list, one test each: a real bundle, tampered in one
 way, run through ``airgap verify`` as a user would; exit 1 and the reason.
 
 Modelled on python-tuf's tests/test_updater_top_level_update.py: start from a
