@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from airgap import __version__, oci
+from airgap import __version__, caps, oci
 from airgap._internal import tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.progress import ByteProgress
@@ -34,6 +34,7 @@ from airgap.manifest import (
     BundleManifest,
     ImageRecord,
     MemberRecord,
+    names_of,
 )
 
 FILE_CHUNK = 1024 * 1024
@@ -302,6 +303,8 @@ def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, 
         )
     index_entries.sort(key=lambda e: e["annotations"][oci.REF_NAME])
     index_bytes = canonical_bytes({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": index_entries})
+    if len(index_bytes) > oci.MAX_INDEX_BYTES:
+        raise SpecError("images", f"index.json would be {len(index_bytes)} bytes; verify reads at most {oci.MAX_INDEX_BYTES}")
     layout_bytes = oci.layout_file()
 
     blobs: dict[str, Blob] = {}
@@ -331,6 +334,18 @@ def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, 
     for dest, src, size, mode, sha in sorted(files):
         members.append(PlannedMember("files/" + dest, size, sha, mode, file=src))
     return members, external
+
+
+def check_caps(members: list[PlannedMember], images: list[ResolvedImage], external: list[tuple[str, int]]) -> None:
+    """Refuse, with the reason, a bundle verify would refuse for its size (limits in airgap.caps)."""
+    if len(members) > caps.MAX_MEMBERS:
+        files = sum(1 for m in members if m.path.startswith("files/"))
+        raise SpecError("files", f"the bundle would hold {len(members)} members ({files} files); verify accepts at most "
+                                 f"{caps.MAX_MEMBERS}: carry the files in more than one bundle, or as one archive file")
+    if len(images) > caps.MAX_IMAGES:
+        raise SpecError("images", f"{len(images)} images; verify accepts at most {caps.MAX_IMAGES} per bundle")
+    if len(external) > caps.MAX_EXTERNAL_BLOBS:
+        raise SpecError("", f"{len(external)} blobs left out for the base; verify accepts at most {caps.MAX_EXTERNAL_BLOBS}")
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -517,12 +532,16 @@ def build(
     resolved: list[ResolvedImage] = []
     for img in spec.images:
         artifact = f"{img.field} {img.ref}"
+        try:
+            # Every name in the record is derived from the ref the officer is shown; verify checks the same.
+            names = names_of(img.ref)
+        except ValueError as exc:
+            raise SpecError(f"{img.field}", str(exc)) from None
+        registry, repository, tag, layout_ref = names.registry, names.repository, names.tag, names.layout_ref
         if img.kind == "oci-layout":
             origin: ImageOrigin = LayoutOrigin(Path(img.layout_path))
             reference = img.digest or img.tag
-            registry, repository, tag = "oci-layout", Path(img.layout_path).name, img.tag
             sov = None
-            layout_ref = img.ref
         else:
             ref = img.reference
             sov = None
@@ -534,8 +553,6 @@ def build(
                 client = clients[ref.registry] = factory(ref.registry)
             origin = RegistryOrigin(client, ref.repository)
             reference = ref.digest or ref.tag
-            registry, repository, tag = ref.registry, ref.repository, ref.tag
-            layout_ref = str(ref)
         if log:
             log(f"resolving {img.ref}")
         digest, media_type, size, documents, blobs, platforms, source_index = resolve_image(origin, reference, img.platforms, artifact)
@@ -567,6 +584,7 @@ def build(
     if getattr(spec, "wheels", None):
         files.extend(_wheel_files(spec))
     members, external = plan_members(resolved, files, skip)
+    check_caps(members, resolved, external)
     manifest = BundleManifest(
         name=spec.metadata.name,
         version=spec.metadata.version,
@@ -583,6 +601,14 @@ def build(
         description=spec.metadata.description,
     )
     manifest_bytes = manifest.to_bytes()
+    if len(manifest_bytes) > caps.MAX_MANIFEST_BYTES:
+        raise SpecError("", f"the manifest would be {len(manifest_bytes)} bytes; verify reads at most {caps.MAX_MANIFEST_BYTES} "
+                            "(fewer files or images per bundle)")
+    try:
+        # Whatever verify would refuse in the manifest (schema, names, caps), build refuses before writing a byte.
+        parsed = BundleManifest.from_bytes(manifest_bytes)
+    except FormatError as exc:
+        raise SpecError("", f"verify would refuse this bundle: {exc}") from None
     from airgap import dsse
 
     envelope = dsse.Envelope(manifest_bytes)
@@ -590,7 +616,7 @@ def build(
     blob_bytes = sum(m.size for m in members if m.blob is not None)
     with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
         write_bundle(out, manifest_bytes, members, envelope.to_bytes(), workers=workers, progress=bar)
-    return BuildResult(out, BundleManifest.from_bytes(manifest_bytes), blob_bytes, len(external))
+    return BuildResult(out, parsed, blob_bytes, len(external))
 
 
 def _default_client_factory(plain_http: bool, ca_file: str | None):

@@ -13,11 +13,13 @@ import json
 import os
 import socket
 import sys
+import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from airgap import __version__
+from airgap._internal.fsutil import display
 from airgap.exceptions import AirgapError, InputError, UsageError
 
 
@@ -73,6 +75,16 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     AuditLog(log).append(action, obj, result, actor=_actor(keyid), detail=detail)
+
+
+def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
+    """Record a refusal (or a failure) in the audit log; a log that cannot be written is said, not hidden."""
+    exit_code = getattr(exc, "exit_code", 1)
+    error = str(exc) if isinstance(exc, AirgapError) else f"{type(exc).__name__}: {exc}"
+    try:
+        _audit(args, action, obj, "rejected" if exit_code == 1 else "error", detail={"error": error})
+    except (AirgapError, OSError) as log_exc:
+        print(f"airgap {action}: the audit entry for this refusal could not be written: {log_exc}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- verbs
@@ -191,29 +203,66 @@ def _print_report(args, report, error: AirgapError | None) -> None:
         print(f"REJECTED: {error}", file=sys.stderr)
 
 
+def _verified(args, action: str, **kw):
+    """Run verify for a verb; on a refusal print the report (and audit it): (verified, None) or (None, exit code)."""
+    from airgap import verify
+
+    obj = {"bundle": args.bundle}
+    try:
+        verified = verify.verify(args.bundle, trust_path=args.trust, state_dir=getattr(args, "state", None), now=_now(),
+                                 progress=_progress(args), **kw)
+    except AirgapError as exc:
+        _audit_refusal(args, action, obj, exc)
+        report = getattr(exc, "report", None)
+        if report is None:
+            raise
+        _print_report(args, report, exc)
+        return None, exc.exit_code
+    except Exception as exc:
+        _audit_refusal(args, action, obj, exc)
+        raise
+    return verified, None
+
+
 def cmd_verify(args) -> int:
     from airgap import verify
 
     if args.record and not args.state:
         raise UsageError("--record needs --state DIR")
-    override = _override(args)
-    now = _now()
-    try:
-        report = verify.verify(args.bundle, trust_path=args.trust, state_dir=args.state, now=now, override=override, progress=_progress(args))
-    except AirgapError as exc:
-        report = getattr(exc, "report", None)
-        if report is None:
+    verified, code = _verified(args, "verify", override=_override(args))
+    if verified is None:
+        return code
+    with verified:
+        report, m = verified.report, verified.manifest
+        for o in report.overrides:
+            _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
+        if args.record:
+            verify.rollback_record(verified, args.state)
+        _audit(args, "verify", {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}, "accepted", detail={"recorded": bool(args.record)})
+        _print_report(args, report, None)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from airgap import extract
+
+    out = extract.check_output(args.output, force=args.force)
+    verified, code = _verified(args, "extract", hash_content=False)
+    if verified is None:
+        return code
+    with verified:
+        m = verified.manifest
+        try:
+            result = extract.extract(verified, out, prefixes=args.member, force=args.force)
+        except AirgapError as exc:
+            _audit_refusal(args, "extract", {"bundle": args.bundle, "output": args.output}, exc)
             raise
-        _audit(args, "verify", {"bundle": str(args.bundle)}, "rejected", detail={"error": str(exc)})
-        _print_report(args, report, exc)
-        return exc.exit_code
-    for o in report.overrides:
-        _audit(args, "override", {"bundle": str(args.bundle), "manifest": report.manifest.digest}, "accepted", keyid=o["keyid"], detail=o)
-    if args.record:
-        verify.rollback_record(report, args.state)
-    m = report.manifest
-    _audit(args, "verify", {"bundle": str(args.bundle), "name": m.name, "version": m.version, "manifest": m.digest}, "accepted", detail={"recorded": bool(args.record)})
-    _print_report(args, report, None)
+        _audit(args, "extract", {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest,
+                                 "output": args.output}, "accepted", detail={"members": len(result.written)})
+    data = {"result": "accepted", "bundle": args.bundle, "name": m.name, "version": m.version, "manifest_digest": m.digest,
+            "output": args.output, "members": result.written}
+    _emit(args, data, f"EXTRACTED: {len(result.written)} members of {m.name} {m.version} (manifest {m.digest}) into {display(out)}, "
+                      "each checked against the verified manifest as it was written")
     return 0
 
 
@@ -318,6 +367,7 @@ def cmd_import(args) -> int:
     from airgap import importer
 
     override = _override(args)
+    obj = {"bundle": args.bundle, "registry": args.registry}
     try:
         result = importer.import_bundle(
             args.bundle,
@@ -333,16 +383,19 @@ def cmd_import(args) -> int:
             log=None if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr)),
         )
     except AirgapError as exc:
+        _audit_refusal(args, "import", obj, exc)
         report = getattr(exc, "report", None)
-        _audit(args, "import", {"bundle": str(args.bundle), "registry": args.registry}, "rejected", detail={"error": str(exc)})
         if report is not None and not args.json:
             _print_report(args, report, exc)
             return exc.exit_code
         raise
+    except Exception as exc:
+        _audit_refusal(args, "import", obj, exc)
+        raise
     report = result.verify_report
     for o in report.overrides:
-        _audit(args, "override", {"bundle": str(args.bundle), "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
-    _audit(args, "import", {"bundle": str(args.bundle), "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_dir", "status")})
+        _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
+    _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
     _emit(args, result.to_dict(), importer.format_result(result))
     return 0
 
@@ -362,15 +415,16 @@ def cmd_split(args) -> int:
 def cmd_join(args) -> int:
     from airgap import split
 
-    parts = Path(args.parts)
-    if parts.is_dir():  # "parts index (*.parts.json) or its directory"
-        indexes = sorted(e for e in parts.iterdir() if e.name.endswith(split.INDEX_SUFFIX) and e.is_file())
-        if len(indexes) != 1:
-            raise InputError(f"{parts}: expected exactly one *{split.INDEX_SUFFIX} in the directory, "
-                             f"found {', '.join(e.name for e in indexes) or 'none'}")
-        parts = indexes[0]
-    digest = split.join(parts, args.output)
-    _emit(args, {"bundle": args.output, "sha256": digest}, f"joined into {args.output} (sha256:{digest})")
+    verified, code = _verified(args, "join", hash_content=False)
+    if verified is None:
+        return code
+    with verified:
+        m = verified.manifest
+        digest = split.join(verified, args.output)
+    _emit(args, {"result": "accepted", "bundle": args.output, "sha256": digest, "name": m.name, "version": m.version,
+                 "manifest_digest": m.digest},
+          f"joined {m.name} {m.version} (manifest {m.digest}) into {display(args.output)} (sha256:{digest}); "
+          "every member checked against the verified manifest as it was written")
     return 0
 
 
@@ -491,6 +545,7 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (also AIRGAP_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -599,11 +654,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("join", help="check every part, then join them into one bundle")
-    p.add_argument("parts", help="parts index (*.parts.json) or its directory")
+    p = sub.add_parser("join", help="verify the media parts, then write the bundle from what was verified")
+    p.add_argument("bundle", metavar="parts", help="parts index (*.parts.json) or its directory")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--state", help="state directory: check rollback against it (nothing is recorded)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("extract", help="verify a bundle, then write members from what was verified (no other tar)")
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--state", help="state directory: check rollback against it, audit the extraction (nothing else is recorded)")
+    p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
+    p.add_argument("--member", action="append", default=[], metavar="PREFIX",
+                   help="extract the members whose path starts with PREFIX (repeat; default: every member)")
+    p.add_argument("-o", "--output", required=True, help="directory to create (must not exist, unless --force)")
+    p.add_argument("--force", action="store_true", help="write into an existing directory, replacing files of the same name")
+    _common(p)
+    p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check")
     p.add_argument("source", help="bundle file or directory of parts")
@@ -648,9 +717,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verb(args) -> str:
+    sub = getattr(args, "trust_command", None) or getattr(args, "audit_command", None) or getattr(args, "lab_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = args.debug or os.environ.get("AIRGAP_DEBUG", "") not in ("", "0")
+    if hasattr(sys.stdout, "reconfigure"):
+        # A name that is not UTF-8 (a surrogate escape) is printed escaped, never a crash.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         return int(args.func(args) or 0)
     except AirgapError as exc:
@@ -665,5 +743,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         # Disk full, permission denied, ...: the operation failed and said where.
-        print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        where = f"{display(exc.filename)}: " if exc.filename else ""
+        print(f"airgap {_verb(args)}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        if debug:
+            traceback.print_exc()
+        print(f"airgap {_verb(args)}: internal error ({type(exc).__name__}: {exc}); nothing more was done. "
+              "Rerun with --debug (or AIRGAP_DEBUG=1) to see where, and report it.", file=sys.stderr)
         return 1

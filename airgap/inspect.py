@@ -44,6 +44,8 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[s
             "external_blobs": len(manifest.external_blobs),
         },
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        # The exact names import writes (REGISTRY is the --registry of the import).
+        "destinations": [{"ref": i.ref, "repository": i.destination, "tag": i.tag, "digest": i.digest} for i in manifest.images],
         "verified": False,
     }
     if trust_path:
@@ -74,10 +76,12 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
     lines.append("")
     lines.append(f"Images ({t['images']}, {t['blobs']} blobs, {human_size(t['blob_bytes'])}):")
-    for img in m["images"]:
+    for img, dest in zip(m["images"], s["destinations"]):
         plats = ", ".join(img["platforms"]) or "-"
+        tag = f":{dest['tag']}" if dest["tag"] else " (no tag)"
         lines.append(f"  {img['ref']}")
         lines.append(f"      {img['digest']}  [{plats}]")
+        lines.append(f"      import writes REGISTRY/{dest['repository']}{tag} @ {dest['digest']}")
         if img["source_index"]:
             lines.append(f"      chosen from index {img['source_index']}")
         if img["sovereignty"]:

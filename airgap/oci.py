@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from airgap import caps
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError
 
@@ -24,8 +25,8 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ALL_MANIFEST_TYPES = INDEX_TYPES + MANIFEST_TYPES
 LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
-MAX_INDEX_BYTES = 4 * 1024 * 1024
+MAX_MANIFEST_BYTES = caps.MAX_DOCUMENT_BYTES  # the distribution spec's recommended limit
+MAX_INDEX_BYTES = caps.MAX_DOCUMENT_BYTES
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")

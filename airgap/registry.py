@@ -1008,9 +1008,11 @@ class RegistryClient:
 
     @staticmethod
     def _save_state(state: Path, digest: str, repo: str, location: str) -> None:
-        tmp = state.with_name(state.name + ".tmp")
-        tmp.write_text(json.dumps({"digest": digest, "repo": repo, "location": location}))
-        os.replace(tmp, state)
+        from airgap._internal.fsutil import atomic_write
+
+        # Under --state: written atomically, never through a link.
+        atomic_write(state, json.dumps({"digest": digest, "repo": repo, "location": location}).encode(), 0o600,
+                     root=state.parent)
 
     @staticmethod
     def _forget_state(state: str | os.PathLike[str] | None) -> None:

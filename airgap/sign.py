@@ -37,7 +37,9 @@ class SignPlan:
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
             f"  {len(m.images)} images ({human_size(blob_bytes)} of blobs), {len(files)} files",
         ]
-        lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
+        for i in m.images:
+            lines.append(f"    {i.ref} -> {i.digest}")
+            lines.append(f"      import writes {i.destination_text()}")
         lines.append(f"  existing signatures: {len(self.envelope.signatures)}; signing key {self.key.public_key.label}")
         lines.append("  Signing vouches for these digests; it does not check the content (run 'airgap verify').")
         return "\n".join(lines)

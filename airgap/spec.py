@@ -57,6 +57,7 @@ import jsonschema
 import jsonschema.exceptions
 import yaml
 
+from airgap import caps
 from airgap.exceptions import InputError, SpecError
 from airgap.reference import Reference, parse_reference
 
@@ -66,8 +67,8 @@ KIND = "Bundle"
 MAX_SPEC_BYTES = 1 << 20
 """A spec larger than this is refused unread (it is a few hundred bytes in practice)."""
 
-MAX_FILES = 100_000
-"""Upper bound on the number of files all ``files`` entries may expand to."""
+MAX_FILES = caps.MAX_MEMBERS
+"""Upper bound on the number of files all ``files`` entries may expand to (a bundle holds no more members)."""
 
 ALLOWED_VARIABLES: dict[str, str] = {
     "AIRGAP_SOURCE_REGISTRY": "the connected-side registry the images are pulled from (host[:port])",

@@ -5,12 +5,15 @@
 sha256 plus each part's name, size and sha256), optionally a DSSE signature over
 the index in ``<bundle>.parts.json.dsse``.
 
-On the receiving side :class:`PartsReader` checks every part's presence, size
-and sha256 *before* anything reads a byte of the bundle, so a bad disc is named
-("...part003: sha256 mismatch") instead of surfacing as a confusing tar error.
-It then acts as one read-only seekable file over the parts, so ``verify`` and
-``import`` stream the bundle without a joined copy.  :func:`open_bundle` gives
-the same reader interface for a plain bundle file.
+On the receiving side :class:`PartsReader` opens every part once (never through
+a link) and checks its presence and size before anything reads a byte; it then
+acts as one read-only seekable file over those descriptors, so ``verify`` and
+``import`` stream the bundle without a joined copy.  Parts are not hashed up
+front: the bundle's own signatures and member hashes decide, each byte is read
+once, and when verification fails the parts are hashed against the index so
+that a bad disc is named ("...part003: sha256 mismatch") instead of surfacing
+as a confusing tar error.  :func:`join` writes a bundle from a verified object.
+:func:`open_bundle` gives the same reader interface for a plain bundle file.
 """
 
 from __future__ import annotations
@@ -476,37 +479,63 @@ class PartsReader(_PositionalReader):
         self._checked = False
         self._check_lock = threading.Lock()
 
-    def check(self) -> None:
-        """Verify every part's presence, size and sha256; IntegrityError names the first bad part.
+    def open_parts(self) -> None:
+        """Open every part (never through a link) and check its presence and size.
 
-        Hashes the descriptors that will later be read, so a part swapped on
-        disk after the check is not what gets streamed.
+        Cheap: no byte is hashed.  The bundle's own signatures cover every byte
+        that is used, and verification hashes each member once; the parts'
+        hashes are only needed to name a bad disc, which :meth:`diagnose` does
+        when verification fails.  The descriptors opened here are the ones every
+        later read uses, so a part swapped on disk afterwards is not what is read.
         """
         with self._check_lock:
-            if self._checked:
+            if self._fds:
                 return
             self._checkClosed()
             fds: list[int] = []
             try:
                 for part in self.index.parts:
                     fds.append(self._open_part(part))
-                with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
-                    digests = list(pool.map(_hash_fd, fds))
-                bad = [p for p, d in zip(self.index.parts, digests) if d != p.sha256]
-                if bad:
-                    more = f" (also bad: {', '.join(p.name for p in bad[1:])})" if len(bad) > 1 else ""
-                    raise IntegrityError(bad[0].name, f"sha256 mismatch{more}")
             except BaseException:
                 for fd in fds:
                     os.close(fd)
                 raise
             self._fds = fds
+
+    def check(self) -> None:
+        """Verify every part's presence, size and sha256; IntegrityError names the first bad part.
+
+        A full media check (every byte read): for naming a bad disc, not
+        needed before verification (see :meth:`open_parts`).
+        """
+        self.open_parts()
+        with self._check_lock:
+            if self._checked:
+                return
+            self._raise_bad(self._bad_parts())
             self._checked = True
+
+    def diagnose(self) -> None:
+        """After a failed verification: raise IntegrityError naming a part whose sha256 is not the index's."""
+        if not self._fds or self.closed:
+            return
+        self._raise_bad(self._bad_parts())
+
+    def _bad_parts(self) -> list[PartInfo]:
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
+            digests = list(pool.map(_hash_fd, self._fds))
+        return [p for p, d in zip(self.index.parts, digests) if d != p.sha256]
+
+    @staticmethod
+    def _raise_bad(bad: list[PartInfo]) -> None:
+        if bad:
+            more = f" (also bad: {', '.join(p.name for p in bad[1:])})" if len(bad) > 1 else ""
+            raise IntegrityError(bad[0].name, f"sha256 mismatch{more}")
 
     def _open_part(self, part: PartInfo) -> int:
         path = self.dir / part.name
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise IntegrityError(part.name, "missing") from None
         except OSError as exc:
@@ -523,8 +552,8 @@ class PartsReader(_PositionalReader):
     def pread(self, offset: int, n: int) -> bytes:
         """Up to *n* bytes at bundle *offset* across part boundaries; safe across threads."""
         self._checkClosed()
-        if not self._checked:
-            self.check()
+        if not self._fds:
+            self.open_parts()
         if offset < 0 or n < 0:
             raise ValueError("offset and length must not be negative")
         end = min(offset + n, self.size)
@@ -572,41 +601,59 @@ def _hash_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def join(
-    index: str | os.PathLike[str] | PartsReader,
-    out_path: str | os.PathLike[str],
-) -> str:
-    """Check the parts, then write the joined bundle atomically to *out_path*; return its sha256.
+def join(verified: Any, out_path: str | os.PathLike[str]) -> str:
+    """Write the bundle that *verified* (a VerifiedBundle, e.g. read from parts) holds; return its sha256.
 
-    The joined file only appears under its name when its sha256 matches the index.
+    Written from the verified object, never by copying the parts: every header
+    is rendered from the verified (name, size, mode), the manifest and the
+    envelope are the bytes whose signatures were checked, and every member's
+    bytes are hashed against the manifest as they are written.  The result
+    appears under *out_path* only when all of that held and, for parts, when
+    its sha256 is the one the part index gives.
     """
-    reader = index if isinstance(index, PartsReader) else PartsReader(index)
+    from airgap._internal import tarfmt
+
     out = Path(out_path)
+    index = getattr(verified.source, "index", None)
+    whole = _BackgroundHash()
+    finished = False
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        reader.check()
-        digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pos = 0
-                while pos < reader.size:
-                    chunk = reader.pread(pos, CHUNK)
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    pos += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if digest.hexdigest() != reader.index.bundle_sha256:
-                raise IntegrityError(reader.name, "sha256 of the joined parts does not match the index")
-            os.replace(tmp, out)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        fsync_dir(out.parent)
-        return digest.hexdigest()
-    finally:
-        if reader is not index:
-            reader.close()
+        with os.fdopen(fd, "wb") as fh:
+
+            def put(data: bytes) -> None:
+                whole.update(data)
+                fh.write(data)
+
+            last = len(verified.members) - 1
+            for i, m in enumerate(verified.members):
+                put(tarfmt.header(m.name, m.size, m.mode))
+                if i == 0:
+                    put(verified.manifest_bytes)
+                elif i == last:
+                    put(verified.signatures_bytes)
+                else:
+                    for chunk in verified.stream(m.name):
+                        put(chunk)
+                put(tarfmt.padding(m.size))
+            put(tarfmt.END_OF_ARCHIVE)
+            fh.flush()
+            os.fsync(fh.fileno())
+        digest = whole.finish()
+        finished = True
+        if index is not None and digest != index.bundle_sha256:
+            raise IntegrityError(index.bundle_name, f"the bundle written from the verified members has sha256 {digest}, "
+                                                    f"the part index says {index.bundle_sha256}: the parts carry bytes "
+                                                    "outside the members that the bundle format does not write")
+        os.replace(tmp, out)
+    except BaseException:
+        if not finished:
+            whole.finish()
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(out.parent)
+    verified.content_used("every member hashed as it was written into the joined bundle")
+    return digest
 
 
 def open_bundle(path: str | os.PathLike[str]) -> FileBundle | PartsReader:
@@ -621,7 +668,7 @@ def open_bundle(path: str | os.PathLike[str]) -> FileBundle | PartsReader:
     if p.name.endswith(INDEX_SUFFIX):
         reader = PartsReader(p)
         try:
-            reader.check()
+            reader.open_parts()
         except BaseException:
             reader.close()
             raise

@@ -961,7 +961,7 @@ class TrustStore:
                 f"trust policy version {policy.version} differs from the trusted policy of the same version",
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, policy.to_bytes())
+        atomic_write(self.path, policy.to_bytes(), root=self.state_dir)  # never through a link in the state
 
 
 

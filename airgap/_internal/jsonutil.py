@@ -13,6 +13,7 @@ smuggled past a verifier.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from airgap.exceptions import FormatError
@@ -22,7 +23,19 @@ def canonical_bytes(obj: Any) -> bytes:
     """Encode *obj* as canonical JSON bytes (UTF-8)."""
     out: list[str] = []
     _encode(obj, out)
-    return "".join(out).encode("utf-8")
+    return _utf8("".join(out))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A file name that is not UTF-8 arrives as lone surrogates (PEP 383);
+        # JSON's \uXXXX escape records it losslessly (os.fsencode gives the bytes back).
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 def _encode(obj: Any, out: list[str]) -> None:
@@ -60,7 +73,7 @@ def _encode(obj: Any, out: list[str]) -> None:
 
 def pretty_bytes(obj: Any) -> bytes:
     """Deterministic human-readable JSON (sorted keys, 2-space indent, final newline)."""
-    return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    return _utf8(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _no_duplicates(artifact: str):
