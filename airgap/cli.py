@@ -234,11 +234,16 @@ def cmd_verify(args) -> int:
         return code
     with verified:
         report, m = verified.report, verified.manifest
+        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}
+        if args.record:
+            try:
+                verify.rollback_record(verified, args.state)
+            except Exception as exc:
+                _audit_refusal(args, "verify", obj, exc)
+                raise
         for o in report.overrides:
             _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
-        if args.record:
-            verify.rollback_record(verified, args.state)
-        _audit(args, "verify", {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}, "accepted", detail={"recorded": bool(args.record)})
+        _audit(args, "verify", obj, "accepted", detail={"recorded": bool(args.record)})
         _print_report(args, report, None)
     return 0
 
