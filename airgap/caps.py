@@ -27,6 +27,10 @@ MAX_EXTERNAL_BLOBS = 100_000
 # configs read to learn a platform): the distribution spec's recommended limit.
 MAX_DOCUMENT_BYTES = 4 * MiB
 
+# Media parts: at most this many (five-digit part numbers), listed in an index of at most this size.
+MAX_PARTS = 99_999
+MAX_PART_INDEX_BYTES = 16 * MiB
+
 # Signatures in one envelope: a policy role names at most 64 keys, and every
 # signature on a bundle must count (airgap.trust), so 64 is the most a bundle can carry.
 MAX_SIGNATURES = 64
@@ -54,6 +58,8 @@ __all__ = [
     "MAX_IMAGES",
     "MAX_MANIFEST_BYTES",
     "MAX_MEMBERS",
+    "MAX_PARTS",
+    "MAX_PART_INDEX_BYTES",
     "MAX_SIGNATURES",
     "MAX_SIGNATURES_BYTES",
     "envelope_size_bound",

@@ -8,12 +8,9 @@ goes to stdout, progress bars and errors to stderr.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
-import socket
 import sys
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +53,9 @@ def _load_key(path: str):
 
 
 def _actor(keyid: str | None = None) -> dict[str, Any]:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name is not a reason to fail
@@ -749,12 +749,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # Disk full, permission denied, ...: the operation failed and said where.
         if debug:
+            import traceback
+
             traceback.print_exc()
         where = f"{display(exc.filename)}: " if exc.filename else ""
         print(f"airgap {_verb(args)}: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
         if debug:
+            import traceback
+
             traceback.print_exc()
         print(f"airgap {_verb(args)}: internal error ({type(exc).__name__}: {exc}); nothing more was done. "
               "Rerun with --debug (or AIRGAP_DEBUG=1) to see where, and report it.", file=sys.stderr)

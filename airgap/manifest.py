@@ -16,7 +16,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from airgap import BUNDLE_FORMAT_VERSION, caps
-from airgap._internal import tarfmt
+from airgap._internal import schema, tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError
 
@@ -33,15 +33,13 @@ def _validator():
 
 
 @lru_cache(maxsize=4)
-def _compiled(members: int, images: int, external: int):
-    import jsonschema  # only once a manifest's signatures have been checked: it costs start-up time
-
-    schema = json.loads(resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8"))
-    props = schema["properties"]
+def _compiled(members: int, images: int, external: int) -> schema.Validator:
+    doc = json.loads(resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8"))
+    props = doc["properties"]
     props["members"]["maxItems"] = members
     props["images"]["maxItems"] = images
     props["external_blobs"]["maxItems"] = external
-    return jsonschema.Draft202012Validator(schema)
+    return schema.Validator(doc)
 
 
 @dataclass(frozen=True)
@@ -256,11 +254,8 @@ class BundleManifest:
             raise FormatError(artifact, "manifest is not a JSON object")
         if doc.get("_type") == _TYPE and doc.get("format") not in (None, BUNDLE_FORMAT_VERSION):
             raise FormatError(artifact, f"unsupported bundle format {doc.get('format')!r} (this toolkit reads {BUNDLE_FORMAT_VERSION})")
-        errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
-        if errors:
-            from jsonschema.exceptions import best_match
-
-            err = best_match(errors)
+        err = schema.best_match(list(_validator().iter_errors(doc)))
+        if err is not None:
             raise FormatError(artifact, f"{_path_of(err)}: {err.message}")
         if canonical_bytes(doc) != data:
             # Only one byte string may stand for a manifest: a re-encoded one could

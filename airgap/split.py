@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import stat
-import tempfile
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from airgap import caps
 from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, IntegrityError
@@ -42,8 +42,8 @@ INDEX_SUFFIX = ".parts.json"
 SIGNATURE_SUFFIX = ".dsse"
 PAYLOAD_TYPE = "application/vnd.airgap.parts+json"
 CHUNK = 1 << 20
-MAX_PARTS = 99_999
-_MAX_INDEX = 16 * 1024 * 1024
+MAX_PARTS = caps.MAX_PARTS
+_MAX_INDEX = caps.MAX_PART_INDEX_BYTES
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -246,6 +246,8 @@ class _BackgroundHash:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -329,6 +331,8 @@ def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: _Ba
     first = src.read(min(CHUNK, limit))
     if not first:
         return None
+    import tempfile
+
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
@@ -444,13 +448,23 @@ class FileBundle(_PositionalReader):
         if offset < 0 or n < 0:
             raise ValueError("offset and length must not be negative")
         n = max(0, min(n, self.size - offset))
-        out = bytearray()
-        while len(out) < n:
-            chunk = os.pread(self._fd, n - len(out), offset + len(out))
-            if not chunk:
-                raise IntegrityError(self.name, f"file shrank while being read (at byte {offset + len(out)})")
-            out += chunk
-        return bytes(out)
+        data = os.pread(self._fd, n, offset)
+        if len(data) == n:
+            return data
+        buf = bytearray(n)
+        self.readinto_at(memoryview(buf), offset)
+        return bytes(buf)
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:
+        """Fill *view* with the bytes at *offset* (fewer only at the end); no allocation, thread-safe."""
+        n = max(0, min(len(view), self.size - offset))
+        got = 0
+        while got < n:
+            k = os.preadv(self._fd, [view[got:n]], offset + got)
+            if not k:
+                raise IntegrityError(self.name, f"file shrank while being read (at byte {offset + got})")
+            got += k
+        return n
 
     def close(self) -> None:
         if not self.closed:
@@ -556,22 +570,35 @@ class PartsReader(_PositionalReader):
             self.open_parts()
         if offset < 0 or n < 0:
             raise ValueError("offset and length must not be negative")
-        end = min(offset + n, self.size)
-        out = bytearray()
+        n = max(0, min(n, self.size - offset))
+        i = bisect_right(self._starts, offset) - 1
+        within = offset - self._starts[i] if n else 0
+        if n and within + n <= self.index.parts[i].size:
+            data = os.pread(self._fds[i], n, within)  # the common case: inside one part
+            if len(data) == n:
+                return data
+        buf = bytearray(n)
+        self.readinto_at(memoryview(buf), offset)
+        return bytes(buf)
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:
+        """Fill *view* with the bundle's bytes at *offset*, across part boundaries; thread-safe."""
+        if not self._fds:
+            self.open_parts()
+        end = min(offset + len(view), self.size)
         pos = offset
         i = bisect_right(self._starts, pos) - 1
         while pos < end:
             part = self.index.parts[i]
             within = pos - self._starts[i]
             want = min(end - pos, part.size - within)
-            chunk = os.pread(self._fds[i], want, within)
-            if not chunk:
-                raise IntegrityError(part.name, f"shrank after it was checked (at byte {within})")
-            out += chunk
-            pos += len(chunk)
-            if len(chunk) == want:
+            k = os.preadv(self._fds[i], [view[pos - offset:pos - offset + want]], within)
+            if not k:
+                raise IntegrityError(part.name, f"shrank after it was opened (at byte {within})")
+            pos += k
+            if k == want:
                 i += 1
-        return bytes(out)
+        return max(0, end - offset)
 
     def verify_digest(self) -> None:
         """Stream the whole bundle once and compare with the index's bundle sha256."""
@@ -611,6 +638,8 @@ def join(verified: Any, out_path: str | os.PathLike[str]) -> str:
     appears under *out_path* only when all of that held and, for parts, when
     its sha256 is the one the part index gives.
     """
+    import tempfile
+
     from airgap._internal import tarfmt
 
     out = Path(out_path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator
 from airgap import oci
 from airgap._internal import tarfmt
 from airgap._internal.progress import ByteProgress
-from airgap.exceptions import AirgapError, ArchiveError, IntegrityError
+from airgap.exceptions import AirgapError, ArchiveError, FormatError, IntegrityError, SignatureError
 from airgap.manifest import BundleManifest, ImageRecord, MemberRecord
 
 CHUNK = 1024 * 1024
@@ -52,7 +53,8 @@ def explain(source: Any, exc: AirgapError) -> AirgapError:
     replace, the bundle's own signatures and member hashes decide acceptance.
     """
     diagnose = getattr(source, "diagnose", None)
-    if diagnose is None or exc.exit_code != 1:
+    # Only symptoms a damaged disc can cause; policy decisions (expiry, rollback, target) cannot.
+    if diagnose is None or not isinstance(exc, (ArchiveError, FormatError, IntegrityError, SignatureError)):
         return exc
     try:
         diagnose()
@@ -228,22 +230,27 @@ def _hash_members(vb: VerifiedBundle, progress: bool, workers: int | None) -> in
     failure: list[AirgapError] = []
     source = vb.source
 
+    local = threading.local()
+
     with ByteProgress(total=total, desc="verifying", enabled=progress) as bar:
 
         def one(pair) -> None:
             member, record = pair
             if failure:
                 return
+            view = getattr(local, "view", None)
+            if view is None:  # one reused buffer per thread: no allocation per chunk
+                view = local.view = memoryview(bytearray(CHUNK))
             h = hashlib.sha256()
             pos, end = member.data_offset, member.data_offset + member.size
             try:
                 while pos < end:
-                    data = source.pread(pos, min(CHUNK, end - pos))
-                    if not data:
+                    n = source.readinto_at(view[:min(CHUNK, end - pos)], pos)
+                    if not n:
                         raise ArchiveError(member.name, f"unexpected end of bundle at byte {pos} (file shrank while being read?)")
-                    h.update(data)
-                    pos += len(data)
-                    bar.update(len(data))
+                    h.update(view[:n])
+                    pos += n
+                    bar.update(n)
             except AirgapError as exc:
                 failure.append(exc)
                 return

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
-import shutil
 import stat
 from pathlib import Path, PurePosixPath
 
@@ -153,7 +151,7 @@ class Dir:
     def write_atomic(self, name: str, data: bytes, mode: int = 0o644) -> None:
         """Replace *name* with *data*, atomically and durably; a link at *name* is refused."""
         self.refuse_link(name)
-        tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = self.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             try:
@@ -192,6 +190,8 @@ class Dir:
         if st is None:
             return
         if stat.S_ISDIR(st.st_mode):
+            import shutil
+
             shutil.rmtree(name, dir_fd=self.fd, ignore_errors=True)
         else:
             self.unlink(name)
@@ -247,7 +247,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, roo
         with open_under(root, rel.parent, create=True) as d:
             d.write_atomic(rel.name, data, mode)
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         try:
