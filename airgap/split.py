@@ -425,7 +425,23 @@ class _PositionalReader(io.RawIOBase):
         self._pos += n
         return n
 
-    def pread(self, offset: int, n: int) -> bytes:  # pragma: no cover - abstract
+    def pread(self, offset: int, n: int) -> bytes:
+        """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
+        self._checkClosed()
+        if offset < 0 or n < 0:
+            raise ValueError("offset and length must not be negative")
+        n = max(0, min(n, self.size - offset))
+        data = self._pread_one(offset, n)  # the common case: one read, no copy
+        if data is not None and len(data) == n:
+            return data
+        buf = bytearray(n)
+        self.readinto_at(memoryview(buf), offset)
+        return bytes(buf)
+
+    def _pread_one(self, offset: int, n: int) -> bytes | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -442,18 +458,8 @@ class FileBundle(_PositionalReader):
             raise InputError(f"{self.path}: cannot read bundle: {exc.strerror}") from None
         self.size = os.fstat(self._fd).st_size
 
-    def pread(self, offset: int, n: int) -> bytes:
-        """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
-        self._checkClosed()
-        if offset < 0 or n < 0:
-            raise ValueError("offset and length must not be negative")
-        n = max(0, min(n, self.size - offset))
-        data = os.pread(self._fd, n, offset)
-        if len(data) == n:
-            return data
-        buf = bytearray(n)
-        self.readinto_at(memoryview(buf), offset)
-        return bytes(buf)
+    def _pread_one(self, offset: int, n: int) -> bytes | None:
+        return os.pread(self._fd, n, offset)
 
     def readinto_at(self, view: memoryview, offset: int) -> int:
         """Fill *view* with the bytes at *offset* (fewer only at the end); no allocation, thread-safe."""
@@ -563,23 +569,14 @@ class PartsReader(_PositionalReader):
             raise IntegrityError(part.name, f"size {st.st_size} bytes, index says {part.size}")
         return fd
 
-    def pread(self, offset: int, n: int) -> bytes:
-        """Up to *n* bytes at bundle *offset* across part boundaries; safe across threads."""
-        self._checkClosed()
+    def _pread_one(self, offset: int, n: int) -> bytes | None:
         if not self._fds:
             self.open_parts()
-        if offset < 0 or n < 0:
-            raise ValueError("offset and length must not be negative")
-        n = max(0, min(n, self.size - offset))
         i = bisect_right(self._starts, offset) - 1
-        within = offset - self._starts[i] if n else 0
+        within = offset - self._starts[i]
         if n and within + n <= self.index.parts[i].size:
-            data = os.pread(self._fds[i], n, within)  # the common case: inside one part
-            if len(data) == n:
-                return data
-        buf = bytearray(n)
-        self.readinto_at(memoryview(buf), offset)
-        return bytes(buf)
+            return os.pread(self._fds[i], n, within)  # inside one part
+        return None
 
     def readinto_at(self, view: memoryview, offset: int) -> int:
         """Fill *view* with the bundle's bytes at *offset*, across part boundaries; thread-safe."""
