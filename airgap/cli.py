@@ -415,13 +415,30 @@ def _audit_log_path(args) -> Path:
 
 
 def cmd_audit_verify(args) -> int:
-    from airgap.audit import AuditLog
+    from airgap.audit import AuditLog, parse_head
+
+    path = _audit_log_path(args)
+    anchor = parse_head(args.expect_head) if args.expect_head else None
+    if anchor is None and not path.exists():
+        raise InputError(f"{path}: no such audit log")
+    count = AuditLog(path).verify(expect_head=anchor)
+    data = {"log": str(path), "entries": count, "result": "intact"}
+    human = f"INTACT: {path}: {count} entries, hash chain unbroken"
+    if anchor is not None:
+        data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
+        human += f", entry {anchor[0]} is the anchored head"
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_audit_head(args) -> int:
+    from airgap.audit import AuditLog, format_head
 
     path = _audit_log_path(args)
     if not path.exists():
         raise InputError(f"{path}: no such audit log")
-    count = AuditLog(path).verify()
-    _emit(args, {"log": str(path), "entries": count, "result": "intact"}, f"INTACT: {path}: {count} entries, hash chain unbroken")
+    seq, digest = AuditLog(path).head()
+    _emit(args, {"log": str(path), "seq": seq, "head": digest}, format_head((seq, digest)))
     return 0
 
 
@@ -618,10 +635,15 @@ def build_parser() -> argparse.ArgumentParser:
     asub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
     asub.required = True
     for name, func, help_ in (("verify", cmd_audit_verify, "check the hash chain; names the first broken entry"),
-                              ("show", cmd_audit_show, "print the entries (after checking the chain)")):
+                              ("show", cmd_audit_show, "print the entries (after checking the chain)"),
+                              ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box")):
         p = asub.add_parser(name, help=help_)
         p.add_argument("--log", help="audit log file")
         p.add_argument("--state", help="state directory (log at STATE/audit.log)")
+        if name == "verify":
+            p.add_argument("--expect-head", metavar="SEQ:HASH",
+                           help="a head printed earlier by 'airgap audit head' and kept elsewhere: exit 1 unless "
+                                "the log still holds exactly that entry (not cut, deleted or forked)")
         _common(p)
         p.set_defaults(func=func)
 

@@ -123,3 +123,17 @@ class TransferError(OperationError):
 
 class AuditError(RejectedError):
     """The audit log's hash chain is broken; ``artifact`` names the first bad line."""
+
+
+class AnchorError(AuditError):
+    """The audit log does not hold the head written down elsewhere (cut, deleted or forked).
+
+    ``expected`` and ``found`` are ``SEQ:HASH`` strings (``found`` is None for a missing log)."""
+
+    def __init__(self, artifact: str, reason: str, *, expected: str, found: str | None):
+        self.expected = expected
+        self.found = found
+        super().__init__(artifact, reason)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "expected_head": self.expected, "found_head": self.found}
