@@ -225,52 +225,52 @@ def _role_args(args) -> dict[str, Any]:
     }
 
 
+def _signers(paths: list[str]) -> list:
+    from airgap.keyroles import Signer
+
+    return [Signer(_load_key(p), p) for p in paths]
+
+
+def _policy_written(args, policy, path: str, done: str, previous=None, previous_path: str | None = None) -> None:
+    from airgap.keyroles import RootStatus
+
+    status = RootStatus.of(policy, previous)
+    hint = status.hint(path, previous_path)
+    _emit(args, {"trust": path, "version": policy.version, "target": policy.target, **status.to_dict()},
+          f"{done}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}"
+          + (f"\n{hint}" if hint else ""))
+
+
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(k) for k in args.key]
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
         **_role_args(args),
-        signing_keys=keys,
+        signing_keys=_signers(args.key),
         now=_now(),
     )
     policy.write(args.output)
-    _emit(args, {"trust": args.output, "version": policy.version, "target": policy.target, **_root_status(policy)},
-          f"wrote {args.output}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}{_root_hint(policy, args.output)}")
+    _policy_written(args, policy, args.output, f"wrote {args.output}")
     return 0
 
 
 def cmd_trust_rotate(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(k) for k in args.key]
+    old = trust.TrustPolicy.load(args.policy, now=None)
     new = trust.rotate_policy(
-        args.policy,
+        old,
         expires=args.expires,
         **_role_args(args),
         revoke=args.revoke,
-        signing_keys=keys,
+        signing_keys=_signers(args.key),
         now=_now(),
     )
     new.write(args.output)
-    _emit(args, {"trust": args.output, "version": new.version, **_root_status(new)},
-          f"wrote {args.output}: trust policy version {new.version}\n{new.describe()}{_root_hint(new, args.output)}")
+    _policy_written(args, new, args.output, f"wrote {args.output}", old, args.policy)
     return 0
-
-
-def _root_status(policy) -> dict[str, Any]:
-    role = policy.root_report().roles["root"]
-    return {"root_signatures": len(role.keys), "root_threshold": role.threshold, "complete": role.satisfied}
-
-
-def _root_hint(policy, path) -> str:
-    role = policy.root_report().roles["root"]
-    if role.satisfied:
-        return ""
-    return (f"\nINCOMPLETE: {role.missing} more root signature(s) needed before anyone will trust it; "
-            f"each root officer runs: airgap trust sign {path} --key <root key>")
 
 
 def cmd_trust_sign(args) -> int:
@@ -278,17 +278,12 @@ def cmd_trust_sign(args) -> int:
     from airgap import trust
 
     policy = trust.TrustPolicy.from_file(args.policy)
-    key = _load_key(args.key)
-    roots = [policy]
-    if args.successor_of:
-        roots.append(trust.TrustPolicy.from_file(args.successor_of))
-    if not any("root" in p.roles_of(key.public_key.keyid) for p in roots):
-        where = "either version" if args.successor_of else args.policy
-        raise UsageError(f"{key.public_key.label} is not a root key of {where}")
-    policy.sign(key)
+    previous = trust.TrustPolicy.load(args.successor_of, now=None) if args.successor_of else None
+    signer = _signers([args.key])[0]
+    trust.sign_policy(policy, signer, previous=previous)
     policy.write(args.policy)
-    _emit(args, {"trust": args.policy, "version": policy.version, **_root_status(policy)},
-          f"signed {args.policy} (version {policy.version}) with {key.public_key.label}{_root_hint(policy, args.policy)}")
+    _policy_written(args, policy, args.policy, f"signed {args.policy} with {signer.public_key.label}",
+                    previous, args.successor_of)
     return 0
 
 
@@ -567,7 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
     _role_flags(p, required=True)
-    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    p.add_argument("--key", action="append", default=[],
+                   help="root private key to sign with (repeat); a key that is not one of --root is refused (exit 2)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_init)
@@ -575,14 +571,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("policy")
     p.add_argument("--expires")
     _role_flags(p, required=False)
-    p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB", help="revoke a key (repeat)")
-    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB",
+                   help="revoke a key: keyid (8+ hex digits suffice if unique) or public key file (repeat)")
+    p.add_argument("--key", action="append", default=[],
+                   help="private key to sign with (repeat): a root key of the new or the current version "
+                        "(both root thresholds must be met); any other key is refused (exit 2)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
     p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
     p.add_argument("policy")
-    p.add_argument("--key", required=True, help="a root private key")
+    p.add_argument("--key", required=True, help="a root private key of the policy (or of --successor-of); others are refused (exit 2)")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)

@@ -51,6 +51,14 @@ class KeyFileError(InputError):
     """A key file is unreadable, of the wrong kind, or the passphrase is wrong."""
 
 
+class KeyRoleError(InputError):
+    """A key was given for a job its role does not allow (a builder key to countersign,
+    an officer key to sign a policy, a revoked key, a key that already signed).
+
+    An input error, not a rejection: nothing was examined and found wanting, the
+    caller picked the wrong key, and nothing was written."""
+
+
 # --- exit code 1: the artifact was examined and refused ---------------------
 
 
