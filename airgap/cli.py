@@ -144,22 +144,69 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def _confirm(args, question: str, refusal: str, *, typed_yes: bool = False) -> bool:
+    """--yes, or a terminal answer; without a terminal the refusal is a usage error (exit 2)."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(refusal)
+    answer = input(question).strip().lower()
+    return answer == "yes" if typed_yes else answer in ("y", "yes")
+
+
+UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked: a signature by a key that is not "
+                 "an officer key of the trust policy is no officer's approval, and one by an unknown, revoked or "
+                 "root-only key makes every verify reject the bundle until 'airgap unsign' removes it. "
+                 "Give --trust TRUST.json to check the key first.")
+
+
 def cmd_sign(args) -> int:
     from airgap import sign
 
     key = _load_key(args.key)
-    plan = sign.prepare(args.bundle, key)
+    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
     if not args.json:
         print(plan.describe())
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to sign without confirmation: run on a terminal or pass --yes")
-        answer = input(f"Sign {plan.manifest.name} {plan.manifest.version} with {key.public_key.label}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not signed", file=sys.stderr)
-            return 1
-    plan.commit()
-    _emit(args, {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid, "signatures": plan.signature_count}, f"signed: {plan.signature_count} signatures on {args.bundle}")
+    name = f"{plan.manifest.name} {plan.manifest.version}"
+    if args.trust:
+        ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
+                      "refusing to sign without confirmation: run on a terminal or pass --yes")
+    else:
+        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
+        ok = _confirm(args, f"Sign {name} with the unchecked key {key.public_key.label}? Type 'yes': ",
+                      "refusing to sign with a key whose role was not checked: give --trust TRUST.json "
+                      "(or --yes to sign unchecked)", typed_yes=True)
+    if not ok:
+        print("not signed", file=sys.stderr)
+        return 1
+    env = plan.commit()
+    status = plan.thresholds(env)
+    data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
+            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
+    human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_unsign(args) -> int:
+    from airgap import sign
+
+    plan = sign.prepare_unsign(args.bundle, args.keyid, trust_path=args.trust)
+    if not args.json:
+        print(plan.describe())
+    removed = plan.removed
+    if not _confirm(args, f"Remove signature {plan.index + 1} (keyid {removed.keyid[:16]}…) from "
+                          f"{plan.manifest.name} {plan.manifest.version}? [y/N] ",
+                    "refusing to remove a signature without confirmation: run on a terminal or pass --yes"):
+        print("nothing removed", file=sys.stderr)
+        return 1
+    env = plan.commit()
+    status = plan.thresholds(env)
+    data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "removed_keyid": removed.keyid,
+            "signatures": len(env.signatures), "thresholds": status}
+    human = (f"removed the signature by {removed.keyid[:16]}… from {args.bundle}: {len(env.signatures)} left"
+             + (f" ({status})" if status else ""))
+    _emit(args, data, human)
     return 0
 
 
@@ -536,12 +583,39 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("sign", help="add a signature to a bundle in place")
-    p.add_argument("bundle")
-    p.add_argument("--key", required=True)
+    p = sub.add_parser(
+        "sign", help="countersign a bundle in place (give --trust so the key's role is checked)",
+        description="Add an officer's signature to a bundle in place (milliseconds for any size). "
+                    "Give --trust: the policy is verified and a key that is not one of its officer keys "
+                    "(a builder, root-only, revoked or unknown key) is refused before anything is written: "
+                    "its signature would be no officer's approval, or would make every verify reject the "
+                    "bundle. Without --trust the "
+                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'.",
+        epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
+               "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
+               "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
+               "it already signed): the key is the caller's input, and nothing was written. "
+               "A stray signature is removed with 'airgap unsign'.")
+    p.add_argument("bundle", help="the bundle file (not its media parts)")
+    p.add_argument("--key", required=True, help="the officer's private key")
+    p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     _common(p)
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser(
+        "unsign", help="remove one signature from a bundle in place",
+        description="Remove the signature whose keyid is given (full, or a unique prefix of 8 or more hex "
+                    "digits, as messages show it). Shows every signature and asks first. Like sign, only "
+                    "the envelope at the end of the archive is rewritten.",
+        epilog="Exit codes: 0 removed; 1 not removed (declined, or the bundle was rejected); 2 usage or "
+               "input error (unknown or ambiguous keyid, media parts instead of the bundle file).")
+    p.add_argument("bundle", help="the bundle file (not its media parts)")
+    p.add_argument("--keyid", required=True, help="keyid of the signature to remove (8+ hex digits suffice if unique)")
+    p.add_argument("--trust", help="trust policy: show who made each signature and the thresholds after removal")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _common(p)
+    p.set_defaults(func=cmd_unsign)
 
     p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted")
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")

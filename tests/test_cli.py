@@ -95,11 +95,13 @@ def test_sign_asks_and_refuses_without_a_terminal(tmp_path, signed_bundle, keyri
 def test_sign_is_in_place_and_keeps_the_payload(tmp_path, signed_bundle, keyring):
     b = signed_bundle.copy(tmp_path, builder_only=True)
     before = b.read_bytes()
-    assert airgap("sign", b, "--key", keyring.key_path("officer-1"), "--yes").code == 0
+    assert airgap("sign", b, "--key", keyring.key_path("officer-1"), "--trust", signed_bundle.trust, "--yes").code == 0
     after = b.read_bytes()
     sig_at = after.rfind(b"signatures.json")
     assert after[:sig_at] == before[:sig_at]  # nothing before the envelope changed
-    assert airgap("sign", b, "--key", keyring.key_path("officer-1"), "--yes").code == 1  # same key twice
+    # The same key twice is the caller's mistake (exit 2), refused before anything is written.
+    r = airgap("sign", b, "--key", keyring.key_path("officer-1"), "--yes")
+    assert r.code == 2 and "already signed" in r.err and b.read_bytes() == after
 
 
 def test_inspect_human_and_trust(signed_bundle):
