@@ -104,10 +104,6 @@ class SignPlan(_Plan):
     signed: Envelope | None = None  # the envelope after commit()
 
     @property
-    def key(self):
-        return self.signer.key
-
-    @property
     def signature_count(self) -> int:
         return len((self.signed or self.envelope).signatures)
 
@@ -188,11 +184,6 @@ def _open(path: str | os.PathLike, verb: str) -> tuple[Path, BundleManifest, Env
     return p, manifest, envelope, raw, recovered
 
 
-def _policy(trust_path, now: datetime | None) -> TrustPolicy:
-    # Root signatures always; expiry when *now* is given.
-    return TrustPolicy.load(trust_path, now=now)
-
-
 def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
             trust_path: str | os.PathLike | None = None, now: datetime | None = None) -> SignPlan:
     """What signing *path* with *key* would do; nothing is written until :meth:`SignPlan.commit`.
@@ -206,7 +197,7 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
     if trust_path is not None:
         if now is None:
             raise TypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
-        policy = _policy(trust_path, now)
+        policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
         keyroles.require_officer(policy, signer)
     p, manifest, envelope, raw, recovered = _open(path, "sign")
     if policy is not None and manifest.target != policy.target:
@@ -223,7 +214,7 @@ def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.
     *trust_path* (expiry not checked: it only names the keys) every signature
     is shown with its signer and role.
     """
-    policy = _policy(trust_path, None) if trust_path is not None else None
+    policy = TrustPolicy.load(trust_path, now=None) if trust_path is not None else None
     p, manifest, envelope, raw, recovered = _open(path, "unsign")
     if not envelope.signatures:
         raise InputError(f"{p} carries no signatures; nothing to remove")
