@@ -158,7 +158,7 @@ def load_public(path: str | os.PathLike) -> PublicKey:
     if isinstance(doc, dict) and doc.get("_type") == PRIVATE_KEY_TYPE:
         raise KeyFileError(f"{artifact} is a private key file; a public key is expected here "
                            "(the .pub file 'airgap keygen' wrote next to it)")
-    if not isinstance(doc, dict) or set(doc) != {"keyid", "key", "name"}:
+    if not _is_public_doc(doc):
         raise FormatError(artifact, "a public key file has exactly keyid, key and name")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise FormatError(artifact, "name must be a non-empty string")
