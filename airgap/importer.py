@@ -176,12 +176,15 @@ def import_verified(
         files.check()
     reason = _nothing_to_read(client, state_dir, manifest, registry, verified.images, files)
     if reason:
+        # Every blob and manifest was just seen in the registry by digest: nothing to push
+        # or to ask again; the tags are still put, in case someone moved one.
         verified.skip_content(reason)
+        result.skipped_blobs = len({(plan.repository, d.digest) for plan in verified.images for d in plan.blobs})
     else:
         verified.check_content(progress=progress)
-    mounts = _check_base(client, manifest, verified.images)
-    _push_blobs(client, verified, result, progress, log, mounts, state_dir)
-    _push_manifests(client, verified.images, result, registry)
+        mounts = _check_base(client, manifest, verified.images)
+        _push_blobs(client, verified, result, progress, log, mounts, state_dir)
+    _push_manifests(client, verified.images, result, registry, present=bool(reason))
     if files is not None:
         result.files_dir, result.files = files.unpack(verified, log)
         result.files_total = len(files.members)
@@ -399,19 +402,18 @@ def _upload_state_path(uploads_dir: Path, repo: str, d: oci.Descriptor) -> Path:
     return uploads_dir / f"{d.digest.split(':', 1)[1]}-{repo_id}.json"
 
 
-def _push_manifests(client, plans: list[ImagePlan], result: ImportResult, registry: str) -> None:
-    # Children and untagged images first; tags strictly last.
+def _push_manifests(client, plans: list[ImagePlan], result: ImportResult, registry: str, *, present: bool = False) -> None:
+    """Children and untagged images first; tags strictly last.  *present*: every manifest is served by digest."""
     for plan in plans:
         record, repo = plan.record, plan.repository
-        for d, data in plan.children:
-            if not client.manifest_exists(repo, d.digest):
-                result.manifests_new += 1
-            client.put_manifest(repo, d.digest, data, d.media_type)
+        for d, data in [*plan.children, (None, plan.top)]:
+            digest, media_type = (d.digest, d.media_type) if d is not None else (record.digest, record.media_type)
             result.manifests += 1
-        if not client.manifest_exists(repo, record.digest):
-            result.manifests_new += 1
-        client.put_manifest(repo, record.digest, plan.top, record.media_type)
-        result.manifests += 1
+            if present:
+                continue
+            if not client.manifest_exists(repo, digest):
+                result.manifests_new += 1
+            client.put_manifest(repo, digest, data, media_type)
     for plan in plans:
         record, repo = plan.record, plan.repository
         if record.tag:
