@@ -153,85 +153,30 @@ def verify(
     """
     now = now or datetime.now(timezone.utc)
     label = os.fspath(path)
-    report = VerifyReport(bundle=label, checks=[Check(n, "skipped") for n in CHECK_NAMES])
-    current = "archive"
+    run = _Run(VerifyReport(bundle=label, checks=[Check(n, "skipped") for n in CHECK_NAMES]))
     source = None
     try:
         source = open_source(path)
-        members = None
-        ends = read_ends(source, label)
-        if ends is None:  # not the expected shape: the full walk says precisely why
-            members = scan_members(source, label)
-            ends = ends_of(source, members)
-        report.set("archive", "pass", "manifest.json first, signatures.json last")
-
-        current = "trust-policy"
-        policy = _load_policy(trust_path, state_dir, now, override, report)
-        report.policy_version = policy.version
-        report.policy = policy
-        _check_part_index(source, policy, report)
-
-        current = "signatures"
-        report.signatures = _check_signatures(policy, ends)
-        report.set("signatures", "pass", report.signatures.summary())
-
-        current = "archive"
-        if members is None:
-            members = scan_members(source, label)
-            if (members[0], members[-1]) != (ends.manifest, ends.signatures):
-                raise ArchiveError(label, "the first or last member is not where the archive's end says it is")
-        parts = getattr(source, "index", None)
-        report.set("archive", "pass", f"{len(members)} members, strict ustar"
-                   + (f" (read from {len(parts.parts)} media parts)" if parts is not None else ""))
-
-        current = "manifest"
-        manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
-        report.manifest = manifest
-        report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
-
-        current = "target"
-        if manifest.target != policy.target:
-            raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
-        report.set("target", "pass", manifest.target)
-
-        current = "expiry"
-        _check_expiry(manifest, policy, now, override, report)
-
-        current = "rollback"
-        if state_dir is not None:
-            from airgap.state import StateStore
-
-            StateStore(state_dir).check(manifest.name, manifest.version, manifest.digest)
-            report.set("rollback", "pass", "newer than, or identical to, what was accepted")
-        else:
-            report.set("rollback", "skipped", "no --state given")
-
-        current = "members"
+        members, ends, policy = _trusted_ends(run, source, label, trust_path, state_dir, now, override)
+        manifest = _check_manifest(run, ends, policy, state_dir, now, override)
+        run.start("members")
         _check_members(members[1:-1], manifest)
-        report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
-
-        current = "oci-layout"
+        run.report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
+        run.start("oci-layout")
         reader = _DocumentReader(source, members, manifest)
         images = _check_layout(reader, manifest, require_base)
-        report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
-
+        run.report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
         verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
                                   signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
-                                  report=report, images=images, hashed=reader.hashed)
+                                  report=run.report, images=images, hashed=reader.hashed)
         source = None  # owned by the verified bundle from here on
     except AirgapError as exc:
-        exc = explain(source, exc) if source is not None else exc
-        report.set(current, "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
-        report.error = exc
-        exc.report = report  # type: ignore[attr-defined]
-        raise exc from None
+        raise run.fail(explain(source, exc) if source is not None else exc) from None
     finally:
         if source is not None:
             _close(source)
-
-    current = "content"
     if not hash_content:
-        report.set("content", "deferred", "not hashed yet")
+        run.report.set("content", "deferred", "not hashed yet")
         return verified
     try:
         verified.check_content(progress=progress, workers=workers)
@@ -239,6 +184,74 @@ def verify(
         verified.close()
         raise
     return verified
+
+
+class _Run:
+    """The report of one verification and the check now running (named when it fails)."""
+
+    def __init__(self, report: VerifyReport):
+        self.report, self.current = report, "archive"
+
+    def start(self, name: str) -> None:
+        self.current = name
+
+    def fail(self, exc: AirgapError) -> AirgapError:
+        self.report.set(self.current, "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
+        self.report.error = exc
+        exc.report = self.report  # type: ignore[attr-defined]
+        return exc
+
+
+def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: datetime, override):
+    """The policy, then the signatures over the raw manifest bytes, then the whole archive walk."""
+    report = run.report
+    members = None
+    ends = read_ends(source, label)
+    if ends is None:  # not the expected shape: the full walk says precisely why
+        members = scan_members(source, label)
+        ends = ends_of(source, members)
+    report.set("archive", "pass", "manifest.json first, signatures.json last")
+    run.start("trust-policy")
+    policy = _load_policy(trust_path, state_dir, now, override, report)
+    report.policy_version = policy.version
+    report.policy = policy
+    _check_part_index(source, policy, report)
+    run.start("signatures")
+    report.signatures = _check_signatures(policy, ends)
+    report.set("signatures", "pass", report.signatures.summary())
+    run.start("archive")
+    if members is None:
+        members = scan_members(source, label)
+        if (members[0], members[-1]) != (ends.manifest, ends.signatures):
+            raise ArchiveError(label, "the first or last member is not where the archive's end says it is")
+    parts = getattr(source, "index", None)
+    report.set("archive", "pass", f"{len(members)} members, strict ustar"
+               + (f" (read from {len(parts.parts)} media parts)" if parts is not None else ""))
+    return members, ends, policy
+
+
+def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override) -> BundleManifest:
+    """Parse the (already signature-checked) manifest; target, expiry and rollback."""
+    report = run.report
+    run.start("manifest")
+    manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
+    report.manifest = manifest
+    report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
+    run.start("target")
+    if manifest.target != policy.target:
+        raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
+    report.set("target", "pass", manifest.target)
+    run.start("expiry")
+    _check_expiry(manifest, policy, now, override, report)
+    run.start("rollback")
+    if state_dir is not None:
+        from airgap.state import StateStore
+
+        StateStore(state_dir).check(manifest.name, manifest.version, manifest.digest)
+        report.set("rollback", "pass", "newer than, or identical to, what was accepted")
+    else:
+        report.set("rollback", "skipped", "no --state given")
+    return manifest
 
 
 def _check_signatures(policy, ends):
@@ -374,8 +387,8 @@ class _DocumentReader:
         return data
 
 
-def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_base) -> list[ImagePlan]:
-    """Check index.json and every image document; return each image's verified documents and blobs."""
+def _layout_index(reader: _DocumentReader, manifest: BundleManifest) -> dict[str, oci.Descriptor]:
+    """oci-layout and index.json: one entry per image of the manifest, by its layout reference."""
     oci.check_layout_file(reader.read("oci-layout", 4096))
     index = oci.parse_layout_index(reader.read("index.json", oci.MAX_INDEX_BYTES))
     by_ref: dict[str, oci.Descriptor] = {}
@@ -386,11 +399,17 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
         if name in by_ref:
             raise FormatError("index.json", f"reference {name!r} appears twice")
         by_ref[name] = d
-    records = {r.layout_ref: r for r in manifest.images}
-    if set(by_ref) != set(records):
-        extra = sorted(set(by_ref) - set(records))
-        missing = sorted(set(records) - set(by_ref))
+    records = {r.layout_ref for r in manifest.images}
+    if set(by_ref) != records:
+        extra = sorted(set(by_ref) - records)
+        missing = sorted(records - set(by_ref))
         raise FormatError("index.json", f"images differ from the manifest (extra: {extra}, missing: {missing})")
+    return by_ref
+
+
+def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_base) -> list[ImagePlan]:
+    """Check index.json and every image document; return each image's verified documents and blobs."""
+    by_ref = _layout_index(reader, manifest)
     external = dict(manifest.external_blobs)
     referenced: set[str] = set()
     blob_members = {m.path for m in manifest.members if m.path.startswith("blobs/")}
