@@ -398,13 +398,24 @@ def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set
                     raise FormatError(artifact, "nested image indexes are not supported")
                 for b in cdoc.blobs():
                     need_blob(b, f"{artifact} ({child.digest})")
+                _check_config(bundle, manifest, cdoc.config, f"{artifact} ({child.digest}) config", hashed)
         else:
             for b in doc.blobs():
                 need_blob(b, artifact)
+            _check_config(bundle, manifest, doc.config, f"{artifact} config", hashed)
     unreferenced = sorted(blob_members - referenced)
     if unreferenced:
         raise ArchiveError(unreferenced[0], "blob is not referenced by any image")
     return hashed
+
+
+def _check_config(bundle: Bundle, manifest: BundleManifest, desc: oci.Descriptor, artifact: str, hashed: set[str]) -> None:
+    """A carried config is parsed as strictly as the manifests (Go reads it); one left at a differential base is not ours to read."""
+    path = oci.blob_path(desc.digest)
+    if path in hashed or manifest.member(path) is None:
+        return
+    oci.check_config(_read_verified(bundle, manifest, path, oci.MAX_CONFIG_BYTES), f"{artifact} ({desc.digest})")
+    hashed.add(path)
 
 
 def _hash_members(bundle: Bundle, manifest: BundleManifest, done: set[str], progress: bool, workers: int | None) -> int:

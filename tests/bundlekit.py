@@ -45,6 +45,8 @@ def write_entries(path: Path, entries: list[Entry], *, trailing: bytes = b"") ->
 
 
 def raw_header(name: str, size: int, mode: int, typeflag: bytes = b"0", linkname: bytes = b"") -> bytes:
+    """The attacker's own header writer: the writer's bytes for a valid (name, size, mode),
+    and whatever it is given otherwise (``test_readers_agree`` checks the first half)."""
     buf = bytearray(tarfmt.BLOCK)
     raw = name.encode("utf-8")
     if len(raw) > 100:
@@ -61,6 +63,8 @@ def raw_header(name: str, size: int, mode: int, typeflag: bytes = b"0", linkname
     buf[156:157] = typeflag
     buf[157:157 + len(linkname)] = linkname
     buf[257:265] = b"ustar\x0000"
+    buf[329:337] = b"0000000\0"  # devmajor
+    buf[337:345] = b"0000000\0"  # devminor
     buf[148:156] = format(sum(buf), "06o").encode() + b"\0 "
     return bytes(buf)
 
