@@ -292,7 +292,8 @@ def parse_header(block: bytes, offset: int) -> Member:
     except ValueError as exc:  # a name no ustar split can hold: the writer could not have written it
         raise ArchiveError(label, str(exc)) from None
     if block != expected:
-        for field, start, end in FIELDS:
+        # The checksum follows from the other fields: name the field that made it differ.
+        for field, start, end in sorted(FIELDS, key=lambda f: f[0] == "chksum"):
             if block[start:end] != expected[start:end]:
                 raise ArchiveError(label, f"tar header field {field} {_show(block[start:end], expected[start:end])}")
         raise ArchiveError(label, "tar header differs from the bundle writer's")  # pragma: no cover - FIELDS covers all 512 bytes
