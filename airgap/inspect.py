@@ -70,7 +70,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"Toolkit   airgap {m['toolkit']['version']}",
     ]
     if m.get("description"):
-        lines.append(f"About     {escape(m['description'])}")  # may hold line feeds: one line, escaped
+        lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
     lines.append("")

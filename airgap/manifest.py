@@ -49,19 +49,18 @@ def _check_printable(doc: dict[str, Any], artifact: str) -> None:
     Member paths are checked with the tar names (``tarfmt.check_name``); the other
     fields are fixed patterns in the schema.
     """
-    fields = [("description", doc.get("description"), True), ("spec.name", doc["spec"]["name"], False),
-              ("toolkit.version", doc["toolkit"]["version"], False)]
+    fields = [("description", doc.get("description")), ("spec.name", doc["spec"]["name"]),
+              ("toolkit.version", doc["toolkit"]["version"])]
     if doc["base"]:
-        fields.append(("base.description", doc["base"]["description"], False))
+        fields.append(("base.description", doc["base"]["description"]))
     for i, img in enumerate(doc["images"]):
-        for key in ("ref", "layout_ref", "registry", "repository"):
-            fields.append((f"images[{i}].{key}", img[key], False))
+        fields += [(f"images[{i}].{key}", img[key]) for key in ("ref", "layout_ref", "registry", "repository")]
         if img["sovereignty"]:
-            fields.append((f"images[{i}].sovereignty.provider", img["sovereignty"]["provider"], False))
-            fields.append((f"images[{i}].sovereignty.reason", img["sovereignty"]["reason"], True))
-    for where, value, multiline in fields:
+            fields.append((f"images[{i}].sovereignty.provider", img["sovereignty"]["provider"]))
+            fields.append((f"images[{i}].sovereignty.reason", img["sovereignty"]["reason"]))
+    for where, value in fields:
         if value is not None:
-            check_printable(value, artifact, where, multiline=multiline)
+            check_printable(value, artifact, where)
 
 
 @dataclass(frozen=True)

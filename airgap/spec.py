@@ -372,7 +372,7 @@ def _join(where: str, key: str) -> str:
 
 
 def _check_text(obj: Any, where: str) -> None:
-    """Refuse control characters (and newlines outside free-text fields) anywhere."""
+    """Refuse control characters (line feeds too), separators and bidi controls anywhere."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             _check_text(value, _join(where, key))
@@ -380,10 +380,10 @@ def _check_text(obj: Any, where: str) -> None:
         for i, value in enumerate(obj):
             _check_text(value, f"{where}[{i}]")
     elif isinstance(obj, str):
-        multiline = where == "metadata.description" or where.endswith(".allow.reason")
-        reason = refusal(obj, multiline=multiline)
+        reason = refusal(obj)
         if reason:
-            raise SpecError(where, f"{escape(obj)} {reason}; such text can show one thing and mean another")
+            hint = " (write it on one line: a YAML '>-' block folds lines)" if "\n" in obj else ""
+            raise SpecError(where, f"{escape(obj)} {reason}; such text can show one thing and mean another{hint}")
 
 
 # --- variables -----------------------------------------------------------------

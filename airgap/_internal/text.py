@@ -21,14 +21,17 @@ from airgap.exceptions import FormatError
 # break lines on them); the bidirectional marks, embeddings, overrides and
 # isolates (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069).
 _REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-# The same, but a line feed is allowed (free-text fields such as a description).
-_REFUSED_MULTILINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def refusal(value: str, *, multiline: bool = False) -> str | None:
-    """Why *value* may not be shown to a person as it is, or None."""
-    bad = (_REFUSED_MULTILINE if multiline else _REFUSED).search(value)
+def refusal(value: str) -> str | None:
+    """Why *value* may not be shown to a person as it is, or None.
+
+    Line feeds too, even in a description: a value printed on several lines can
+    forge the lines of a report that follow it (and the manifest's canonical JSON,
+    which does not escape control characters, could not carry one anyway).
+    """
+    bad = _REFUSED.search(value)
     if bad is None:
         return None
     char = bad.group()
@@ -37,10 +40,9 @@ def refusal(value: str, *, multiline: bool = False) -> str | None:
     return f"contains the {kind} U+{ord(char):04X} at position {bad.start()}"
 
 
-def check_printable(value: str, artifact: str, what: str, *, multiline: bool = False,
-                    error: type[Exception] = FormatError) -> None:
+def check_printable(value: str, artifact: str, what: str, *, error: type[Exception] = FormatError) -> None:
     """Raise ``error(artifact, reason)`` if *value* holds a control or bidi character."""
-    reason = refusal(value, multiline=multiline)
+    reason = refusal(value)
     if reason is not None:
         raise error(artifact, f"{what} {escape(value)!s} {reason}; such names can show one thing and mean another")
 
