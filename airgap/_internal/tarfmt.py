@@ -24,9 +24,10 @@ verifier can then hash members in parallel, each byte read exactly once.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from airgap._internal.text import check_printable
 from airgap.exceptions import ArchiveError
@@ -120,27 +121,26 @@ def _split_name(name: str) -> tuple[bytes, bytes]:
     raise ValueError(f"{name}: path too long for a ustar header")
 
 
+# The fields every header has in common, in order, and their share of the checksum.
+_OWNER = _octal(0, 8) + _octal(0, 8)  # uid, gid
+_MTIME = _octal(0, 12)
+_TYPE_LINK = b"0" + b"\0" * 100  # typeflag, linkname
+_MAGIC_NAMES = b"ustar\x0000" + b"\0" * 64  # magic, version, uname, gname
+_DEVICE = _octal(0, 8) + _octal(0, 8)  # devmajor, devminor
+_PAD = b"\0" * 12
+_FIXED_SUM = sum(_OWNER + _MTIME + b" " * 8 + _TYPE_LINK + _MAGIC_NAMES + _DEVICE)
+
+
 def header(name: str, size: int, mode: int) -> bytes:
-    """A deterministic ustar header for a regular file."""
+    """A deterministic ustar header for a regular file: the only header bytes the reader accepts."""
     check_name(name)
     if mode & ~_ALLOWED_MODE_BITS:
         raise ValueError(f"{name}: mode {oct(mode)} has special bits")
     base, prefix = _split_name(name)
-    buf = bytearray(BLOCK)
-    buf[0:100] = base.ljust(100, b"\0")
-    buf[100:108] = _octal(mode, 8)
-    buf[108:116] = _octal(0, 8)  # uid
-    buf[116:124] = _octal(0, 8)  # gid
-    buf[124:136] = _size_field(size)
-    buf[136:148] = _octal(0, 12)  # mtime
-    buf[148:156] = b" " * 8  # checksum placeholder
-    buf[156:157] = b"0"
-    buf[257:265] = b"ustar\x0000"
-    buf[329:337] = _octal(0, 8)  # devmajor
-    buf[337:345] = _octal(0, 8)  # devminor
-    buf[345:500] = prefix.ljust(155, b"\0")
-    buf[148:156] = _checksum_field(sum(buf))
-    return bytes(buf)
+    mode_field, size_field = _octal(mode, 8), _size_field(size)
+    checksum = _checksum_field(_FIXED_SUM + sum(base) + sum(prefix) + sum(mode_field) + sum(size_field))
+    return b"".join((base.ljust(100, b"\0"), mode_field, _OWNER, size_field, _MTIME, checksum,
+                     _TYPE_LINK, _MAGIC_NAMES, _DEVICE, prefix.ljust(155, b"\0"), _PAD))
 
 
 def _checksum_field(total: int) -> bytes:
@@ -204,6 +204,8 @@ FIELDS = (
     ("pad", 500, 512),
 )
 _MAGIC = b"ustar\x0000"
+_OCTAL_8 = re.compile(rb"[0-7]{7}\0")
+_OCTAL_12 = re.compile(rb"[0-7]{11}\0")
 _ZERO_BLOCK = b"\0" * BLOCK
 _KINDS = {
     b"1": "hard link",
@@ -253,13 +255,32 @@ def _show(field: bytes, want: bytes) -> str:
 
 def parse_header(block: bytes, offset: int) -> Member:
     """The member a header describes, if the header is exactly the writer's bytes for it."""
-    where = f"member at byte {offset}"
     raw_name = block[0:100].split(b"\0", 1)[0]
     raw_prefix = block[345:500].split(b"\0", 1)[0]
     try:
         name = (raw_prefix + b"/" + raw_name if raw_prefix else raw_name).decode("utf-8")
     except UnicodeDecodeError:
-        raise ArchiveError(where, "member name is not valid UTF-8") from None
+        raise ArchiveError(f"member at byte {offset}", "member name is not valid UTF-8") from None
+    mode_field, size_field = block[100:108], block[124:136]
+    if _OCTAL_8.fullmatch(mode_field) and name:
+        # The common case: the writer's bytes for (name, size, mode), checked in one comparison.
+        mode = int(mode_field[:7], 8)
+        if _OCTAL_12.fullmatch(size_field):
+            size = int(size_field[:11], 8)
+        else:  # base-256; header() renders it only above 8 GiB, so any other use differs
+            size = int.from_bytes(size_field[1:], "big") if size_field[0] == 0x80 else -1
+        if size >= 0 and not mode & ~_ALLOWED_MODE_BITS:
+            try:
+                if header(name, size, mode) == block:
+                    return Member(name=name, size=size, mode=mode, header_offset=offset)
+            except (ArchiveError, ValueError):
+                pass
+    _refuse(block, offset, name)
+
+
+def _refuse(block: bytes, offset: int, name: str) -> NoReturn:
+    """Say why *block* is not the writer's header: corruption first, then kind, then the field."""
+    where = f"member at byte {offset}"
     label = name or where
     computed = sum(block[:148]) + 8 * 32 + sum(block[156:])
     stored = block[148:156]
@@ -291,13 +312,11 @@ def parse_header(block: bytes, offset: int) -> Member:
         expected = header(name, size, mode)  # also refuses any name check_name refuses
     except ValueError as exc:  # a name no ustar split can hold: the writer could not have written it
         raise ArchiveError(label, str(exc)) from None
-    if block != expected:
-        # The checksum follows from the other fields: name the field that made it differ.
-        for field, start, end in sorted(FIELDS, key=lambda f: f[0] == "chksum"):
-            if block[start:end] != expected[start:end]:
-                raise ArchiveError(label, f"tar header field {field} {_show(block[start:end], expected[start:end])}")
-        raise ArchiveError(label, "tar header differs from the bundle writer's")  # pragma: no cover - FIELDS covers all 512 bytes
-    return Member(name=name, size=size, mode=mode, header_offset=offset)
+    # The checksum follows from the other fields: name the field that made it differ.
+    for field, start, end in sorted(FIELDS, key=lambda f: f[0] == "chksum"):
+        if block[start:end] != expected[start:end]:
+            raise ArchiveError(label, f"tar header field {field} {_show(block[start:end], expected[start:end])}")
+    raise ArchiveError(label, "tar header differs from the bundle writer's")  # pragma: no cover - FIELDS covers all 512 bytes
 
 
 def scan(source: Source, *, max_members: int, artifact: str) -> list[Member]:
