@@ -306,3 +306,34 @@ def test_verify_and_audit_show_escape_what_they_print(tmp_path, signed_bundle):
     assert r.code == 1 and "files/\\u202etxt.exe" in r.err and "\u202e" not in r.out + r.err, r.err
     r = airgap("audit", "show", "--state", state)
     assert r.code == 0 and "\u202e" not in r.out and "\\u202e" in r.out, r.out
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "files/configs/pilot.conf", "signatures.json"])
+def test_non_zero_padding_is_refused(tmp_path, signed_bundle, member):
+    """Padding is outside every hash: a byte there is data a reader of another dialect might use."""
+    import tarfile
+
+    bundle = signed_bundle.copy(tmp_path)
+    with tarfile.open(bundle) as tf:
+        m = tf.getmember(member)
+    assert m.size % 512, "needs a member with padding"
+    with open(bundle, "r+b") as f:
+        f.seek(m.offset_data + m.size + (512 - m.size % 512) - 1)
+        f.write(b"\x01")
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust)
+    assert r.code == 1 and f"{member}: non-zero bytes in the padding" in r.err, r.err
+
+
+def test_one_escape_for_everything_printed():
+    from airgap._internal.text import check_printable, escape, refusal
+    from airgap.exceptions import FormatError
+
+    assert escape("pilot/status:1.0 caf\u00e9 \u4e2d") == "pilot/status:1.0 caf\u00e9 \u4e2d"
+    assert escape("a\u202eb\x1b[2J\n\t\x9b\u200b\U000e0001") == "a\\u202eb\\x1b[2J\\n\\t\\x9b\\u200b\\U000e0001"
+    for bad in ("\x00", "\x1f", "\x7f", "\x80", "\x9f", "\u061c", "\u200e", "\u200f", "\u2028", "\u2029",
+                "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"):
+        assert refusal(f"x{bad}y") is not None, hex(ord(bad))
+        with pytest.raises(FormatError, match="position 1"):
+            check_printable(f"x{bad}y", "manifest.json", "description")
+    for good in ("\u200b", "\u00ad", "\u00a0", "\u00e9", "\u05d0"):  # escaped when printed, not refused
+        assert refusal(f"x{good}y") is None
