@@ -108,11 +108,16 @@ def _check_key(key: str, artifact: str) -> None:
 
 def _object_hook(artifact: str):
     def hook(pairs):
-        obj = {}
+        obj = dict(pairs)
+        # Fast path (every object airgap writes): ASCII keys, no duplicates, no case collisions.
+        if len(obj) == len(pairs) and "".join(obj).isascii() and len({k.casefold() for k in obj}) == len(obj):
+            return obj
         folded: dict[str, str] = {}
-        for key, value in pairs:
-            if key in obj:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
                 raise FormatError(artifact, f"duplicate JSON key {key!r}")
+            seen.add(key)
             _check_key(key, artifact)
             fold = fold_key(key)
             other = folded.get(fold)
@@ -120,7 +125,6 @@ def _object_hook(artifact: str):
                 raise FormatError(artifact, f"JSON keys {other!r} and {key!r} collide case-insensitively: Go's "
                                             "encoding/json (registry, skopeo, podman) would read only the last one")
             folded[fold] = key
-            obj[key] = value
         return obj
 
     return hook
