@@ -80,6 +80,7 @@ def read_ends(source: tarfmt.Source, label: str) -> Ends | None:
     last = _find_last_header(source, first.end_offset, end)
     if last is None:
         return None
+    _check_end_modes(first, last)
     return Ends(first, _read_capped(source, first, caps.MAX_MANIFEST_BYTES),
                 last, _read_capped(source, last, caps.MAX_SIGNATURES_BYTES))
 
@@ -118,7 +119,14 @@ def scan_members(source: tarfmt.Source, label: str) -> list[tarfmt.Member]:
         raise ArchiveError(label, f"last member is {members[-1].name!r}, expected {SIGNATURES_MEMBER}")
     if len(members) < 2:
         raise ArchiveError(label, "no signatures member")
+    _check_end_modes(members[0], members[-1])
     return members
+
+
+def _check_end_modes(*ends: tarfmt.Member) -> None:
+    for m in ends:  # the manifest pins every mode but these two
+        if m.mode != 0o644:
+            raise ArchiveError(m.name, f"mode {oct(m.mode)}; the bundle writer writes 0o644")
 
 
 def ends_of(source: tarfmt.Source, members: list[tarfmt.Member]) -> Ends:
@@ -157,6 +165,14 @@ class Bundle:
 
     def manifest(self) -> BundleManifest:
         return BundleManifest.from_bytes(self.manifest_bytes, MANIFEST_MEMBER)
+
+    def read(self, member: tarfmt.Member, cap: int) -> bytes:
+        """A member's bytes, unchecked (for showing and comparing; use a VerifiedBundle to use them)."""
+        return _read_capped(self.source, member, cap)
+
+    def stream(self, member: tarfmt.Member, chunk: int = CHUNK) -> Iterator[bytes]:
+        """A member's bytes in chunks, unchecked (see :meth:`read`)."""
+        yield from stream(self.source, member.data_offset, member.size, chunk, artifact=member.name)
 
     def envelope(self):
         from airgap import dsse

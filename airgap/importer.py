@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from airgap import oci
-from airgap._internal.fsutil import Dir, display
+from airgap._internal.fsutil import Dir, display, record_names
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap._internal.progress import ByteProgress
 from airgap.exceptions import (
@@ -192,7 +192,7 @@ def import_verified(
     verifymod.rollback_record(verified, state_dir)
     with Dir.open_root(state_dir) as root, root.walk(f"bundles/{manifest.name}", create=True) as records:
         records.write_atomic("manifest.json", manifest.to_bytes())
-        records.write_atomic("imported.json", pretty_bytes({
+        records.write_atomic("imported.json", pretty_bytes(record_names({
             "name": manifest.name,
             "version": manifest.version,
             "manifest_digest": manifest.digest,
@@ -200,7 +200,7 @@ def import_verified(
             "imported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "images": result.images,
             "files_dir": result.files_dir,
-        }))
+        })))
     return result
 
 

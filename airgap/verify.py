@@ -462,10 +462,12 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
                 for b in cdoc.blobs():
                     need_blob(b, f"{artifact} ({child.digest})")
                     plan.blobs.append(b)
+                _check_config(reader, manifest, cdoc.config, f"{artifact} ({child.digest}) config")
         else:
             for b in doc.blobs():
                 need_blob(b, artifact)
                 plan.blobs.append(b)
+            _check_config(reader, manifest, doc.config, f"{artifact} config")
         plans.append(plan)
     unreferenced = sorted(blob_members - referenced)
     if unreferenced:
@@ -476,6 +478,14 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
             raise IntegrityError(path, f"the manifest gives it sha256 {manifest.member(path).sha256[:16]}…, "
                                        "not the digest it is named by")
     return plans
+
+
+def _check_config(reader: _DocumentReader, manifest: BundleManifest, desc: oci.Descriptor, artifact: str) -> None:
+    """A carried config is parsed as strictly as the manifests (Go reads it); one left at a differential base is not ours to read."""
+    path = oci.blob_path(desc.digest)
+    if path in reader.hashed or manifest.member(path) is None:
+        return
+    oci.check_config(reader.read(path, oci.MAX_CONFIG_BYTES), f"{artifact} ({desc.digest})")
 
 
 def rollback_record(verified: VerifiedBundle, state_dir: str | os.PathLike) -> None:

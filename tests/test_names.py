@@ -4,8 +4,8 @@ expected (finding 5).
 The officer approves an image by its ``ref``; the registry, repository and tag
 import writes are derived from it, and a manifest whose other fields say
 anything else is refused at build and at verify.  A bundle file or directory
-whose name is not UTF-8 is recorded losslessly (JSON ``\\udcff`` escapes, see
-docs/trust-model.md), every acceptance and every refusal is audited, and no
+whose name is not UTF-8 is recorded losslessly (its display text plus
+``<field>_hex``, see docs/trust-model.md), every acceptance and every refusal is audited, and no
 traceback reaches a user.
 """
 
@@ -94,6 +94,11 @@ def test_build_refuses_a_layout_ref_without_a_directory_name(tmp_path, keyring):
 RAW = b"geheim-pilot-\xff.tar"
 
 
+def _name(doc, key) -> bytes:
+    """A name as recorded: its exact bytes from ``<key>_hex`` when it is not UTF-8."""
+    return bytes.fromhex(doc[f"{key}_hex"]) if f"{key}_hex" in doc else doc[key].encode()
+
+
 def _audit_entries(state):
     return [json.loads(x) for x in (state / "audit.log").read_bytes().splitlines()]
 
@@ -109,9 +114,10 @@ def test_bundle_named_in_bytes_is_imported_and_audited_losslessly(tmp_path, sign
     assert r.code == 0, r.err
     assert "Traceback" not in r.err and "IMPORTED: geheim-pilot 1.0.0" in r.out
     [entry] = _audit_entries(state)
-    assert entry["result"] == "accepted" and os.fsencode(entry["object"]["bundle"]) == os.fsencode(bundle)
+    assert entry["result"] == "accepted" and _name(entry["object"], "bundle") == os.fsencode(bundle)
+    assert entry["object"]["bundle"].endswith("geheim-pilot-\\xff.tar")  # what a person reads
     imported = json.loads((state / "bundles" / "geheim-pilot" / "imported.json").read_bytes())
-    assert os.fsencode(imported["files_dir"]) == os.fsencode(files / "current")
+    assert _name(imported, "files_dir") == os.fsencode(files / "current")
     assert airgap_proc("audit", "verify", "--state", state).code == 0
     shown = airgap_proc("audit", "show", "--state", state)
     assert shown.code == 0 and "Traceback" not in shown.err
@@ -134,7 +140,7 @@ def test_bundle_named_in_bytes_is_audited_when_refused(tmp_path, signed_bundle, 
     entries = _audit_entries(state)
     assert [(e["action"], e["result"]) for e in entries] == [("verify", "rejected"), ("import", "rejected"),
                                                              ("verify", "error")]
-    assert [os.fsencode(e["object"]["bundle"]) for e in entries] == [os.fsencode(bundle)] * 2 + [os.fsencode(missing)]
+    assert [_name(e["object"], "bundle") for e in entries] == [os.fsencode(bundle)] * 2 + [os.fsencode(missing)]
     assert airgap_proc("audit", "verify", "--state", state).code == 0
 
 

@@ -17,7 +17,9 @@ given.
 
 Names are ``str`` as Python gives them: bytes that are not UTF-8 arrive as
 surrogate escapes (PEP 383) and go back to the same bytes through
-``os.fsencode``.  :func:`display` turns such a name into printable text.
+``os.fsencode``.  :func:`display` turns such a name into printable text and
+:func:`record_names` records it losslessly in JSON (display text plus the
+bytes in hex).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import errno
 import os
 import stat
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from airgap.exceptions import UnsafePathError
 
@@ -33,9 +36,40 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def display(path: str | os.PathLike | bytes) -> str:
-    """*path* as printable, valid UTF-8 text: undecodable bytes appear as ``\\xff``."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
+    """*path* as printable, valid UTF-8 text: bytes that are not UTF-8 appear as ``\\xff``."""
+    from airgap._internal.text import escape
+
+    return escape(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
+def record_names(obj: Any) -> Any:
+    """*obj* (a JSON-able mapping) with every name that is not UTF-8 recorded losslessly.
+
+    Such a name (surrogate escapes, PEP 383) cannot be UTF-8 JSON, and airgap's
+    strict reader refuses lone surrogate escapes (Go would read U+FFFD).  So the
+    value becomes its :func:`display` text and a sibling ``<key>_hex`` holds the
+    name's exact bytes in hex: ``bytes.fromhex(doc["bundle_hex"])`` is the name.
+    """
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            if isinstance(value, str) and not _is_utf8(value):
+                out[key] = display(value)
+                out[f"{key}_hex"] = os.fsencode(value).hex()
+            else:
+                out[key] = record_names(value)
+        return out
+    if isinstance(obj, list):
+        return [display(v) if isinstance(v, str) and not _is_utf8(v) else record_names(v) for v in obj]
+    return obj
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
