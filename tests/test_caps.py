@@ -89,7 +89,7 @@ def test_untrusted_huge_bundle_is_refused_on_signatures_before_any_parsing(tmp_p
     assert checks["signatures"] == "fail" and checks["manifest"] == "skipped"
 
 
-@pytest.mark.slow  # the schema over 50,000 members takes jsonschema ~15 s
+@pytest.mark.slow  # walking and parsing 50,000 members: a few seconds
 def test_huge_bundle_the_policy_trusts_is_walked_and_parsed(tmp_path, huge_manifest, signed_bundle, keyring):
     # The same bundle signed by the policy's keys gets past the signatures: the cost is
     # paid only for a bundle someone trusted vouched for (and then its content decides).
