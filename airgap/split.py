@@ -27,7 +27,6 @@ import stat
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -542,6 +541,8 @@ class PartsReader(_PositionalReader):
         self._raise_bad(self._bad_parts())
 
     def _bad_parts(self) -> list[PartInfo]:
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
             digests = list(pool.map(_hash_fd, self._fds))
         return [p for p, d in zip(self.index.parts, digests) if d != p.sha256]

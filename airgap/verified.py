@@ -20,7 +20,6 @@ import io
 import os
 import threading
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -258,8 +257,24 @@ def _hash_members(vb: VerifiedBundle, progress: bool, workers: int | None) -> in
             if got != record.sha256:
                 failure.append(IntegrityError(member.name, f"sha256 mismatch (manifest {record.sha256[:16]}…, content {got[:16]}…)"))
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, todo))
+        # Plain threads taking the next member (largest first): hashlib drops the GIL.
+        pending = iter(todo)
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while not failure:
+                with lock:
+                    pair = next(pending, None)
+                if pair is None:
+                    return
+                one(pair)
+
+        threads = [threading.Thread(target=worker, name=f"airgap-hash-{i}", daemon=True)
+                   for i in range(max(1, min(workers, len(todo))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     if failure:
         # Report the earliest member in archive order, so the message is stable.
         order = {m.name: i for i, m in enumerate(vb.members)}
