@@ -31,6 +31,11 @@ options:
     type: list
     elements: path
     default: []
+  commands:
+    description: Executables whose absence is reported in C(missing_commands).
+    type: list
+    elements: path
+    default: []
 author: airgap project
 """
 
@@ -42,7 +47,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes).
+  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes), C(missing_commands).
   returned: always
   type: dict
 """
@@ -94,6 +99,7 @@ def main():
             imported_file=dict(type="path"),
             toolkit_prefix=dict(type="path", default="/opt/airgap"),
             space_paths=dict(type="list", elements="path", default=[]),
+            commands=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -110,6 +116,7 @@ def main():
         "imported": imported,
         "toolkit_version": toolkit_version(p["toolkit_prefix"]),
         "free_bytes": {path: free_bytes(path) for path in p["space_paths"]},
+        "missing_commands": [c for c in p["commands"] if not (os.path.isfile(c) and os.access(c, os.X_OK))],
         "errors": errors,
     }
     module.exit_json(changed=False, ansible_facts={"airgap": facts})
