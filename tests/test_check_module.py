@@ -403,23 +403,34 @@ def test_marker_names_the_signed_manifest(tmp_path):
 
 
 def test_audit_log_must_hold_the_recorded_head(tmp_path):
-    then = tmp_path / "then.log"
-    now = tmp_path / "now.log"
-    then.write_bytes(b'{"seq":1}\n{"seq":2}\n')
+    """The wiring of check.yml's audit check: the head `airgap audit head` recorded
+    at the rollout, `airgap audit verify --expect-head` on today's copy, both the
+    controller's toolkit (the real CLI)."""
+    from airgap.audit import AuditLog
 
-    def judge(content: bytes):
-        now.write_bytes(content)
-        res = audit.check_audit(str(now), str(then), "2:abc", 0, "ok", "airgap audit verify", "staging:/log")
-        return res.to_dict()
+    airgap = str(Path(sys.executable).parent / "airgap")
+    log = tmp_path / "audit.log"
+    for i in range(3):
+        AuditLog(log).append("import", {"bundle": f"b{i}"}, "accepted")
+    head = json.loads(subprocess.run([airgap, "audit", "head", "--log", str(log), "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    anchor = f"{head['seq']}:{head['head']}"
+    lines = log.read_text().splitlines(keepends=True)
 
-    assert judge(b'{"seq":1}\n{"seq":2}\n{"seq":3}\n')["status"] == "PASS"  # grown: fine
-    cut = judge(b'{"seq":1}\n')
-    assert cut["status"] == "FAIL" and "cut back" in cut["findings"][0]["reason"]
-    edited = judge(b'{"seq":1}\n{"seq":9}\n{"seq":3}\n')
-    assert edited["findings"][0]["line"] == 2 and "rewritten" in edited["findings"][0]["reason"]
-    broken = audit.check_audit(str(now), str(then), "2:abc", 1, "line 2 altered", "airgap audit verify", "x").to_dict()
-    assert broken["status"] == "FAIL"
-    assert audit.check_audit(str(now), str(then), "", 0, "", "c", "x").to_dict()["status"] == "FAIL"
+    def judge(content: str):
+        log.write_text(content)
+        cmd = [airgap, "audit", "verify", "--log", str(log), "--expect-head", anchor]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        return audit.check_audit(anchor, proc.returncode, proc.stdout + proc.stderr, " ".join(cmd),
+                                 "staging:/var/lib/airgap/state/audit.log").to_dict()
+
+    AuditLog(log).append("verify", {"bundle": "b3"}, "accepted")
+    grown = log.read_text()
+    assert judge(grown)["status"] == "PASS"
+    assert judge("".join(lines[:2]))["status"] == "FAIL"  # cut back before the head
+    edited = judge(lines[0].replace("b0", "bX") + "".join(lines[1:]))
+    assert edited["status"] == "FAIL" and edited["findings"][0]["source"] == "staging:/var/lib/airgap/state/audit.log"
+    assert audit.check_audit("", 0, "INTACT", "c", "x").to_dict()["status"] == "FAIL"  # nothing recorded
 
 
 # --------------------------------------------------------------------------- the report

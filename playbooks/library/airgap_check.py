@@ -95,10 +95,9 @@ options:
     default: {}
   audit:
     description:
-      - For C(audit) (on the controller), C(log) (today's copy of the staging host's log), C(shown) (its
-        path on the staging host), C(anchor_log) and C(anchor_head) (the controller's copy and head from
-        the last rollout), C(verify_rc), C(verify_output) and C(command) (the controller's
-        C(airgap audit verify) of today's copy).
+      - For C(audit) (on the controller), C(shown) (the log's path on the staging host), C(anchor_head)
+        (the head recorded at the last rollout), C(verify_rc), C(verify_output) and C(command) (the
+        controller's C(airgap audit verify --expect-head) of today's copy).
     type: dict
     default: {}
   cert_min_days:
@@ -293,8 +292,8 @@ def main():
                                         reg.get("probe_repository") or "airgap/probe")
         elif check == "audit":
             a = p["audit"]
-            res = check_audit(a.get("log"), a.get("anchor_log"), a.get("anchor_head"), a.get("verify_rc"),
-                              a.get("verify_output", ""), a.get("command", ""), a.get("shown") or a.get("log"))
+            res = check_audit(a.get("anchor_head"), a.get("verify_rc"), a.get("verify_output", ""),
+                              a.get("command", ""), a.get("shown") or "audit log")
         else:  # certificate
             clients = [c for c in (registry_client("pull"), registry_client("push")) if c is not None]
             res = check_certificate(clients, p["cert_min_days"])

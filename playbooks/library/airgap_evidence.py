@@ -20,9 +20,9 @@ description:
     bundle or two different manifest digests, and returns the signed facts
     (bundle, manifest digest, signers, trust policy, images with their internal
     repositories); with I(dir) it also writes them to C(DIR/bundle.json).
-  - C(state=anchor) takes the controller's copy of the staging host's audit log
-    (C(DIR/state/audit.log)), verifies its chain with the toolkit and writes its
-    head (C(SEQ:HASH)) to C(DIR/audit-head.json).
+  - C(state=anchor) takes the head of the controller's copy of the staging
+    host's audit log (C(DIR/state/audit.log)) as C(airgap audit head --json)
+    printed it and writes it (C(SEQ:HASH)) to C(DIR/audit-head.json).
   - C(state=read) returns what C(DIR) holds (C(signed) is empty and C(missing) says why when nothing was recorded).
   - Files are written atomically and only when their content changes; the
     module never reports a change (the evidence is the controller's bookkeeping,
@@ -53,6 +53,9 @@ options:
     type: str
   staging_host:
     description: For C(anchor), the staging host the log was copied from.
+    type: str
+  head:
+    description: For C(anchor), the stdout of C(airgap audit head --json) on the controller's copy.
     type: str
 author: airgap project
 """
@@ -159,20 +162,13 @@ def signed_facts(module, verify_doc, inspect_doc):
 
 
 def anchor(module, directory):
-    log = os.path.join(directory, "state", "audit.log")
     try:
-        from airgap.audit import AuditLog
-        from airgap.exceptions import AirgapError
-    except ImportError as exc:
-        module.fail_json(msg="the toolkit is not installed next to ansible-playbook on the controller: %s" % exc)
-    try:
-        audit = AuditLog(log)
-        audit.verify()
-        seq, digest = audit.head()
-    except (AirgapError, OSError) as exc:
-        module.fail_json(msg="the staging host's audit log, as copied to %s, does not verify: %s" % (log, exc))
+        printed = json.loads(module.params["head"] or "")
+        seq, digest = int(printed["seq"]), str(printed["head"])
+    except (ValueError, KeyError, TypeError) as exc:
+        module.fail_json(msg="airgap audit head printed no head for %s/state/audit.log: %s" % (directory, exc))
     doc = {"head": "%d:%s" % (seq, digest), "seq": seq, "hash": digest,
-           "staging_host": module.params["staging_host"], "log": log}
+           "staging_host": module.params["staging_host"], "log": os.path.join(directory, "state", "audit.log")}
     _write(os.path.join(directory, "audit-head.json"), doc)
     return doc
 
@@ -188,9 +184,10 @@ def main():
             trust_path=dict(type="path"),
             registry=dict(type="str"),
             staging_host=dict(type="str"),
+            head=dict(type="str"),
         ),
         required_if=[("state", "signed", ("verify", "inspect", "bundle_path", "trust_path", "registry")),
-                     ("state", "anchor", ("dir",)), ("state", "read", ("dir",))],
+                     ("state", "anchor", ("dir", "head")), ("state", "read", ("dir",))],
         supports_check_mode=True,
     )
     p = module.params
