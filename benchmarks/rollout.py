@@ -23,6 +23,7 @@ counts per host (PLAY RECAP), ratio to the floor, MET/MISSED; one JSON line last
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -74,6 +75,21 @@ def one_round(demo, bundle_media: Path, bundle_name: str) -> list[dict]:
         demo.lab.down()
 
 
+@contextlib.contextmanager
+def quiet(log: Path):
+    """The setup's tools print to this process's stdout; keep them in a log instead."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(log, "ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=1, help="rounds, each on a fresh lab; the best of each step is reported")
@@ -94,17 +110,21 @@ def main() -> int:
         lab = Lab(b.path("lab"), name=f"airgap-lab-b{os.getpid()}", inventory=inventory_dir / "hosts.yml")
         demo = Demo(b.path("demo"), lab=lab, log=lambda line: None)
         b.stack.callback(lab.down)
-        c.log("setup: sample images, keys, trust policy, bundle 1.0.0, media parts (untimed)")
-        try:
-            demo.start_source_registry()
-            demo.make_images()
-            demo.make_keys()
-            demo.make_trust()
-            bundle = demo.build("bundle.yaml", "1.0.0")
-        finally:
-            demo.stop()
-        media = demo.carry(bundle)
-        rounds = [one_round(demo, media, bundle.name) for _ in range(max(1, args.repeat))]
+        c.log(f"setup: sample images, keys, trust policy, bundle 1.0.0, media parts (untimed; output in {b.path('setup.log')})")
+        with quiet(b.path("setup.log")):
+            try:
+                demo.start_source_registry()
+                demo.make_images()
+                demo.make_keys()
+                demo.make_trust()
+                bundle = demo.build("bundle.yaml", "1.0.0")
+            finally:
+                demo.stop()
+            media = demo.carry(bundle)
+        rounds = []
+        for _ in range(max(1, args.repeat)):
+            with quiet(b.path("setup.log")):
+                rounds.append(one_round(demo, media, bundle.name))
 
     best = {}
     for rows in rounds:
