@@ -323,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         demo.step("The security officer's report (check.yml)")
         demo.log(demo.summary(report))
         demo.log("\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out, checked: all PASS.")
-        demo.log(f"The lab stays up for you to explore: airgap lab status | airgap lab down.  Work files: {workdir}")
+        if args.down:
+            demo.log(f"The lab is brought down (--down).  Work files: {workdir}")
+        else:
+            demo.log(f"The lab stays up for you to explore: airgap lab status | airgap lab down.  Work files: {workdir}")
     except OperationError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
