@@ -474,3 +474,26 @@ def test_html_report_is_one_self_contained_printable_page():
     assert "outside &lt;the&gt; enclave" in page  # escaped
     assert page.index("Failures (1)") < page.index("Every check on every host") < page.index("<h2>Evidence")
     assert not any(tag in page.lower() for tag in ("<script", "<link", "<img", "src=", "href=", "url(", "@import"))
+
+
+def test_the_module_runs_through_ansible_with_its_module_utils(tmp_path):
+    """Ansible packs the module with its module_utils (the matcher through its
+    symlink) and runs it; a planted resolver comes back as a finding."""
+    import os
+
+    files = tree(tmp_path / "root", {"/etc/resolv.conf": "nameserver 10.42.10.2\nnameserver 8.8.8.8\n",
+                                     "/etc/hosts": "127.0.0.1 localhost\n"})
+    args = {"checks": ["dns", "hosts"], "root": files.root, "enclave": SPEC,
+            "labels": [{"pattern": "8.8.8.0/24", "provider": "Google", "jurisdiction": "US"}]}
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "t"),
+               ANSIBLE_HOME=str(tmp_path / "h"), ANSIBLE_CACHE_PLUGIN_CONNECTION=str(tmp_path / "facts"))
+    proc = subprocess.run([str(Path(sys.executable).parent / "ansible"), "localhost", "-c", "local", "-m", "airgap_check",
+                           "-a", json.dumps(args), "-e", f"ansible_python_interpreter={sys.executable}",
+                           "--tree", str(tmp_path / "tree")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "tree" / "localhost").read_text())
+    by_check = {r["check"]: r for r in result["results"]}
+    assert by_check["hosts"]["status"] == "PASS"
+    assert [(f["source"], f["line"], f["value"], f["label"]) for f in by_check["dns"]["findings"]] == [
+        ("/etc/resolv.conf", 2, "8.8.8.8", "US provider: Google")]

@@ -211,93 +211,99 @@ def check_enclave(enclave, addresses):
     return res
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            checks=dict(type="list", elements="str", required=True, choices=list(CONTROLLER_CHECKS + NODE_CHECKS)),
-            enclave=dict(type="dict", default={}),
-            labels=dict(type="list", elements="raw", default=[]),
-            policy_file=dict(type="path"),
-            extra_patterns=dict(type="list", elements="raw", default=[]),
-            addresses=dict(type="dict", default={}),
-            registry=dict(type="dict", default={}, no_log=False),
-            may_push=dict(type="bool", default=False),
-            images=dict(type="list", elements="dict", default=[]),
-            workloads=dict(type="list", elements="dict", default=[]),
-            signed_digests=dict(type="list", elements="str", default=[]),
-            marker=dict(type="dict", default={}),
-            audit=dict(type="dict", default={}),
-            cert_min_days=dict(type="int", default=30),
-            route_probe=dict(type="str", default="192.0.2.1"),
-            root=dict(type="path", default="/"),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    reg = p["registry"] or {}
-    if reg.get("password"):
-        module.no_log_values.add(reg["password"])
-    out = {"changed": False, "results": []}
-    labels = Labels(p["labels"])
-    enclave = Enclave(p["enclave"], labels)
-    files = Files(p["root"])
-    internal = Internal(enclave.services.get("registry"))
+ARGUMENT_SPEC = dict(
+    checks=dict(type="list", elements="str", required=True, choices=list(CONTROLLER_CHECKS + NODE_CHECKS)),
+    enclave=dict(type="dict", default={}),
+    labels=dict(type="list", elements="raw", default=[]),
+    policy_file=dict(type="path"),
+    extra_patterns=dict(type="list", elements="raw", default=[]),
+    addresses=dict(type="dict", default={}),
+    registry=dict(type="dict", default={}, no_log=False),
+    may_push=dict(type="bool", default=False),
+    images=dict(type="list", elements="dict", default=[]),
+    workloads=dict(type="list", elements="dict", default=[]),
+    signed_digests=dict(type="list", elements="str", default=[]),
+    marker=dict(type="dict", default={}),
+    audit=dict(type="dict", default={}),
+    cert_min_days=dict(type="int", default=30),
+    route_probe=dict(type="str", default="192.0.2.1"),
+    root=dict(type="path", default="/"),
+)
 
-    def run(argv):
-        binary = module.get_bin_path(argv[0])
+
+class Context(object):
+    """What the checks of one module run share: parameters, the enclave, the labels, the files."""
+
+    def __init__(self, module):
+        self.module = module
+        self.p = module.params
+        self.reg = self.p["registry"] or {}
+        self.files = Files(self.p["root"])
+        self.relabel(self.p["labels"])
+
+    def relabel(self, patterns):
+        self.labels = Labels(patterns)
+        self.enclave = Enclave(self.p["enclave"], self.labels)
+        self.internal = Internal(self.enclave.services.get("registry"))
+
+    def run(self, argv):
+        binary = self.module.get_bin_path(argv[0])
         if not binary:
             return 127, "", "%s: command not found" % argv[0]
-        return module.run_command([binary] + list(argv[1:]))
+        return self.module.run_command([binary] + list(argv[1:]))
 
-    def registry_client(which):
-        endpoint = reg.get(which)
+    def registry(self, which):
+        endpoint = self.reg.get(which)
         if not endpoint:
             return None
-        return Registry(endpoint, reg.get("ca_pem"), reg.get("username"), reg.get("password"))
+        return Registry(endpoint, self.reg.get("ca_pem"), self.reg.get("username"), self.reg.get("password"))
 
-    for check in p["checks"]:
-        if check == "policy":
-            res, out["patterns"] = load_policy(p["policy_file"], p["extra_patterns"])
-            # The checks after it in the same call are labelled by the policy just loaded.
-            labels = Labels(out["patterns"])
-            enclave = Enclave(p["enclave"], labels)
-        elif check == "enclave":
-            res = check_enclave(enclave, p["addresses"])
-        elif check == "dns":
-            res = check_dns(files, enclave)
-        elif check == "ntp":
-            res = check_ntp(files, enclave)
-        elif check == "packages":
-            res = check_packages(files, enclave)
-        elif check == "proxy":
-            res = check_proxy(files, enclave)
-        elif check == "hosts":
-            res = check_hosts(files, enclave)
-        elif check == "routes":
-            res = check_routes(run, files, enclave, p["route_probe"])
-        elif check == "registries":
-            res = check_registries(files, internal, labels)
-        elif check == "image_policy":
-            res = check_image_policy(files, internal)
-        elif check == "credentials":
-            res = check_credentials(files, internal, reg.get("username"), reg.get("push_secret_sha256"), p["may_push"])
-        elif check == "workloads":
-            res = check_workloads(run, module.get_bin_path("podman"), files, p["workloads"], p["signed_digests"])
-        elif check == "marker":
-            res = check_marker(files, p["marker"].get("path") or "/etc/airgap/bundle.json", p["marker"])
-        elif check == "registry_content":
-            res, out["allowed"] = check_registry_content(registry_client("pull"), p["images"])
-        elif check == "registry_access":
-            res = check_registry_access(registry_client("pull"), registry_client("push"),
-                                        reg.get("probe_repository") or "airgap/probe")
-        elif check == "audit":
-            a = p["audit"]
-            res = check_audit(a.get("anchor_head"), a.get("verify_rc"), a.get("verify_output", ""),
-                              a.get("command", ""), a.get("shown") or "audit log")
-        else:  # certificate
-            clients = [c for c in (registry_client("pull"), registry_client("push")) if c is not None]
-            res = check_certificate(clients, p["cert_min_days"])
-        out["results"].append(res.to_dict())
+
+def run_check(check, c, out):
+    """One check's Result; controller checks may add to *out* (patterns, allowed digests)."""
+    p, reg = c.p, c.reg
+    if check == "policy":
+        res, out["patterns"] = load_policy(p["policy_file"], p["extra_patterns"])
+        c.relabel(out["patterns"])  # the checks after it in the same run are labelled by it
+        return res
+    if check == "registry_content":
+        res, out["allowed"] = check_registry_content(c.registry("pull"), p["images"])
+        return res
+    audit = p["audit"]
+    simple = {
+        "enclave": lambda: check_enclave(c.enclave, p["addresses"]),
+        "dns": lambda: check_dns(c.files, c.enclave),
+        "ntp": lambda: check_ntp(c.files, c.enclave),
+        "packages": lambda: check_packages(c.files, c.enclave),
+        "proxy": lambda: check_proxy(c.files, c.enclave),
+        "hosts": lambda: check_hosts(c.files, c.enclave),
+        "routes": lambda: check_routes(c.run, c.files, c.enclave, p["route_probe"]),
+        "registries": lambda: check_registries(c.files, c.internal, c.labels),
+        "image_policy": lambda: check_image_policy(c.files, c.internal),
+        "credentials": lambda: check_credentials(c.files, c.internal, reg.get("username"),
+                                                 reg.get("push_secret_sha256"), p["may_push"]),
+        "workloads": lambda: check_workloads(c.run, c.module.get_bin_path("podman"), c.files, p["workloads"],
+                                             p["signed_digests"]),
+        "marker": lambda: check_marker(c.files, p["marker"].get("path") or "/etc/airgap/bundle.json", p["marker"]),
+        "registry_access": lambda: check_registry_access(c.registry("pull"), c.registry("push"),
+                                                         reg.get("probe_repository") or "airgap/probe"),
+        "certificate": lambda: check_certificate([r for r in (c.registry("pull"), c.registry("push")) if r is not None],
+                                                 p["cert_min_days"]),
+        "audit": lambda: check_audit(audit.get("anchor_head"), audit.get("verify_rc"), audit.get("verify_output", ""),
+                                     audit.get("command", ""), audit.get("shown") or "audit log"),
+    }
+    return simple[check]()
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    password = (module.params["registry"] or {}).get("password")
+    if password:
+        module.no_log_values.add(password)
+    context = Context(module)
+    out = {"changed": False, "results": []}
+    for check in module.params["checks"]:
+        out["results"].append(run_check(check, context, out).to_dict())
     out["failed_checks"] = sum(1 for r in out["results"] if r["status"] == "FAIL")
     module.exit_json(**out)
 
