@@ -244,8 +244,8 @@ class Demo:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
         return self.playbook("site.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
 
-    def check(self, *, strict: bool = True, capture: bool = False) -> dict:
-        """Run check.yml; return its JSON report (with ``returncode`` added).
+    def check(self, *extra: str, strict: bool = True, capture: bool = False) -> dict:
+        """Run check.yml (with *extra* arguments); return its JSON report (with ``returncode`` added).
 
         ``strict``: raise when a check failed (the demo); the tests look at
         the report instead.
@@ -256,7 +256,8 @@ class Demo:
         if report_json.exists():
             report_json.unlink()  # never judge an earlier run's report
         proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}",
-                             "-e", f"airgap__controller_state_dir={self.controller_state}", check=False, capture=capture)
+                             "-e", f"airgap__controller_state_dir={self.controller_state}", *extra,
+                             check=False, capture=capture)
         if not report_json.exists():
             detail = (proc.stdout or "")[-3000:] if capture else ""
             raise OperationError(f"check.yml wrote no report (exit {proc.returncode}) {detail}")

@@ -156,6 +156,21 @@ def test_first_rollout_then_every_check_passes(site):
     assert report["bundle"]["manifest_digest"] == manifest_digest_of(site, "1.0.0")
     assert {s["role"] for s in report["signers"]} == {"builder", "officer"}
     assert re.fullmatch(r"\d+:[0-9a-f]{64}", report["audit_head"])
+    # Held to a bundle given on the command line instead (verified now by the
+    # controller's toolkit): the same site passes, and the report names that file.
+    given = site.demo.check(*site.demo.rollout_args(site.bundles["1.0.0"])[:4], strict=False, capture=True)
+    assert_all_pass(given)
+    assert given["bundle"]["path"] == str(site.bundles["1.0.0"])
+    signed = results(given)[("controller", "signed")]
+    assert any("verified now" in e for e in signed["evidence"])
+    # Held to 1.1.0, which was never rolled out: every node is measured against its manifest.
+    other = site.demo.check(*site.demo.rollout_args(site.bundles["1.1.0"])[:4], strict=False, capture=True)
+    want = manifest_digest_of(site, "1.1.0")
+    failed = {(f["host"], f["check"]) for f in other["failures"]}
+    assert {("node-1", "marker"), ("node-2", "marker"), ("node-1", "workloads"), ("node-2", "workloads"),
+            ("registry-1", "registry_content")} <= failed, failed
+    digests = [f for f in other["failures"] if f["check"] == "marker" and f["value"].startswith("manifest_digest")]
+    assert len(digests) == 2 and all(want in f["reason"] for f in digests)
 
 
 def manifest_digest_of(site: Site, version: str) -> str:
