@@ -23,16 +23,8 @@ from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.images import build_oci_layout, pilot_images, skopeo_inspect_raw
 
 
-@pytest.fixture(autouse=True)
-def isolated_auth_files(tmp_path_factory, monkeypatch):
-    """Never pick up the machine's real credentials."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return home
+# Never pick up the machine's real credentials.
+pytestmark = pytest.mark.usefixtures("isolated_auth_files")
 
 
 def client(host: str, **kw) -> RegistryClient:
