@@ -117,6 +117,10 @@ class RegistryError(OperationError):
     """A registry refused a request or answered something unusable."""
 
 
+class NotFoundError(RegistryError):
+    """The registry answered 404 for a manifest, blob or repository."""
+
+
 class UnreachableError(RegistryError):
     """No HTTP conversation with a registry was possible (refused, DNS, TLS mismatch).
 

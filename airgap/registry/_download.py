@@ -14,7 +14,7 @@ import http.client
 from typing import IO, Callable
 
 from airgap._internal.http import TRANSIENT_ERRORS
-from airgap.exceptions import IntegrityError, RegistryError
+from airgap.exceptions import IntegrityError, NotFoundError, RegistryError
 from airgap.registry._session import Session
 
 COPY_BUF = 1 << 20
@@ -45,7 +45,7 @@ def _open(s: Session, url: str, scope: str, what: str, artifact: str, st: _State
     resp = s.request("GET", url, scope=scope, what=what, headers=headers, nbytes=limit - st.have)
     if resp.status == 404:
         s.transport.release(resp)
-        raise RegistryError(f"{artifact}: blob not found (404)")
+        raise NotFoundError(f"{artifact}: blob not found (404)")
     if resp.status == 416 and st.have >= limit:
         s.transport.release(resp)
         return None

@@ -76,6 +76,14 @@ class Retryable(Exception):
     """A push step failed in a way that asking the session for its Range may fix."""
 
 
+def exhausted(registry: str, what: str, exc: BaseException, attempts: int, origin: Origin) -> RegistryError:
+    msg = f"{registry}: {what}: {type(exc).__name__}: {exc} (after {attempts} attempts)"
+    if origin.scheme == "http" and isinstance(exc, (http.client.BadStatusLine, ConnectionResetError)):
+        # A TLS server hangs up on a plain-HTTP request without a word (Go's says so: see fail()).
+        msg += f"; if {_where(origin)} serves HTTPS, drop --plain-http"
+    return RegistryError(msg)
+
+
 def too_slow(netloc: str, what: str, seconds: float, min_rate: int) -> RegistryError:
     return RegistryError(
         f"{what}: {netloc} did not complete the answer within {seconds:.0f} s "

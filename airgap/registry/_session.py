@@ -15,7 +15,7 @@ from typing import IO, Mapping
 from urllib.parse import urljoin, urlsplit
 
 from airgap._internal.http import TRANSIENT_ERRORS, DeadlineExceeded, Transport
-from airgap.exceptions import InputError, IntegrityError, RegistryError
+from airgap.exceptions import InputError, IntegrityError, NotFoundError, RegistryError
 from airgap.registry import _failures as fail
 from airgap.registry.auth import DOCKER_HUB_HOSTS, Authenticator, Origin
 from airgap.registry.limits import Limits
@@ -183,8 +183,7 @@ class Session:
                 resp = self.send(method, url, scope=scope, what=what, **kw)
             except TRANSIENT_ERRORS as exc:
                 if attempt >= self.retries:
-                    raise RegistryError(f"{self.registry}: {what}: {type(exc).__name__}: {exc} "
-                                        f"(after {attempt + 1} attempts)") from exc
+                    raise fail.exhausted(self.registry, what, exc, attempt + 1, self.origin) from exc
                 log.debug("%s: %s: %s; retrying", what, type(exc).__name__, exc)
                 self.sleep(attempt)
                 attempt += 1
@@ -245,7 +244,7 @@ class Session:
             resp = self.request("GET", url, scope=scope, what=what, headers=headers, nbytes=cap)
             try:
                 if resp.status == 404:
-                    raise RegistryError(f"{artifact}: {noun} not found (404)")
+                    raise NotFoundError(f"{artifact}: {noun} not found (404)")
                 if resp.status != 200:
                     raise self.fail(resp, what)
                 data = self.read_capped(resp, cap, artifact, noun, limit)

@@ -27,7 +27,7 @@ from typing import Iterable, Sequence
 from urllib.parse import quote, urljoin
 
 from airgap import oci
-from airgap.exceptions import InputError, IntegrityError, RegistryError
+from airgap.exceptions import InputError, IntegrityError, NotFoundError, RegistryError
 from airgap.reference import validate_digest
 from airgap.registry._download import Progress, download
 from airgap.registry._session import JSON_CAP, Session
@@ -239,7 +239,7 @@ class RegistryClient:
             resp = self._s.request("GET", url, scope=scope, what=what, nbytes=JSON_CAP)
             try:
                 if resp.status == 404:
-                    raise RegistryError(f"{what}: not found (404)")
+                    raise NotFoundError(f"{what}: not found (404)")
                 if resp.status != 200:
                     raise self._s.fail(resp, what)
                 doc = self._s.read_json(resp, what)
