@@ -342,10 +342,11 @@ def build(
     spec = specmod.load_spec(spec_path, now=t0)
     skip, base = load_since(since)
     factory = registry_client_factory or _default_client_factory(plain_http, ca_file, auth_file, limits)
+    clients: dict[str, object] = {}
     documents = Documents(out.parent)
     try:
         resolver = Resolver(documents)
-        records = _resolve_images(spec, resolver, factory, log)
+        records = _resolve_images(spec, resolver, clients, factory, log)
         files = collect_files(spec)
         if getattr(spec, "wheels", None):
             files.extend(_wheel_files(spec))
@@ -377,53 +378,50 @@ def build(
                          workers=workers, progress=bar)
     finally:
         documents.close()
-    return BuildResult(out, manifest, blob_bytes, len(external))
-
-
-def _resolve_images(spec, resolver: Resolver, factory: Callable[[str], object],
-                    log: Callable[[str], None] | None) -> list[ImageRecord]:
-    """One record per spec image; every registry client is closed afterwards."""
-    from airgap import sovereignty
-
-    policy = sovereignty.SovereigntyPolicy.load()
-    clients: dict[str, object] = {}
-    records: list[ImageRecord] = []
-    try:
-        for img in spec.images:
-            artifact = f"{img.field} {img.ref}"
-            sov = None
-            if img.kind == "oci-layout":
-                origin: ImageOrigin = LayoutOrigin(Path(img.layout_path))
-                reference, pinned = img.digest or img.tag, None
-                registry, repository, tag, layout_ref = "oci-layout", Path(img.layout_path).name, img.tag, img.ref
-            else:
-                ref = img.reference
-                match = policy.check_image_source(ref.registry, img.allow_reason, artifact=artifact)
-                if match is not None:
-                    sov = {"provider": match.provider, "reason": img.allow_reason}
-                if ref.registry not in clients:
-                    clients[ref.registry] = factory(ref.registry)
-                origin = RegistryOrigin(clients[ref.registry], ref.repository)
-                reference, pinned = ref.digest or ref.tag, ref.digest
-                registry, repository, tag, layout_ref = ref.registry, ref.repository, ref.tag, str(ref)
-            if log:
-                log(f"resolving {img.ref}")
-            try:
-                r = resolver.resolve(origin, reference, img.platforms, artifact)
-            except UnreachableError as exc:
-                raise UnreachableError(exc.host, str(exc) + _source_hint(spec, img, registry)) from None
-            if pinned and r.source_index is None and r.digest != pinned:
-                raise IntegrityError(artifact, f"registry served {r.digest}, the spec pins {pinned}")
-            records.append(ImageRecord(
-                ref=img.ref, layout_ref=layout_ref, registry=registry, repository=repository, tag=tag,
-                digest=r.digest, media_type=r.media_type, size=r.size, platforms=r.platforms,
-                source_index=r.source_index, sovereignty=sov,
-            ))
-    finally:
         for c in clients.values():
             close = getattr(c, "close", None)
             if close:
                 close()
+    return BuildResult(out, manifest, blob_bytes, len(external))
+
+
+def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factory: Callable[[str], object],
+                    log: Callable[[str], None] | None) -> list[ImageRecord]:
+    """One record per spec image; *clients* gets one registry client per registry."""
+    from airgap import sovereignty
+
+    policy = sovereignty.SovereigntyPolicy.load()
+    records: list[ImageRecord] = []
+    for img in spec.images:
+        artifact = f"{img.field} {img.ref}"
+        sov = None
+        if img.kind == "oci-layout":
+            origin: ImageOrigin = LayoutOrigin(Path(img.layout_path))
+            reference, pinned = img.digest or img.tag, None
+            registry, repository, tag, layout_ref = "oci-layout", Path(img.layout_path).name, img.tag, img.ref
+        else:
+            ref = img.reference
+            match = policy.check_image_source(ref.registry, img.allow_reason, artifact=artifact)
+            if match is not None:
+                sov = {"provider": match.provider, "reason": img.allow_reason}
+            if ref.registry not in clients:
+                clients[ref.registry] = factory(ref.registry)
+            origin = RegistryOrigin(clients[ref.registry], ref.repository)
+            reference, pinned = ref.digest or ref.tag, ref.digest
+            registry, repository, tag, layout_ref = ref.registry, ref.repository, ref.tag, str(ref)
+        if log:
+            log(f"resolving {img.ref}")
+        try:
+            r = resolver.resolve(origin, reference, img.platforms, artifact)
+        except UnreachableError as exc:
+            raise UnreachableError(exc.host, str(exc) + _source_hint(spec, img, registry)) from None
+        if pinned and r.source_index is None and r.digest != pinned:
+            raise IntegrityError(artifact, f"registry served {r.digest}, the spec pins {pinned}")
+        records.append(ImageRecord(
+            ref=img.ref, layout_ref=layout_ref, registry=registry, repository=repository, tag=tag,
+            digest=r.digest, media_type=r.media_type, size=r.size, platforms=r.platforms,
+            source_index=r.source_index, sovereignty=sov,
+        ))
     refs = [r.layout_ref for r in records]
     if len(set(refs)) != len(refs):
         raise SpecError("images", "the same image reference is listed twice")

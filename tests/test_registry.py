@@ -357,7 +357,10 @@ def test_push_resumes_interrupted_session(registry, fault_proxy, tmp_path):
     state = tmp_path / "upload.json"
     with pytest.raises(_Crash):
         c.push_blob("app/big", digest, 300_000, Opener(src, fail_at=2 * chunk), state_path=state)
-    assert state.exists()
+    # Written atomically (no temporary file left beside it), readable by its owner only.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "registry", "upload.json"]
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert json.loads(state.read_text())["digest"] == digest
     fault_proxy.reset()
     resumed = Opener(src)
     assert client(fault_proxy.host, chunk_size=chunk).push_blob(

@@ -61,6 +61,8 @@ class _Watchdog:
     # A deadline that passes while the socket is still connecting has nothing to
     # shut down yet; look again this much later.
     _RECHECK = 0.2
+    # With nothing armed for this long the thread ends; the next arm() starts another.
+    _IDLE = 5.0
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Exchange]] = []
@@ -78,9 +80,11 @@ class _Watchdog:
                 self._thread.start()
             self._cond.notify()
 
-    @staticmethod
-    def disarm(ex: _Exchange) -> None:
-        ex.armed = False  # the entry stays in the heap and is dropped when it comes due
+    def disarm(self, ex: _Exchange) -> None:
+        with self._cond:
+            if ex.armed:
+                ex.armed = False  # dropped from the heap once it is at the top
+                self._cond.notify()
 
     def stop(self) -> None:
         with self._cond:
@@ -95,7 +99,8 @@ class _Watchdog:
         with self._cond:
             while not self._stopped:
                 if not self._heap:
-                    self._cond.wait()
+                    if not self._cond.wait(self._IDLE) and not self._heap:
+                        break
                     continue
                 due, _, ex = self._heap[0]
                 now = time.monotonic()
@@ -117,6 +122,8 @@ class _Watchdog:
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
                 except OSError:
                     pass
+            if self._thread is threading.current_thread():
+                self._thread = None
 
 
 def _connection_class(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
