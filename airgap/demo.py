@@ -174,7 +174,7 @@ class Demo:
             out.unlink()
         self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
         self.airgap("inspect", out, "--trust", self.trust)
-        self.airgap("sign", out, "--key", self.keys / "officer-1.key", "--yes")
+        self.airgap("sign", out, "--key", self.keys / "officer-1.key", "--trust", self.trust, "--yes")
         return out
 
     def carry(self, bundle: Path) -> Path:

@@ -155,7 +155,10 @@ def load_public(path: str | os.PathLike) -> PublicKey:
     except OSError as exc:
         raise KeyFileError(f"{artifact}: cannot read public key: {exc.strerror}") from None
     doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
-    if not isinstance(doc, dict) or set(doc) != {"keyid", "key", "name"}:
+    if isinstance(doc, dict) and doc.get("_type") == PRIVATE_KEY_TYPE:
+        raise KeyFileError(f"{artifact} is a private key file; a public key is expected here "
+                           "(the .pub file 'airgap keygen' wrote next to it)")
+    if not _is_public_doc(doc):
         raise FormatError(artifact, "a public key file has exactly keyid, key and name")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise FormatError(artifact, "name must be a non-empty string")
@@ -273,6 +276,8 @@ class SigningKey:
         def bad(reason: str) -> KeyFileError:
             return KeyFileError(f"{artifact}: {reason}")
 
+        if _is_public_doc(doc):
+            raise _public_given(artifact)
         if not isinstance(doc, dict) or doc.get("_type") != PRIVATE_KEY_TYPE:
             raise bad(f"not a private key file (expected _type {PRIVATE_KEY_TYPE!r})")
         if doc.get("version") != 1:
@@ -346,6 +351,24 @@ def _hex_field(doc: dict, name: str, size: int, bad) -> bytes:
     return bytes.fromhex(value)
 
 
+def _is_public_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and set(doc) == {"keyid", "key", "name"}
+
+
+def _public_given(artifact: str) -> KeyFileError:
+    return KeyFileError(f"{artifact} is a public key file; a private key is expected here "
+                        "(the .key file 'airgap keygen' wrote next to it)")
+
+
+def _peek_json(fd: int) -> Any:
+    # Only to tell "a .pub given as --key" from "a secret with loose permissions";
+    # the content is used for nothing else.
+    try:
+        return loads_strict(os.pread(fd, _MAX_KEY_FILE, 0), "key file", max_size=_MAX_KEY_FILE)
+    except (FormatError, OSError):
+        return None
+
+
 def _write_private(path: Path, data: bytes) -> None:
     # Created with mode 0600 from the first byte: the secret is never readable
     # by others, not even between create and chmod.
@@ -365,6 +388,8 @@ def _read_private(artifact: str) -> bytes:
             raise KeyFileError(f"{artifact}: not a regular file")
         # Same rule as ssh: a secret others can read may already be copied.
         if st.st_mode & 0o077:
+            if _is_public_doc(_peek_json(fd)):
+                raise _public_given(artifact)
             mode = stat.S_IMODE(st.st_mode)
             raise KeyFileError(
                 f"{artifact}: permissions {mode:04o} are too open; a private key must not be "

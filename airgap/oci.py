@@ -30,6 +30,8 @@ MAX_INDEX_BYTES = 4 * 1024 * 1024
 # (schemas/manifest.schema.json, $defs.size).  Build refuses a descriptor above it
 # before a byte is fetched, so a claimed 2^62-byte layer costs nothing.
 MAX_BLOB_BYTES = 1 << 40
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # configs are parsed too (Go reads them); real ones are kilobytes
+_MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
@@ -89,8 +91,8 @@ class Descriptor:
             raise FormatError(artifact, f"{where}.mediaType {mt!r} is not a valid media type")
         digest = check_digest(d.get("digest"), artifact, f"{where}.digest")
         size = d.get("size")
-        if type(size) is not int or size < 0:
-            raise FormatError(artifact, f"{where}.size {size!r} is not a non-negative integer")
+        if type(size) is not int or not 0 <= size <= _MAX_SIZE:
+            raise FormatError(artifact, f"{where}.size {size!r} is not a non-negative 64-bit integer")
         plat = None
         if "platform" in d:
             p = d["platform"]
@@ -130,6 +132,8 @@ def parse_document(data: bytes, artifact: str, expected_media_type: str | None =
     if doc.get("schemaVersion") != 2:
         raise FormatError(artifact, f"schemaVersion {doc.get('schemaVersion')!r} is not 2")
     declared = doc.get("mediaType")
+    if "manifests" in doc and ("layers" in doc or "config" in doc):
+        raise FormatError(artifact, "both an image index (manifests) and an image manifest (config, layers)")
     if "manifests" in doc:
         kind = "index"
         media_type = declared or OCI_INDEX
@@ -167,6 +171,14 @@ def parse_layout_index(data: bytes, artifact: str = "index.json") -> tuple[Descr
     if not isinstance(doc, ImageIndex):
         raise FormatError(artifact, "index.json is not an image index")
     return doc.manifests
+
+
+def check_config(data: bytes, artifact: str) -> None:
+    """An image config: airgap uses none of it, but podman and containerd read it with
+    Go's encoding/json, so it must parse as strictly as every other document."""
+    doc = loads_strict(data, artifact, max_size=MAX_CONFIG_BYTES)
+    if not isinstance(doc, dict):
+        raise FormatError(artifact, "image config is not a JSON object")
 
 
 def layout_file() -> bytes:

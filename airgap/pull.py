@@ -4,9 +4,10 @@ Resolving an image fetches its documents (manifest or index, the index's
 children, a config whose platform must be checked) and lists the blobs the
 bundle needs.  Everything a source says is checked before it is used:
 
-* every document is fetched once per digest, capped at its descriptor's size
-  (or the 4 MiB document cap) and checked against the descriptor's digest,
-  size and media type;
+* every document (manifests, indexes, and image configs, which are parsed as
+  verify parses them) is fetched once per digest, capped at its descriptor's
+  size (or the 4 MiB document cap) and checked against the descriptor's
+  digest, size and media type;
 * every blob descriptor is refused above the bundle's 1 TiB blob cap before a
   byte is fetched, and descriptors that disagree on a blob's size are refused;
 * the number of distinct blobs is capped as they are found, and documents are
@@ -134,7 +135,7 @@ class RegistryOrigin(ImageOrigin):
 
     def get_config(self, desc: oci.Descriptor) -> bytes:
         # A config is a blob whatever media type its descriptor claims: never /manifests/.
-        return self.client.read_blob(self.repository, desc.digest, desc.size, cap=oci.MAX_MANIFEST_BYTES)
+        return self.client.read_blob(self.repository, desc.digest, desc.size, cap=oci.MAX_CONFIG_BYTES)
 
     def copy_blob(self, digest: str, size: int, sink: Sink) -> None:
         self.client.fetch_blob_into(self.repository, digest, size, sink)
@@ -258,12 +259,17 @@ class Resolver:
         for d in manifest.blobs():
             self._add(Blob(d.digest, d.size, d.media_type, origin, stored=d.digest in self.documents), artifact)
 
-    def _platform(self, origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> oci.Platform | None:
-        """The platform the image's config names (the config is kept, so it is fetched once)."""
-        if manifest.config.size > oci.MAX_MANIFEST_BYTES:
-            return None
+    def _config(self, origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> bytes:
+        """The config bytes, parsed as verify will parse them (kept, so they are fetched once)."""
+        if manifest.config.size > oci.MAX_CONFIG_BYTES:
+            raise FormatError(f"{artifact} config", f"{manifest.config.size} bytes exceeds the cap of {oci.MAX_CONFIG_BYTES}")
         config = self._document(origin, manifest.config, config=True)
-        doc = loads_strict(config, f"{artifact} config", max_size=oci.MAX_MANIFEST_BYTES)
+        oci.check_config(config, f"{artifact} config")
+        return config
+
+    def _platform(self, origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> oci.Platform | None:
+        """The platform the image's config names."""
+        doc = loads_strict(self._config(origin, manifest, artifact), f"{artifact} config", max_size=oci.MAX_CONFIG_BYTES)
         if isinstance(doc, dict) and isinstance(doc.get("os"), str) and isinstance(doc.get("architecture"), str):
             return oci.Platform(doc["os"], doc["architecture"], doc.get("variant") or None)
         return None
@@ -283,6 +289,8 @@ class Resolver:
                 if plat is None or not any(w.matches(plat) for w in wanted_p):
                     raise SpecError(artifact, f"image is for {plat or 'an unknown platform'}, spec asks for {', '.join(wanted or [])}")
                 plats = (str(plat),)
+            else:
+                self._config(origin, doc, artifact)
             self._add(top, artifact)
             self._add_manifest_blobs(origin, doc, artifact)
             return Resolved(digest, media_type, len(data), plats, None)
@@ -309,6 +317,7 @@ class Resolver:
             cdoc = oci.parse_document(child, f"{artifact}@{d.digest}", d.media_type)
             assert isinstance(cdoc, oci.ImageManifest)
             self._check_caps(cdoc, f"{artifact}@{d.digest}")
+            self._config(origin, cdoc, f"{artifact}@{d.digest}")
             self._add(Blob(d.digest, d.size, d.media_type, origin, manifest=True, stored=True), artifact)
             self._add_manifest_blobs(origin, cdoc, f"{artifact}@{d.digest}")
         platforms = tuple(dict.fromkeys(str(d.platform) for d in doc.manifests if d.platform and d.digest in chosen))
