@@ -321,20 +321,29 @@ def test_a_config_of_the_wrong_size_is_refused(tmp_path, keyring, hostile):
 # --------------------------------------------------------------------------- 6. no signed bundle on failure
 
 
-def test_a_build_that_verify_would_refuse_writes_nothing(tmp_path, keyring, hostile):
-    hostile.add_image("pilot/app")
+@pytest.mark.parametrize("what", ["platform", "description"])
+def test_a_build_that_verify_would_refuse_writes_nothing(tmp_path, keyring, hostile, what):
+    child = hostile.add_image("pilot/app", tag=None)
+    # A platform the bundle manifest cannot record (its schema wants lower case).
+    hostile.add_index("pilot/app", "1.0", [{"mediaType": OCI_MANIFEST, "digest": child["digest"],
+                                           "size": len(child["manifest"]),
+                                           "platform": {"os": "Linux", "architecture": "AMD64"}}])
     out = tmp_path / "dist" / "b.tar"
     out.parent.mkdir()
     out.write_bytes(b"the bundle built yesterday")
-    spec = spec_for(tmp_path, f"{hostile.host}/pilot/app:1.0",
-                    extra={"metadata": {"name": "geheim-pilot", "version": "1.0.0", "target": "geheim-pilot",
-                                        "expires": "180d", "description": "line one\nline two"}})
-    r = build(spec, out, keyring, "--plain-http")
-    assert r.code == 1 and one_clean_line(r.err), r.err
-    assert f"{out}: not written: its manifest would be refused by verify" in r.err
+    metadata = {"name": "geheim-pilot", "version": "1.0.0", "target": "geheim-pilot", "expires": "180d",
+                "description": "line one\nline two" if what == "description" else "one line"}
+    r = build(spec_for(tmp_path, f"{hostile.host}/pilot/app:1.0", extra={"metadata": metadata}), out, keyring,
+              "--plain-http")
+    assert one_clean_line(r.err), r.err
+    if what == "platform":
+        assert r.code == 1
+        assert f"{out}: not written: its manifest would be refused by verify" in r.err and "'Linux/AMD64'" in r.err
+    else:
+        assert r.code == 2 and "metadata.description" in r.err  # the spec is refused first
     assert out.read_bytes() == b"the bundle built yesterday"
     assert sorted(p.name for p in out.parent.iterdir()) == ["b.tar"]
-    assert not hostile.seen("GET", "/blobs/")  # refused before any content was fetched
+    assert not hostile.seen("GET", "/blobs/sha256:" + child["layers"][0]["digest"].split(":")[1])
 
 
 def test_the_output_appears_only_after_passing_verify_structural_checks(tmp_path, keyring, hostile, monkeypatch):
