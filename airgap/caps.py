@@ -20,6 +20,8 @@ MAX_MANIFEST_BYTES = 16 * MiB
 # Tar members between manifest.json and signatures.json.
 MAX_MEMBERS = 50_000
 MAX_IMAGES = 10_000
+# One member (a layer, a file): 1 TiB.
+MAX_MEMBER_BYTES = 1 << 40
 # Blobs a differential bundle may leave out (present at its base).
 MAX_EXTERNAL_BLOBS = 100_000
 
@@ -58,6 +60,7 @@ __all__ = [
     "MAX_IMAGES",
     "MAX_MANIFEST_BYTES",
     "MAX_MEMBERS",
+    "MAX_MEMBER_BYTES",
     "MAX_PARTS",
     "MAX_PART_INDEX_BYTES",
     "MAX_SIGNATURES",

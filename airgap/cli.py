@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from datetime import datetime, timezone
@@ -106,9 +107,16 @@ def cmd_keygen(args) -> int:
     return 0
 
 
+def _limits(args):
+    from airgap.registry import Limits, parse_rate
+
+    return Limits(min_rate=parse_rate(args.min_rate)) if args.min_rate else None
+
+
 def cmd_build(args) -> int:
     from airgap import build
 
+    limits = _limits(args)
     key = _load_key(args.key)
     result = build.build(
         args.spec,
@@ -116,6 +124,8 @@ def cmd_build(args) -> int:
         key,
         plain_http=args.plain_http,
         ca_file=args.ca_file,
+        auth_file=args.auth_file,
+        limits=limits,
         created=args.created,
         since=args.since,
         workers=args.jobs,
@@ -563,7 +573,8 @@ def cmd_inventory(args) -> int:
     from airgap import inventory
     from airgap.registry import RegistryClient
 
-    with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args)) as client:
+    with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args),
+                        auth_file=args.auth_file, limits=_limits(args)) as client:
         doc = inventory.collect(client)
     digest = inventory.write(doc, args.output)
     _emit(args, {"inventory": args.output, "digest": digest, "repositories": len(doc["repositories"]), "blobs": len(doc["blobs"])},
@@ -594,6 +605,20 @@ def cmd_lab(args) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document for automation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, less output")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
+_DEBUG_HELP = ("log registry requests, redirects and token realms (and where credentials go) to stderr, "
+               "and show the traceback of an internal error (also AIRGAP_DEBUG=1)")
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--auth-file", metavar="FILE",
+                   help="registry credentials (auths.<host[:port]>, as podman/skopeo/docker write them); default: "
+                        "$REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+                        "~/.docker/config.json")
+    p.add_argument("--min-rate", metavar="RATE",
+                   help="abandon a transfer slower than this (default 100KiB/s; every request gets at least 30 s)")
 
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
@@ -610,7 +635,7 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show the traceback of an internal error (also AIRGAP_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -629,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
     _registry_flags(p)
+    _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_build)
 
@@ -801,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username")
     p.add_argument("--password-file")
     _registry_flags(p)
+    _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inventory)
 
@@ -826,6 +853,8 @@ def _verb(args) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug_log = _debug_log(args.debug)
+    # --debug (or AIRGAP_DEBUG=1) also shows the traceback of an internal error.
     debug = args.debug or os.environ.get("AIRGAP_DEBUG", "") not in ("", "0")
     if hasattr(sys.stdout, "reconfigure"):
         # A name that is not UTF-8 (a surrogate escape) is printed escaped, never a crash.
@@ -859,3 +888,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"airgap {_verb(args)}: internal error ({type(exc).__name__}: {exc}); nothing more was done. "
               "Rerun with --debug (or AIRGAP_DEBUG=1) to see where, and report it.", file=sys.stderr)
         return 1
+    finally:
+        if debug_log is not None:
+            logger = logging.getLogger("airgap")
+            logger.removeHandler(debug_log)
+            logger.setLevel(logging.NOTSET)
+
+
+def _debug_log(on: bool) -> logging.Handler | None:
+    """``--debug``: the library's debug log (``airgap.*`` loggers) on stderr, for this run only."""
+    if not on:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("airgap: debug: %(message)s"))
+    logger = logging.getLogger("airgap")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return handler

@@ -184,7 +184,7 @@ def import_verified(
         verified.check_content(progress=progress)
         mounts = _check_base(client, manifest, verified.images)
         _push_blobs(client, verified, result, progress, log, mounts, state_dir)
-    _push_manifests(client, verified.images, result, registry, present=bool(reason))
+    _push_manifests(client, verified, result, registry, present=bool(reason))
     if files is not None:
         result.files_dir, result.files = files.unpack(verified, log)
         result.files_total = len(files.members)
@@ -245,7 +245,7 @@ def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry
         repo = plan.repository
         if not client.manifest_exists(repo, plan.record.digest):
             return None
-        for d, _data in plan.children:
+        for d in plan.children:
             if not client.manifest_exists(repo, d.digest):
                 return None
         for d in plan.blobs:
@@ -402,22 +402,28 @@ def _upload_state_path(uploads_dir: Path, repo: str, d: oci.Descriptor) -> Path:
     return uploads_dir / f"{d.digest.split(':', 1)[1]}-{repo_id}.json"
 
 
-def _push_manifests(client, plans: list[ImagePlan], result: ImportResult, registry: str, *, present: bool = False) -> None:
-    """Children and untagged images first; tags strictly last.  *present*: every manifest is served by digest."""
-    for plan in plans:
+def _push_manifests(client, verified: VerifiedBundle, result: ImportResult, registry: str, *, present: bool = False) -> None:
+    """Children and untagged images first; tags strictly last.  *present*: every manifest is served by digest.
+
+    Each document is read again from the verified bundle, hashed against the
+    manifest, and pushed under the digest it was checked for.
+    """
+    def document(digest: str) -> bytes:
+        return verified.read(oci.blob_path(digest), oci.MAX_MANIFEST_BYTES)
+
+    for plan in verified.images:
         record, repo = plan.record, plan.repository
-        for d, data in [*plan.children, (None, plan.top)]:
-            digest, media_type = (d.digest, d.media_type) if d is not None else (record.digest, record.media_type)
+        for digest, media_type in [*((d.digest, d.media_type) for d in plan.children), (record.digest, record.media_type)]:
             result.manifests += 1
             if present:
                 continue
             if not client.manifest_exists(repo, digest):
                 result.manifests_new += 1
-            client.put_manifest(repo, digest, data, media_type)
-    for plan in plans:
+            client.put_manifest(repo, digest, document(digest), media_type)
+    for plan in verified.images:
         record, repo = plan.record, plan.repository
         if record.tag:
-            client.put_manifest(repo, record.tag, plan.top, record.media_type)
+            client.put_manifest(repo, record.tag, document(record.digest), record.media_type)
             result.tags += 1
         internal = f"{registry}/{repo}"
         result.images.append({

@@ -30,12 +30,13 @@ _TYPE = "airgap-bundle-manifest"
 def _validator():
     # The caps are read at every call (not at import), so the schema and the
     # rest of the format always agree on them; the compiled validator is cached per caps.
-    return _compiled(caps.MAX_MEMBERS, caps.MAX_IMAGES, caps.MAX_EXTERNAL_BLOBS)
+    return _compiled(caps.MAX_MEMBERS, caps.MAX_IMAGES, caps.MAX_EXTERNAL_BLOBS, caps.MAX_MEMBER_BYTES)
 
 
 @lru_cache(maxsize=4)
-def _compiled(members: int, images: int, external: int) -> schema.Validator:
+def _compiled(members: int, images: int, external: int, member_bytes: int) -> schema.Validator:
     doc = json.loads(resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8"))
+    doc["$defs"]["size"]["maximum"] = member_bytes
     props = doc["properties"]
     props["members"]["maxItems"] = members
     props["images"]["maxItems"] = images

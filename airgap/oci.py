@@ -27,6 +27,9 @@ LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_MANIFEST_BYTES = caps.MAX_DOCUMENT_BYTES  # the distribution spec's recommended limit
 MAX_INDEX_BYTES = caps.MAX_DOCUMENT_BYTES
+# The largest blob a bundle may carry: the manifest's member size cap.  Build refuses
+# a descriptor above it before a byte is fetched, so a claimed 2^62-byte layer costs nothing.
+MAX_BLOB_BYTES = caps.MAX_MEMBER_BYTES
 MAX_CONFIG_BYTES = caps.MAX_DOCUMENT_BYTES  # configs are parsed too (Go reads them); real ones are kilobytes
 _MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 

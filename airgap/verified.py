@@ -36,12 +36,15 @@ __all__ = ["ImagePlan", "VerifiedBundle", "explain"]
 
 @dataclass
 class ImagePlan:
-    """One image as verified: its documents' bytes and every blob it needs."""
+    """One image as verified: its child manifests and every blob it needs (descriptors only).
+
+    The documents' bytes are not kept (a bundle may carry thousands of 4 MiB
+    manifests): they are read again when used, hashed against the manifest.
+    """
 
     record: ImageRecord
     repository: str  # the internal repository path, derived from the approved ref
-    top: bytes
-    children: list[tuple[oci.Descriptor, bytes]] = field(default_factory=list)
+    children: list[oci.Descriptor] = field(default_factory=list)
     blobs: list[oci.Descriptor] = field(default_factory=list)
 
 

@@ -304,6 +304,25 @@ def _load_policy(trust_path, state_dir, now, override, report):
     return policy
 
 
+def check_structure(path: str | os.PathLike) -> tuple[BundleManifest, bytes]:
+    """The checks that need no trust policy: archive dialect, manifest, member list, OCI layout.
+
+    Build runs them on its output before renaming it into place.  Returns the
+    parsed manifest and the raw signatures member.
+    """
+    label = os.fspath(path)
+    source = open_source(path)
+    try:
+        members = scan_members(source, label)
+        ends = ends_of(source, members)
+        manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
+        _check_members(members[1:-1], manifest)
+        _check_layout(_DocumentReader(source, members, manifest), manifest, None)
+        return manifest, ends.signatures_bytes
+    finally:
+        _close(source)
+
+
 def _check_part_index(source, policy, report: VerifyReport) -> None:
     """A signed part index must be signed by a key of the policy (any role, not revoked).
 
@@ -444,7 +463,7 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
         referenced.add(path)
         top = reader.read(path, oci.MAX_MANIFEST_BYTES)
         doc = oci.parse_document(top, f"{artifact} ({d.digest})", d.media_type)
-        plan = ImagePlan(rec, rec.destination, top)
+        plan = ImagePlan(rec, rec.destination)
         if isinstance(doc, oci.ImageIndex):
             for i, child in enumerate(doc.manifests):
                 cpath = oci.blob_path(child.digest)
@@ -458,7 +477,7 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
                 cdoc = oci.parse_document(data, f"{artifact} ({child.digest})", child.media_type)
                 if not isinstance(cdoc, oci.ImageManifest):
                     raise FormatError(artifact, "nested image indexes are not supported")
-                plan.children.append((child, data))
+                plan.children.append(child)
                 for b in cdoc.blobs():
                     need_blob(b, f"{artifact} ({child.digest})")
                     plan.blobs.append(b)
