@@ -632,12 +632,35 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the sub-parser of a verb that is not being run (nothing is added to it)."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
+
+
+class _OneVerb:
+    """``add_subparsers()`` that builds only the verb being run: start-up time, not every verb's options."""
+
+    def __init__(self, sub, verb: str):
+        self._sub, self._verb, self.found = sub, verb, False
+
+    def add_parser(self, name: str, **kwargs):
+        if name != self._verb:
+            return _Unused()
+        self.found = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (*verb*) one with only that verb's options (see :func:`main`)."""
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    if verb is not None:
+        sub = parser.one_verb = _OneVerb(sub, verb)  # type: ignore[attr-defined]
 
     p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)")
     p.add_argument("name")
@@ -851,7 +874,11 @@ def _verb(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb)
+    if verb is None or not parser.one_verb.found:  # help, --version, a mistyped verb: the whole parser says it
+        parser = build_parser()
     args = parser.parse_args(argv)
     debug_log = _debug_log(args.debug)
     # --debug (or AIRGAP_DEBUG=1) also shows the traceback of an internal error.
