@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from airgap import __version__
+
+if TYPE_CHECKING:
+    import logging
 from airgap._internal.fsutil import display, record_names
 from airgap._internal.text import escape, escape_lines
 from airgap.exceptions import AirgapError, InputError, UsageError
@@ -917,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if debug_log is not None:
+            import logging
+
             logger = logging.getLogger("airgap")
             logger.removeHandler(debug_log)
             logger.setLevel(logging.NOTSET)
@@ -926,6 +930,8 @@ def _debug_log(on: bool) -> logging.Handler | None:
     """``--debug``: the library's debug log (``airgap.*`` loggers) on stderr, for this run only."""
     if not on:
         return None
+    import logging  # only with --debug: it costs every other run start-up time
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("airgap: debug: %(message)s"))
     logger = logging.getLogger("airgap")
