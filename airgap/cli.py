@@ -480,7 +480,13 @@ def cmd_join(args) -> int:
         return code
     with verified:
         m = verified.manifest
-        digest = split.join(verified, args.output)
+        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest, "output": args.output}
+        try:
+            digest = split.join(verified, args.output)
+        except AirgapError as exc:
+            _audit_refusal(args, "join", obj, exc)
+            raise
+        _audit(args, "join", obj, "accepted", detail={"sha256": digest})
     _emit(args, {"result": "accepted", "bundle": args.output, "sha256": digest, "name": m.name, "version": m.version,
                  "manifest_digest": m.digest},
           f"joined {m.name} {m.version} (manifest {m.digest}) into {display(args.output)} (sha256:{digest}); "
@@ -804,7 +810,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("join", help="verify the media parts, then write the bundle from what was verified")
     p.add_argument("bundle", metavar="parts", help="parts index (*.parts.json) or its directory")
     p.add_argument("--trust", required=True, help="trust policy file")
-    p.add_argument("--state", help="state directory: check rollback against it (nothing is recorded)")
+    p.add_argument("--state", help="state directory: check rollback against it, audit the join (nothing else is recorded)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_join)
