@@ -41,16 +41,53 @@ def _progress(args) -> bool:
     return wanted(getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
-def _passphrase_provider(prompt: str) -> Callable[[], str]:
-    from airgap.keys import passphrase_from_env_or_tty
-
-    return lambda: passphrase_from_env_or_tty(prompt)
+_OPEN_KEYS: list[Any] = []  # token sessions, closed when the verb ends (closing the last one logs out)
 
 
-def _load_key(path: str):
-    from airgap.keys import SigningKey
+def _key_options(args) -> dict[str, dict[str, str]]:
+    """Which --passphrase-file / --pin-file belongs to which key argument.
 
-    return SigningKey.load(path, _passphrase_provider(f"Passphrase for {path}: "))
+    Each belongs to the key argument just before it; one given before any key
+    argument belongs to the first.
+    """
+    per_key: dict[str, dict[str, str]] = {}
+    pending: list[tuple[str, str]] = []
+    last: str | None = None
+    for kind, value in getattr(args, "_key_seq", None) or []:
+        if kind == "key":
+            last = value
+            per_key.setdefault(value, {})
+            for k, v in pending:
+                per_key[value][k] = v
+            pending = []
+            continue
+        if last is None:
+            if any(k == kind for k, _ in pending):
+                raise UsageError(f"--{kind.replace('_', '-')} given twice before the first key argument")
+            pending.append((kind, value))
+            continue
+        if kind in per_key[last]:
+            raise UsageError(f"--{kind.replace('_', '-')} given twice for key {last} (it belongs to the key argument before it)")
+        per_key[last][kind] = value
+    if pending:
+        raise UsageError(f"--{pending[0][0].replace('_', '-')} given, but no key argument to unlock")
+    return per_key
+
+
+def _load_key(args, ref: str):
+    """Every verb loads private keys here: key files and pkcs11: URIs alike."""
+    from airgap.keys import KeyOptions, load_signing_key
+
+    options = _key_options(args).get(ref, {})
+    key = load_signing_key(ref, KeyOptions(**options, pkcs11_module=getattr(args, "pkcs11_module", None)))
+    if hasattr(key, "close"):
+        _OPEN_KEYS.append(key)
+    return key
+
+
+def _close_keys() -> None:
+    while _OPEN_KEYS:
+        _OPEN_KEYS.pop().close()
 
 
 def _actor(keyid: str | None = None) -> dict[str, Any]:
@@ -79,9 +116,16 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
 
 
 def cmd_keygen(args) -> int:
-    from airgap.keys import keygen, passphrase_from_env_or_tty
+    from airgap.keys import PassphraseSource, keygen
 
-    passphrase = None if args.no_passphrase else passphrase_from_env_or_tty(f"Passphrase for {args.name}: ", confirm=True)
+    if args.pkcs11:
+        return _keygen_on_token(args)
+    if args.pin_file:
+        raise UsageError("--pin-file goes with --pkcs11 URI")
+    if args.no_passphrase and args.passphrase_file:
+        raise UsageError("--no-passphrase and --passphrase-file exclude each other")
+    passphrase = None if args.no_passphrase else PassphraseSource.for_key(
+        Path(args.dir) / f"{args.name}.key", args.passphrase_file, label=args.name, confirm=True)()
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     key_path, pub_path = keygen(args.name, args.dir, passphrase)
     from airgap.keys import load_public
@@ -93,10 +137,49 @@ def cmd_keygen(args) -> int:
     return 0
 
 
+def _keygen_on_token(args) -> int:
+    from airgap import pkcs11
+    from airgap.keys import keygen_check_name, write_public
+
+    if args.no_passphrase or args.passphrase_file:
+        raise UsageError("a key made on a token has no passphrase: it is guarded by the token's PIN (--pin-file)")
+    keygen_check_name(args.name)
+    pub_path = Path(args.dir) / f"{args.name}.pub"
+    if pub_path.exists() or pub_path.is_symlink():
+        raise UsageError(f"{pub_path}: already exists; refusing to overwrite")
+    pub, uri = pkcs11.generate(args.pkcs11, args.name, module=args.pkcs11_module, pin_file=args.pin_file)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    write_public(pub_path, pub)
+    data = {"private_key": uri, "public_key": str(pub_path), "keyid": pub.keyid, "on_token": True, "extractable": False}
+    _emit(args, data, f"generated an Ed25519 key pair on the token (private key sensitive, not extractable)\n"
+                      f"wrote {pub_path}\nkeyid {pub.keyid}\nsign with: --key '{uri}'")
+    return 0
+
+
+def cmd_key_export(args) -> int:
+    from airgap import pkcs11
+    from airgap.keys import is_pkcs11_uri, write_public
+
+    out = Path(args.output)
+    if (out.exists() or out.is_symlink()) and not args.force:
+        raise UsageError(f"{out}: already exists; give --force to overwrite")
+    if is_pkcs11_uri(args.key):
+        opts = _key_options(args).get(args.key, {})
+        if "passphrase_file" in opts:
+            raise UsageError("--passphrase-file is for key files; a token key takes --pin-file")
+        pub = pkcs11.export_public(args.key, module=args.pkcs11_module, pin_file=opts.get("pin_file"), name=args.name)
+    else:
+        key = _load_key(args, args.key)
+        pub = key.public_key.with_name(args.name or key.name or Path(args.key).stem)
+    write_public(out, pub, overwrite=args.force)
+    _emit(args, {"public_key": str(out), "keyid": pub.keyid, "name": pub.name}, f"wrote {out} ({pub.name})\nkeyid {pub.keyid}")
+    return 0
+
+
 def cmd_build(args) -> int:
     from airgap import build
 
-    key = _load_key(args.key)
+    key = _load_key(args, args.key)
     result = build.build(
         args.spec,
         args.output,
@@ -147,7 +230,7 @@ def cmd_diff(args) -> int:
 def cmd_sign(args) -> int:
     from airgap import sign
 
-    key = _load_key(args.key)
+    key = _load_key(args, args.key)
     plan = sign.prepare(args.bundle, key)
     if not args.json:
         print(plan.describe())
@@ -172,7 +255,7 @@ def _override(args):
         raise UsageError("--allow-expired needs --reason \"...\" and --override-key <officer key>")
     from airgap.verify import Override
 
-    return Override(reason=args.reason, signing_key=_load_key(args.override_key))
+    return Override(reason=args.reason, signing_key=_load_key(args, args.override_key))
 
 
 def _print_report(args, report, error: AirgapError | None) -> None:
@@ -228,7 +311,7 @@ def _role_args(args) -> dict[str, Any]:
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(k) for k in args.key]
+    keys = [_load_key(args, k) for k in args.key]
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
@@ -245,7 +328,7 @@ def cmd_trust_init(args) -> int:
 def cmd_trust_rotate(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(k) for k in args.key]
+    keys = [_load_key(args, k) for k in args.key]
     new = trust.rotate_policy(
         args.policy,
         expires=args.expires,
@@ -278,7 +361,7 @@ def cmd_trust_sign(args) -> int:
     from airgap import trust
 
     policy = trust.TrustPolicy.from_file(args.policy)
-    key = _load_key(args.key)
+    key = _load_key(args, args.key)
     roots = [policy]
     if args.successor_of:
         roots.append(trust.TrustPolicy.from_file(args.successor_of))
@@ -350,7 +433,7 @@ def cmd_import(args) -> int:
 def cmd_split(args) -> int:
     from airgap import split
 
-    key = _load_key(args.key) if args.key else None
+    key = _load_key(args, args.key) if args.key else None
     index = split.split(args.bundle, args.output, args.size, signing_key=key)
     data = index.to_dict()
     lines = [f"split {args.bundle} into {len(index.parts)} parts in {args.output}"]
@@ -482,6 +565,40 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
 
 
+class _KeyArg(argparse.Action):
+    """A private key argument (file or pkcs11: URI); remembers its position so that
+    the --passphrase-file / --pin-file after it belong to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.default == []:  # repeatable
+            setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
+        else:
+            setattr(namespace, self.dest, values)
+        namespace._key_seq = [*(getattr(namespace, "_key_seq", None) or []), ("key", values)]
+
+
+class _UnlockArg(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace._key_seq = [*(getattr(namespace, "_key_seq", None) or []), (self.dest, values)]
+
+
+def _key_flags(p: argparse.ArgumentParser, flag: str = "--key", *, required: bool = False, repeat: bool = False,
+               help: str = "private key: a key file or a pkcs11: URI (RFC 7512)") -> None:
+    p.add_argument(flag, action=_KeyArg, required=required, default=[] if repeat else None,
+                   metavar="KEY", help=help + (" (repeat)" if repeat else ""))
+    _unlock_flags(p)
+
+
+def _unlock_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passphrase-file", action=_UnlockArg, metavar="FILE",
+                   help="file whose first line is the passphrase of the key argument before it")
+    p.add_argument("--pin-file", action=_UnlockArg, metavar="FILE",
+                   help=f"file whose first line is the token PIN for the pkcs11: key argument before it")
+    p.add_argument("--pkcs11-module", metavar="PATH",
+                   help="PKCS#11 module of the token (default $AIRGAP_PKCS11_MODULE or the URI's module-path)")
+
+
 def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
         p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
@@ -494,17 +611,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)")
-    p.add_argument("name")
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key, or on a PKCS#11 token)")
+    p.add_argument("name", help="key name: NAME.key and NAME.pub")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub")
     p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
+    p.add_argument("--passphrase-file", metavar="FILE", help="file whose first line is the new key's passphrase")
+    p.add_argument("--pkcs11", metavar="URI", help="generate the pair on this token (pkcs11:token=...;object=...); "
+                   "the private key never leaves it; writes only NAME.pub")
+    p.add_argument("--pin-file", metavar="FILE", help="file whose first line is the token's user PIN")
+    p.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 module (default $AIRGAP_PKCS11_MODULE)")
     _common(p)
     p.set_defaults(func=cmd_keygen)
+
+    key_p = sub.add_parser("key", help="work with keys: export a public key file")
+    ksub = key_p.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    p = ksub.add_parser("export", help="write the .pub file of a private key (key file or pkcs11: URI)")
+    p.add_argument("key", action=_KeyArg, help="key file or pkcs11: URI")
+    p.add_argument("-o", "--output", required=True, help="public key file to write")
+    p.add_argument("--name", help="name recorded in the .pub file (default: the key's name or token label)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _unlock_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_key_export)
 
     p = sub.add_parser("build", help="build and sign a bundle from a spec")
     p.add_argument("spec")
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--key", required=True, help="builder's private key")
+    _key_flags(p, required=True, help="builder's private key: key file or pkcs11: URI")
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
@@ -526,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sign", help="add a signature to a bundle in place")
     p.add_argument("bundle")
-    p.add_argument("--key", required=True)
+    _key_flags(p, required=True, help="officer's private key: key file or pkcs11: URI")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     _common(p)
     p.set_defaults(func=cmd_sign)
@@ -539,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
     p.add_argument("--allow-expired", action="store_true", help="officer override of an expired bundle or policy")
     p.add_argument("--reason", help="the officer's written reason for the override")
-    p.add_argument("--override-key", help="the officer's private key for the override")
+    _key_flags(p, "--override-key", help="the officer's private key for the override: key file or pkcs11: URI")
     _common(p)
     p.set_defaults(func=cmd_verify)
 
@@ -550,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
     _role_flags(p, required=True)
-    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    _key_flags(p, repeat=True, help="root private key to sign with: key file or pkcs11: URI")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_init)
@@ -559,13 +693,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires")
     _role_flags(p, required=False)
     p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB", help="revoke a key (repeat)")
-    p.add_argument("--key", action="append", default=[], help="root private key to sign with (repeat)")
+    _key_flags(p, repeat=True, help="root private key to sign with: key file or pkcs11: URI")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
     p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
     p.add_argument("policy")
-    p.add_argument("--key", required=True, help="a root private key")
+    _key_flags(p, required=True, help="a root private key: key file or pkcs11: URI")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)
@@ -586,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
     p.add_argument("--allow-expired", action="store_true")
     p.add_argument("--reason")
-    p.add_argument("--override-key")
+    _key_flags(p, "--override-key", help="the officer's private key for the override: key file or pkcs11: URI")
     _registry_flags(p)
     _common(p)
     p.set_defaults(func=cmd_import)
@@ -595,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("--size", required=True, help="part size: bytes or K/M/G/T (binary), e.g. 4480M")
     p.add_argument("-o", "--output", required=True, help="directory for the parts")
-    p.add_argument("--key", help="sign the part index with this key")
+    _key_flags(p, help="sign the part index with this private key: key file or pkcs11: URI")
     _common(p)
     p.set_defaults(func=cmd_split)
 
@@ -652,6 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _key_options(args)  # a misplaced --passphrase-file / --pin-file is a usage error before any work
         return int(args.func(args) or 0)
     except AirgapError as exc:
         if getattr(args, "json", False):
@@ -667,3 +802,5 @@ def main(argv: list[str] | None = None) -> int:
         # Disk full, permission denied, ...: the operation failed and said where.
         print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        _close_keys()
