@@ -567,6 +567,7 @@ def build(
     if getattr(spec, "wheels", None):
         files.extend(_wheel_files(spec))
     members, external = plan_members(resolved, files, skip)
+    members += _sbom_members(resolved, workers, log)
     manifest = BundleManifest(
         name=spec.metadata.name,
         version=spec.metadata.version,
@@ -600,6 +601,15 @@ def _default_client_factory(plain_http: bool, ca_file: str | None):
         return RegistryClient(registry, plain_http=plain_http, ca_file=ca_file)
 
     return make
+
+
+def _sbom_members(resolved: list[ResolvedImage], workers: int, log) -> list[PlannedMember]:
+    # The manifest pins each SBOM and comes first in the archive, so the SBOMs must
+    # exist before the layout is fixed: each layer is streamed once more for them.
+    from airgap import sbom
+
+    return [PlannedMember(path, len(data), hashlib.sha256(data).hexdigest(), 0o644, data=data)
+            for path, data in sbom.for_images(resolved, workers=workers, log=log)]
 
 
 def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:

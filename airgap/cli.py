@@ -214,6 +214,12 @@ def cmd_build(args) -> int:
 def cmd_inspect(args) -> int:
     from airgap import inspect
 
+    if args.sbom:
+        if args.trust:
+            raise UsageError("--sbom shows packages; give --trust without --sbom to see signatures")
+        d = inspect.sbom_summary(args.bundle)
+        _emit(args, d, inspect.format_sbom(d))
+        return 0
     s = inspect.summary(args.bundle, trust_path=args.trust)
     _emit(args, s, inspect.format_summary(s))
     return 0
@@ -649,10 +655,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
     p.add_argument("bundle")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    p.add_argument("--sbom", action="store_true", help="list every image's packages (from the bundle's CycloneDX SBOMs)")
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("diff", help="images and files added, removed, changed between two bundles")
+    p = sub.add_parser("diff", help="images, files and packages added, removed, changed between two bundles")
     p.add_argument("a")
     p.add_argument("b")
     _common(p)

@@ -7,9 +7,10 @@ envelope at the end of the archive is rewritten (see :mod:`airgap.bundle`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from airgap import sbom
 from airgap.bundle import Bundle, replace_signatures
 from airgap.exceptions import IntegrityError
 from airgap.inspect import human_size
@@ -22,6 +23,7 @@ class SignPlan:
     manifest: BundleManifest
     envelope: object
     key: object
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom
 
     @property
     def signature_count(self) -> int:
@@ -37,7 +39,9 @@ class SignPlan:
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
             f"  {len(m.images)} images ({human_size(blob_bytes)} of blobs), {len(files)} files",
         ]
-        lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
+        for i in m.images:
+            lines.append(f"    {i.ref} -> {i.digest}")
+            lines.append(f"      {sbom.count_text(self.sboms.get(i.digest))}")
         lines.append(f"  existing signatures: {len(self.envelope.signatures)}; signing key {self.key.public_key.label}")
         lines.append("  Signing vouches for these digests; it does not check the content (run 'airgap verify').")
         return "\n".join(lines)
@@ -53,4 +57,5 @@ def prepare(path: str | os.PathLike, key) -> SignPlan:
         envelope = bundle.envelope()
         if envelope.payload != bundle.manifest_bytes:
             raise IntegrityError(SIGNATURES_MEMBER, "the signed payload is not the bundle's manifest.json; refusing to sign")
-    return SignPlan(Path(path), manifest, envelope, key)
+        sboms = sbom.read_bundle(bundle, manifest)
+    return SignPlan(Path(path), manifest, envelope, key, sboms)
