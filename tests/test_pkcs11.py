@@ -228,3 +228,23 @@ def test_split_index_signed_on_token(softhsm, token_key, tmp_path, keyring, sign
     r = airgap("verify", tmp_path / "media", "--trust", trust, "--json")
     assert r.code == 0, r.out
     assert r.json()["media"].endswith(f"index signed by officer-t {token_key[1]['keyid'][:8]}…")
+
+
+def test_demo_officer_token(tmp_path, keyring, signed_bundle):
+    """``scripts/demo.sh --officer-token``: the demo officer's key is made on a SoftHSM2 token and signs from there."""
+    from airgap.demo import Demo
+
+    lines: list[str] = []
+    demo = Demo(tmp_path / "demo", officer_token=True, log=lines.append)
+    demo.make_keys()
+    demo.make_trust()
+    assert not (demo.keys / "officer-token.key").exists()
+    assert any(f"throw-away passphrase is in {demo.passphrase_file}" in line for line in lines)
+    policy = json.loads(demo.trust.read_text())
+    officer = policy["signed"]["roles"]["officer"]["keyids"]
+    assert officer == [load_public(demo.officer_pub).keyid]
+    b = signed_bundle.copy(tmp_path, builder_only=True)
+    demo.airgap("sign", b, *demo.officer_key_args(), "--yes", "-q")
+    trust = _officer_policy(tmp_path, keyring, demo.officer_pub)
+    r = airgap("verify", b, "--trust", trust)
+    assert r.code == 0, r.out + r.err
