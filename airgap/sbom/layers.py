@@ -237,6 +237,13 @@ def piped(produce: Callable[[_PipeSink], None]) -> Iterator[BinaryIO]:
     error, if any, wins over what the reader made of truncated data.
     """
     r, w = os.pipe()
+    try:
+        # A 1 MiB pipe instead of 64 KiB: fewer wake-ups between the two threads.
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except OSError:
+        pass
     errors: list[BaseException] = []
 
     def run() -> None:
