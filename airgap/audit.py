@@ -29,7 +29,7 @@ from typing import Any
 
 from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
-from airgap.exceptions import AuditError, FormatError, InputError
+from airgap.exceptions import AnchorError, AuditError, FormatError, InputError
 
 GENESIS = "0" * 64
 # A line longer than this is refused rather than buffered: verify() must run in
@@ -355,27 +355,77 @@ class AuditLog:
         """Check the whole chain in one streaming pass; return the number of entries.
 
         *expect_head* is a ``(seq, digest)`` pair from an earlier :meth:`head`,
-        kept outside the log; it catches a rewritten or truncated tail.
+        kept outside the log (see :func:`parse_head`).  The log must still hold
+        exactly that entry at that place: a log cut below it, deleted, or
+        rewritten from any entry up to it (forked) raises :class:`AnchorError`
+        naming the expected and the found head.  Entries after it are fine.
         """
-        count = 0
+        if expect_head is not None:
+            seq, digest = _check_head(expect_head)
+            anchor = format_head((seq, digest))
+            if not self.path.exists():
+                raise AnchorError(str(self.path), f"the log is missing: it held {seq} entries at the anchor "
+                                  f"{anchor}; {_TAMPERED}", expected=anchor, found=None)
+        count, last = 0, (0, GENESIS)
         for entry in self.entries():
-            count += 1
-            if expect_head and entry.seq == expect_head[0] and entry.digest != expect_head[1]:
-                raise AuditError(f"{self.path}:{entry.seq}", "entry differs from the anchored head")
-        if expect_head and count < expect_head[0]:
-            raise AuditError(
+            count, last = count + 1, (entry.seq, entry.digest)
+            if expect_head is not None and entry.seq == seq and entry.digest != digest:
+                found = format_head(last)
+                raise AnchorError(
+                    f"{self.path}:{seq}",
+                    f"entry {seq} is {found} but the anchor is {anchor}: the log was rewritten "
+                    f"(forked) at or before entry {seq}; {_TAMPERED}",
+                    expected=anchor, found=found,
+                )
+        if expect_head is not None and count < seq:
+            found = format_head(last)
+            what = "the log is empty" if count == 0 else f"the log ends at entry {count} (head {found})"
+            raise AnchorError(
                 f"{self.path}:{count + 1}",
-                f"log ends at entry {count} but entry {expect_head[0]} was anchored (truncated)",
+                f"{what} but it held {seq} entries at the anchor {anchor}: "
+                f"{seq - count} entr{'y was' if seq - count == 1 else 'ies were'} cut from its end; {_TAMPERED}",
+                expected=anchor, found=found,
             )
         return count
 
     def head(self) -> tuple[int, str]:
-        """``(seq, sha256)`` of the last entry after a full verify, for anchoring elsewhere."""
+        """``(seq, sha256)`` of the last entry after a full verify, for anchoring elsewhere.
+
+        ``(0, GENESIS)`` for an empty or missing log.
+        """
         seq, digest = 0, GENESIS
         for entry in self.entries():
             seq, digest = entry.seq, entry.digest
         return seq, digest
 
+
+_TAMPERED = "treat this host's history (audit log and state) as tampered with until an officer has investigated"
+_HEAD = re.compile(r"(\d{1,18}):([0-9a-fA-F]{64})")
+
+
+def format_head(head: tuple[int, str]) -> str:
+    """``SEQ:HASH``, the form an officer writes down and ``--expect-head`` takes."""
+    return f"{head[0]}:{head[1]}"
+
+
+def _check_head(head: tuple[int, str]) -> tuple[int, str]:
+    seq, digest = head
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise InputError(f"audit head {head!r} must be (sequence >= 0, 64 lower-case hex digits)")
+    if seq == 0 and digest != GENESIS:
+        raise InputError(f"audit head 0 is the empty log; its hash is {GENESIS}")
+    return seq, digest
+
+
+def parse_head(text: str) -> tuple[int, str]:
+    """Parse ``SEQ:HASH`` as printed by ``airgap audit head`` (hex in either case)."""
+    m = _HEAD.fullmatch(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise InputError(
+            f"--expect-head {text!r} is not SEQ:HASH: the sequence number, a colon and the 64 hex digits "
+            "that 'airgap audit head' printed"
+        )
+    return _check_head((int(m.group(1)), m.group(2).lower()))
 
 
 def _short(value: Any) -> str:

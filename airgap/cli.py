@@ -233,22 +233,69 @@ def cmd_diff(args) -> int:
     return 0
 
 
+def _confirm(args, question: str, refusal: str, *, typed_yes: bool = False) -> bool:
+    """--yes, or a terminal answer; without a terminal the refusal is a usage error (exit 2)."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(refusal)
+    answer = input(question).strip().lower()
+    return answer == "yes" if typed_yes else answer in ("y", "yes")
+
+
+UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked: a signature by a key that is not "
+                 "an officer key of the trust policy is no officer's approval, and one by an unknown, revoked or "
+                 "root-only key makes every verify reject the bundle until 'airgap unsign' removes it. "
+                 "Give --trust TRUST.json to check the key first.")
+
+
 def cmd_sign(args) -> int:
     from airgap import sign
 
     key = _load_key(args, args.key)
-    plan = sign.prepare(args.bundle, key)
+    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
     if not args.json:
         print(plan.describe())
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError("refusing to sign without confirmation: run on a terminal or pass --yes")
-        answer = input(f"Sign {plan.manifest.name} {plan.manifest.version} with {key.public_key.label}? [y/N] ")
-        if answer.strip().lower() not in ("y", "yes"):
-            print("not signed", file=sys.stderr)
-            return 1
-    plan.commit()
-    _emit(args, {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid, "signatures": plan.signature_count}, f"signed: {plan.signature_count} signatures on {args.bundle}")
+    name = f"{plan.manifest.name} {plan.manifest.version}"
+    if args.trust:
+        ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
+                      "refusing to sign without confirmation: run on a terminal or pass --yes")
+    else:
+        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
+        ok = _confirm(args, f"Sign {name} with the unchecked key {key.public_key.label}? Type 'yes': ",
+                      "refusing to sign with a key whose role was not checked: give --trust TRUST.json "
+                      "(or --yes to sign unchecked)", typed_yes=True)
+    if not ok:
+        print("not signed", file=sys.stderr)
+        return 1
+    env = plan.commit()
+    status = plan.thresholds(env)
+    data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
+            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
+    human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_unsign(args) -> int:
+    from airgap import sign
+
+    plan = sign.prepare_unsign(args.bundle, args.keyid, trust_path=args.trust)
+    if not args.json:
+        print(plan.describe())
+    removed = plan.removed
+    if not _confirm(args, f"Remove signature {plan.index + 1} (keyid {removed.keyid[:16]}…) from "
+                          f"{plan.manifest.name} {plan.manifest.version}? [y/N] ",
+                    "refusing to remove a signature without confirmation: run on a terminal or pass --yes"):
+        print("nothing removed", file=sys.stderr)
+        return 1
+    env = plan.commit()
+    status = plan.thresholds(env)
+    data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "removed_keyid": removed.keyid,
+            "signatures": len(env.signatures), "thresholds": status}
+    human = (f"removed the signature by {removed.keyid[:16]}… from {args.bundle}: {len(env.signatures)} left"
+             + (f" ({status})" if status else ""))
+    _emit(args, data, human)
     return 0
 
 
@@ -314,52 +361,52 @@ def _role_args(args) -> dict[str, Any]:
     }
 
 
+def _signers(args, refs: list[str]) -> list:
+    from airgap.keyroles import Signer
+
+    return [Signer(_load_key(args, r), r) for r in refs]
+
+
+def _policy_written(args, policy, path: str, done: str, previous=None, previous_path: str | None = None) -> None:
+    from airgap.keyroles import RootStatus
+
+    status = RootStatus.of(policy, previous)
+    hint = status.hint(path, previous_path)
+    _emit(args, {"trust": path, "version": policy.version, "target": policy.target, **status.to_dict()},
+          f"{done}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}"
+          + (f"\n{hint}" if hint else ""))
+
+
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(args, k) for k in args.key]
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
         **_role_args(args),
-        signing_keys=keys,
+        signing_keys=_signers(args, args.key),
         now=_now(),
     )
     policy.write(args.output)
-    _emit(args, {"trust": args.output, "version": policy.version, "target": policy.target, **_root_status(policy)},
-          f"wrote {args.output}: trust policy version {policy.version} for {policy.target}\n{policy.describe()}{_root_hint(policy, args.output)}")
+    _policy_written(args, policy, args.output, f"wrote {args.output}")
     return 0
 
 
 def cmd_trust_rotate(args) -> int:
     from airgap import trust
 
-    keys = [_load_key(args, k) for k in args.key]
+    old = trust.TrustPolicy.load(args.policy, now=None)
     new = trust.rotate_policy(
-        args.policy,
+        old,
         expires=args.expires,
         **_role_args(args),
         revoke=args.revoke,
-        signing_keys=keys,
+        signing_keys=_signers(args, args.key),
         now=_now(),
     )
     new.write(args.output)
-    _emit(args, {"trust": args.output, "version": new.version, **_root_status(new)},
-          f"wrote {args.output}: trust policy version {new.version}\n{new.describe()}{_root_hint(new, args.output)}")
+    _policy_written(args, new, args.output, f"wrote {args.output}", old, args.policy)
     return 0
-
-
-def _root_status(policy) -> dict[str, Any]:
-    role = policy.root_report().roles["root"]
-    return {"root_signatures": len(role.keys), "root_threshold": role.threshold, "complete": role.satisfied}
-
-
-def _root_hint(policy, path) -> str:
-    role = policy.root_report().roles["root"]
-    if role.satisfied:
-        return ""
-    return (f"\nINCOMPLETE: {role.missing} more root signature(s) needed before anyone will trust it; "
-            f"each root officer runs: airgap trust sign {path} --key <root key>")
 
 
 def cmd_trust_sign(args) -> int:
@@ -367,17 +414,12 @@ def cmd_trust_sign(args) -> int:
     from airgap import trust
 
     policy = trust.TrustPolicy.from_file(args.policy)
-    key = _load_key(args, args.key)
-    roots = [policy]
-    if args.successor_of:
-        roots.append(trust.TrustPolicy.from_file(args.successor_of))
-    if not any("root" in p.roles_of(key.public_key.keyid) for p in roots):
-        where = "either version" if args.successor_of else args.policy
-        raise UsageError(f"{key.public_key.label} is not a root key of {where}")
-    policy.sign(key)
+    previous = trust.TrustPolicy.load(args.successor_of, now=None) if args.successor_of else None
+    signer = _signers(args, [args.key])[0]
+    trust.sign_policy(policy, signer, previous=previous)
     policy.write(args.policy)
-    _emit(args, {"trust": args.policy, "version": policy.version, **_root_status(policy)},
-          f"signed {args.policy} (version {policy.version}) with {key.public_key.label}{_root_hint(policy, args.policy)}")
+    _policy_written(args, policy, args.policy, f"signed {args.policy} with {signer.public_key.label}",
+                    previous, args.successor_of)
     return 0
 
 
@@ -504,13 +546,30 @@ def _audit_log_path(args) -> Path:
 
 
 def cmd_audit_verify(args) -> int:
-    from airgap.audit import AuditLog
+    from airgap.audit import AuditLog, parse_head
+
+    path = _audit_log_path(args)
+    anchor = parse_head(args.expect_head) if args.expect_head else None
+    if anchor is None and not path.exists():
+        raise InputError(f"{path}: no such audit log")
+    count = AuditLog(path).verify(expect_head=anchor)
+    data = {"log": str(path), "entries": count, "result": "intact"}
+    human = f"INTACT: {path}: {count} entries, hash chain unbroken"
+    if anchor is not None:
+        data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
+        human += f", entry {anchor[0]} is the anchored head"
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_audit_head(args) -> int:
+    from airgap.audit import AuditLog, format_head
 
     path = _audit_log_path(args)
     if not path.exists():
         raise InputError(f"{path}: no such audit log")
-    count = AuditLog(path).verify()
-    _emit(args, {"log": str(path), "entries": count, "result": "intact"}, f"INTACT: {path}: {count} entries, hash chain unbroken")
+    seq, digest = AuditLog(path).head()
+    _emit(args, {"log": str(path), "seq": seq, "head": digest}, format_head((seq, digest)))
     return 0
 
 
@@ -665,12 +724,39 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_diff)
 
-    p = sub.add_parser("sign", help="add a signature to a bundle in place")
-    p.add_argument("bundle")
-    _key_flags(p, required=True, help="officer's private key: key file or pkcs11: URI")
+    p = sub.add_parser(
+        "sign", help="countersign a bundle in place (give --trust so the key's role is checked)",
+        description="Add an officer's signature to a bundle in place (milliseconds for any size). "
+                    "Give --trust: the policy is verified and a key that is not one of its officer keys "
+                    "(a builder, root-only, revoked or unknown key) is refused before anything is written: "
+                    "its signature would be no officer's approval, or would make every verify reject the "
+                    "bundle. Without --trust the "
+                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'.",
+        epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
+               "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
+               "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
+               "it already signed): the key is the caller's input, and nothing was written. "
+               "A stray signature is removed with 'airgap unsign'.")
+    p.add_argument("bundle", help="the bundle file (not its media parts)")
+    _key_flags(p, required=True, help="the officer's private key: key file or pkcs11: URI")
+    p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     _common(p)
     p.set_defaults(func=cmd_sign)
+
+    p = sub.add_parser(
+        "unsign", help="remove one signature from a bundle in place",
+        description="Remove the signature whose keyid is given (full, or a unique prefix of 8 or more hex "
+                    "digits, as messages show it). Shows every signature and asks first. Like sign, only "
+                    "the envelope at the end of the archive is rewritten.",
+        epilog="Exit codes: 0 removed; 1 not removed (declined, or the bundle was rejected); 2 usage or "
+               "input error (unknown or ambiguous keyid, media parts instead of the bundle file).")
+    p.add_argument("bundle", help="the bundle file (not its media parts)")
+    p.add_argument("--keyid", required=True, help="keyid of the signature to remove (8+ hex digits suffice if unique)")
+    p.add_argument("--trust", help="trust policy: show who made each signature and the thresholds after removal")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _common(p)
+    p.set_defaults(func=cmd_unsign)
 
     p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted")
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
@@ -691,7 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True)
     p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
     _role_flags(p, required=True)
-    _key_flags(p, repeat=True, help="root private key to sign with: key file or pkcs11: URI")
+    _key_flags(p, repeat=True, help="root private key to sign with, key file or pkcs11: URI; "
+                                    "a key that is not one of --root is refused (exit 2)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_init)
@@ -699,14 +786,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("policy")
     p.add_argument("--expires")
     _role_flags(p, required=False)
-    p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB", help="revoke a key (repeat)")
-    _key_flags(p, repeat=True, help="root private key to sign with: key file or pkcs11: URI")
+    p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB",
+                   help="revoke a key: keyid (8+ hex digits suffice if unique) or public key file (repeat)")
+    _key_flags(p, repeat=True, help="private key to sign with, key file or pkcs11: URI: a root key of the new or "
+                                    "the current version (both root thresholds must be met); any other key is "
+                                    "refused (exit 2)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
     p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
     p.add_argument("policy")
-    _key_flags(p, required=True, help="a root private key: key file or pkcs11: URI")
+    _key_flags(p, required=True, help="a root private key of the policy (or of --successor-of), key file or "
+                                      "pkcs11: URI; others are refused (exit 2)")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)
@@ -759,10 +850,15 @@ def build_parser() -> argparse.ArgumentParser:
     asub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
     asub.required = True
     for name, func, help_ in (("verify", cmd_audit_verify, "check the hash chain; names the first broken entry"),
-                              ("show", cmd_audit_show, "print the entries (after checking the chain)")):
+                              ("show", cmd_audit_show, "print the entries (after checking the chain)"),
+                              ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box")):
         p = asub.add_parser(name, help=help_)
         p.add_argument("--log", help="audit log file")
         p.add_argument("--state", help="state directory (log at STATE/audit.log)")
+        if name == "verify":
+            p.add_argument("--expect-head", metavar="SEQ:HASH",
+                           help="a head printed earlier by 'airgap audit head' and kept elsewhere: exit 1 unless "
+                                "the log still holds exactly that entry (not cut, deleted or forked)")
         _common(p)
         p.set_defaults(func=func)
 

@@ -230,7 +230,7 @@ class Demo:
             out.unlink()
         self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
         self.airgap("inspect", out, "--trust", self.trust)
-        self.airgap("sign", out, *self.officer_key_args(), "--yes")
+        self.airgap("sign", out, *self.officer_key_args(), "--trust", self.trust, "--yes")
         return out
 
     def carry(self, bundle: Path) -> Path:

@@ -51,6 +51,14 @@ class KeyFileError(InputError):
     """A key file is unreadable, of the wrong kind, or the passphrase is wrong."""
 
 
+class KeyRoleError(InputError):
+    """A key was given for a job its role does not allow (a builder key to countersign,
+    an officer key to sign a policy, a revoked key, a key that already signed).
+
+    An input error, not a rejection: nothing was examined and found wanting, the
+    caller picked the wrong key, and nothing was written."""
+
+
 # --- exit code 1: the artifact was examined and refused ---------------------
 
 
@@ -127,3 +135,17 @@ class TokenError(OperationError):
 
 class AuditError(RejectedError):
     """The audit log's hash chain is broken; ``artifact`` names the first bad line."""
+
+
+class AnchorError(AuditError):
+    """The audit log does not hold the head written down elsewhere (cut, deleted or forked).
+
+    ``expected`` and ``found`` are ``SEQ:HASH`` strings (``found`` is None for a missing log)."""
+
+    def __init__(self, artifact: str, reason: str, *, expected: str, found: str | None):
+        self.expected = expected
+        self.found = found
+        super().__init__(artifact, reason)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "expected_head": self.expected, "found_head": self.found}

@@ -155,7 +155,10 @@ def load_public(path: str | os.PathLike) -> PublicKey:
     except OSError as exc:
         raise KeyFileError(f"{artifact}: cannot read public key: {exc.strerror}") from None
     doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
-    if not isinstance(doc, dict) or set(doc) != {"keyid", "key", "name"}:
+    if isinstance(doc, dict) and doc.get("_type") == PRIVATE_KEY_TYPE:
+        raise KeyFileError(f"{artifact} is a private key file; a public key is expected here "
+                           "(the .pub file 'airgap keygen' wrote next to it)")
+    if not _is_public_doc(doc):
         raise FormatError(artifact, "a public key file has exactly keyid, key and name")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise FormatError(artifact, "name must be a non-empty string")
@@ -280,9 +283,8 @@ class SigningKey:
         def bad(reason: str) -> KeyFileError:
             return KeyFileError(f"{artifact}: {reason}")
 
-        hint = _public_key_hint(artifact, doc)
-        if hint is not None:
-            raise hint
+        if _is_public_doc(doc):
+            raise _public_given(artifact)
         if not isinstance(doc, dict) or doc.get("_type") != PRIVATE_KEY_TYPE:
             raise bad(f"not a private key file (expected _type {PRIVATE_KEY_TYPE!r})")
         if doc.get("version") != 1:
@@ -362,6 +364,24 @@ def _hex_field(doc: dict, name: str, size: int, bad) -> bytes:
     return bytes.fromhex(value)
 
 
+def _is_public_doc(doc: Any) -> bool:
+    return isinstance(doc, dict) and set(doc) == {"keyid", "key", "name"}
+
+
+def _public_given(artifact: str) -> KeyFileError:
+    private = f"the private key file ({Path(artifact).with_suffix('.key')})" if artifact.endswith(".pub") else "the private key file"
+    return KeyFileError(f"{artifact} is a public key: give {private} or a pkcs11: URI")
+
+
+def _peek_json(fd: int) -> Any:
+    # Only to tell "a .pub given as --key" from "a secret with loose permissions";
+    # the content is used for nothing else.
+    try:
+        return loads_strict(os.pread(fd, _MAX_KEY_FILE, 0), "key file", max_size=_MAX_KEY_FILE)
+    except (FormatError, OSError):
+        return None
+
+
 def _write_private(path: Path, data: bytes) -> None:
     # Created with mode 0600 from the first byte: the secret is never readable
     # by others, not even between create and chmod.
@@ -379,6 +399,15 @@ def _read_private(artifact: str) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"{artifact}: not a regular file")
+        # Same rule as ssh: a secret others can read may already be copied.
+        if st.st_mode & 0o077:
+            if _is_public_doc(_peek_json(fd)):
+                raise _public_given(artifact)
+            mode = stat.S_IMODE(st.st_mode)
+            raise KeyFileError(
+                f"{artifact}: permissions {mode:04o} are too open; a private key must not be "
+                f"accessible by group or others (run: chmod 600 {artifact})"
+            )
         if st.st_size > _MAX_KEY_FILE:
             raise KeyFileError(f"{artifact}: too large to be a key file")
         chunks = []
@@ -386,33 +415,9 @@ def _read_private(artifact: str) -> bytes:
             chunks.append(chunk)
             if sum(map(len, chunks)) > _MAX_KEY_FILE:
                 raise KeyFileError(f"{artifact}: too large to be a key file")
-        data = b"".join(chunks)
-        # Same rule as ssh: a secret others can read may already be copied.
-        # A public key file is readable by design: say what it is instead.
-        if st.st_mode & 0o077:
-            try:
-                hint = _public_key_hint(artifact, loads_strict(data, artifact, max_size=_MAX_KEY_FILE))
-            except FormatError:
-                hint = None
-            if hint is not None:
-                raise hint
-            mode = stat.S_IMODE(st.st_mode)
-            raise KeyFileError(
-                f"{artifact}: permissions {mode:04o} are too open; a private key must not be "
-                f"accessible by group or others (run: chmod 600 {artifact})"
-            )
-        return data
+        return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-def _public_key_hint(artifact: str, doc: Any) -> KeyFileError | None:
-    """The error for a public key file given where a private key belongs, else None."""
-    if isinstance(doc, dict) and set(doc) == {"keyid", "key", "name"}:
-        private = Path(artifact).with_suffix(".key") if artifact.endswith(".pub") else None
-        where = f"the private key file ({private})" if private else "the private key file"
-        return KeyFileError(f"{artifact} is a public key: give {where} or a pkcs11: URI")
-    return None
 
 
 def keygen(

@@ -1,61 +1,236 @@
-"""Countersigning a bundle: show what is signed, then add one signature in place.
+"""Countersigning a bundle, and taking a signature off again, in place.
 
 The signed payload is the manifest, which never changes; only the signature
-envelope at the end of the archive is rewritten (see :mod:`airgap.bundle`).
+envelope at the end of the archive is rewritten (see :mod:`airgap.bundle`), so
+both ``sign`` and ``unsign`` cost milliseconds for any bundle size, and the
+journal of :func:`airgap.bundle.replace_signatures` leaves the old or the new
+envelope whenever either is killed.
+
+Signing can no longer spoil a bundle: given the trust policy, :func:`prepare`
+refuses a key that is not an officer key of it (see :mod:`airgap.keyroles`)
+before anything is written; and a signature that should not be there is
+removed by :func:`prepare_unsign`.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from airgap import sbom
-from airgap.bundle import Bundle, replace_signatures
-from airgap.exceptions import IntegrityError
+from airgap import keyroles, sbom
+from airgap._internal import keyid as _keyid
+from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
+from airgap.dsse import PAYLOAD_TYPE, Envelope
+from airgap.exceptions import InputError, IntegrityError, OperationError, TargetError
 from airgap.inspect import human_size
+from airgap.keys import short_keyid
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
+from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, evaluate
+
+__all__ = ["SignPlan", "UnsignPlan", "prepare", "prepare_unsign"]
+
+RECOVERED_NOTE = ("An interrupted signing of this bundle was undone first: "
+                  "it holds the signatures it had before that run.")
 
 
 @dataclass
-class SignPlan:
+class _Plan:
     path: Path
     manifest: BundleManifest
-    envelope: object
-    key: object
-    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom
+    envelope: Envelope
+    policy: TrustPolicy | None
+    recovered: bool
+    read_bytes: bytes  # the envelope as shown; compared again just before writing
 
-    @property
-    def signature_count(self) -> int:
-        return len(self.envelope.signatures)
-
-    def describe(self) -> str:
+    def _bundle_lines(self, verb: str) -> list[str]:
         m = self.manifest
         blob_bytes = sum(x.size for x in m.members if x.path.startswith("blobs/"))
         files = [x for x in m.members if x.path.startswith("files/")]
-        lines = [
-            f"You are signing the manifest of {m.name} {m.version} for target {m.target}",
+        lines = [RECOVERED_NOTE] if self.recovered else []
+        lines += [
+            f"You are {verb} the manifest of {m.name} {m.version} for target {m.target}",
             f"  manifest {m.digest}",
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
             f"  {len(m.images)} images ({human_size(blob_bytes)} of blobs), {len(files)} files",
         ]
+        sboms = getattr(self, "sboms", None)
         for i in m.images:
             lines.append(f"    {i.ref} -> {i.digest}")
-            lines.append(f"      {sbom.count_text(self.sboms.get(i.digest))}")
-        lines.append(f"  existing signatures: {len(self.envelope.signatures)}; signing key {self.key.public_key.label}")
+            if sboms is not None:  # signing: what the officer vouches for, package by package
+                lines.append(f"      {sbom.count_text(sboms.get(i.digest))}")
+        return lines
+
+    def report(self, envelope: Envelope | None = None):
+        """The strict evaluation of *envelope* (default: as read) under the policy, or None without one."""
+        if self.policy is None:
+            return None
+        env = envelope or self.envelope
+        return evaluate(self.policy, env.payload_type, env.payload, env.signatures, artifact=str(self.path))
+
+    def signature_lines(self, envelope: Envelope | None = None, *, mark: int | None = None) -> list[str]:
+        """One line per signature: who made it and whether it counts (with a policy)."""
+        env = envelope or self.envelope
+        report = self.report(env)
+        lines = []
+        for i, sig in enumerate(env.signatures):
+            arrow = "->" if i == mark else "  "
+            if report is None:
+                lines.append(f"  {arrow} {i + 1}. keyid {short_keyid(sig.keyid)}  (role not checked: no --trust)")
+                continue
+            r = report.signatures[i]
+            if r.counts:
+                lines.append(f"  {arrow} {i + 1}. {r.label}  counts as {r.role}")
+            else:
+                lines.append(f"  {arrow} {i + 1}. {r.label}  DOES NOT COUNT ({_why(r)}); every verify rejects the "
+                             f"bundle while it is there (remove it: airgap unsign {self.path} --keyid {sig.keyid[:8]})")
+        return lines or ["     (none)"]
+
+    def thresholds(self, envelope: Envelope | None = None) -> str | None:
+        """``builder 1 of 1, officer 0 of 1; ...`` for *envelope* under the policy, or None."""
+        report = self.report(envelope)
+        return report.summary() if report else None
+
+    def _write(self, envelope: Envelope) -> None:
+        with Bundle.open(self.path) as bundle:
+            current = bundle.signatures_bytes
+        if current != self.read_bytes:
+            raise OperationError(f"{self.path}: its signatures changed since they were shown (another sign or unsign "
+                                 "at the same time?); nothing written, run the command again")
+        replace_signatures(self.path, envelope.to_bytes())
+        self.read_bytes = envelope.to_bytes()
+
+
+@dataclass
+class SignPlan(_Plan):
+    signer: keyroles.Signer | None = None
+    signed: Envelope | None = None  # the envelope after commit()
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom, for the package counts
+
+    @property
+    def signature_count(self) -> int:
+        return len((self.signed or self.envelope).signatures)
+
+    def describe(self) -> str:
+        lines = self._bundle_lines("signing")
+        lines.append(f"  existing signatures: {len(self.envelope.signatures)}")
+        lines += self.signature_lines()
+        label = self.signer.public_key.label
+        if self.policy is None:
+            lines.append(f"  signing key {label} ({self.signer.source}): its role was NOT checked (no --trust)")
+        else:
+            lines.append(f"  signing key {label} ({self.signer.source}): an officer key of {self.policy.artifact}, "
+                         f"version {self.policy.version}")
         lines.append("  Signing vouches for these digests; it does not check the content (run 'airgap verify').")
         return "\n".join(lines)
 
-    def commit(self) -> None:
-        self.envelope.add_signature(self.key, artifact=SIGNATURES_MEMBER)
-        replace_signatures(self.path, self.envelope.to_bytes())
+    def commit(self) -> Envelope:
+        env = Envelope(self.envelope.payload, self.envelope.payload_type, self.envelope.signatures)
+        env.add_signature(self.signer.key, artifact=SIGNATURES_MEMBER)
+        self._write(env)
+        self.signed = env
+        return env
 
 
-def prepare(path: str | os.PathLike, key) -> SignPlan:
-    with Bundle.open(path) as bundle:
+@dataclass
+class UnsignPlan(_Plan):
+    index: int = 0
+    remaining: Envelope | None = None  # the envelope without the signature
+
+    @property
+    def removed(self):
+        return self.envelope.signatures[self.index]
+
+    def describe(self) -> str:
+        n = len(self.envelope.signatures)
+        lines = self._bundle_lines("removing a signature from")
+        lines.append(f"  signatures ({n}); the one marked -> is removed:")
+        lines += self.signature_lines(mark=self.index)
+        after = self.thresholds(self.remaining)
+        if after is not None:
+            lines.append(f"  after removal: {after}")
+        return "\n".join(lines)
+
+    def commit(self) -> Envelope:
+        self._write(self.remaining)
+        return self.remaining
+
+
+def _why(result) -> str:
+    """Why a signature does not count, in a few words (its position is on the line already)."""
+    if result.status == VALID and result.hint_mismatch:
+        return f"its keyid names another key than the one that made it ({result.key.label})"
+    if result.status == WRONG_ROLE:
+        return f"the key holds {'/'.join(result.key_roles) or 'no role'}, not builder or officer"
+    return {INVALID: "invalid signature", UNKNOWN_KEY: "key not in the trust policy", REVOKED: "revoked key",
+            DUPLICATE: "the same key signed twice"}.get(result.status, result.status)
+
+
+def _bundle_file(path: str | os.PathLike, verb: str) -> Path:
+    p = Path(path)
+    if p.is_dir() or p.name.endswith(".parts.json"):
+        raise InputError(f"{p} is a set of media parts; {verb} works on the bundle file "
+                         f"({verb} before 'airgap split', or 'airgap join' the parts first)")
+    if not p.is_file():
+        raise InputError(f"{p}: no such bundle file")
+    return p
+
+
+def _open(path: str | os.PathLike, verb: str) -> tuple[Path, BundleManifest, Envelope, bytes, bool]:
+    p = _bundle_file(path, verb)
+    recovered = recover_interrupted_sign(p)
+    with Bundle.open(p) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
-        if envelope.payload != bundle.manifest_bytes:
-            raise IntegrityError(SIGNATURES_MEMBER, "the signed payload is not the bundle's manifest.json; refusing to sign")
+        raw = bundle.signatures_bytes
+        if envelope.payload != bundle.manifest_bytes or envelope.payload_type != PAYLOAD_TYPE:
+            raise IntegrityError(SIGNATURES_MEMBER, f"the signed payload is not the bundle's manifest.json; refusing to {verb}")
+    return p, manifest, envelope, raw, recovered
+
+
+def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
+            trust_path: str | os.PathLike | None = None, now: datetime | None = None) -> SignPlan:
+    """What signing *path* with *key* would do; nothing is written until :meth:`SignPlan.commit`.
+
+    With *trust_path* (and *now*) the policy is verified (root signatures,
+    expiry) and *key* must be one of its officer keys; in every case a key that
+    already signed the bundle is refused.  Refusals raise KeyRoleError (exit 2).
+    """
+    signer = keyroles.Signer(key, key_source or key.public_key.label)
+    policy = None
+    if trust_path is not None:
+        if now is None:
+            raise TypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
+        policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
+        keyroles.require_officer(policy, signer)
+    p, manifest, envelope, raw, recovered = _open(path, "sign")
+    if policy is not None and manifest.target != policy.target:
+        raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
+                                  f"{policy.artifact} for {policy.target!r}; sign it under its own enclave's policy")
+    keyroles.require_new_signature(signer, envelope.signatures, envelope.pae(), str(p))
+    with Bundle.open(p) as bundle:  # each SBOM checked against the sha256 this manifest pins
         sboms = sbom.read_bundle(bundle, manifest)
-    return SignPlan(Path(path), manifest, envelope, key, sboms)
+    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer, sboms=sboms)
+
+
+def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.PathLike | None = None) -> UnsignPlan:
+    """What removing the signature whose keyid starts with *keyid* would do.
+
+    *keyid* is a full keyid or a unique prefix of 8+ hex digits; with
+    *trust_path* (expiry not checked: it only names the keys) every signature
+    is shown with its signer and role.
+    """
+    policy = TrustPolicy.load(trust_path, now=None) if trust_path is not None else None
+    p, manifest, envelope, raw, recovered = _open(path, "unsign")
+    if not envelope.signatures:
+        raise InputError(f"{p} carries no signatures; nothing to remove")
+    plan = UnsignPlan(p, manifest, envelope, policy, recovered, raw)
+    report = plan.report()
+    names = [f"signature {i + 1}" + (f", {report.signatures[i].label}" if report else "")
+             for i in range(len(envelope.signatures))]
+    candidates = [(s.keyid, names[i]) for i, s in enumerate(envelope.signatures)]
+    plan.index = _keyid.pick(keyid, candidates, option="--keyid", where=f"the signatures of {p}")
+    plan.remaining = Envelope(envelope.payload, envelope.payload_type,
+                              [s for i, s in enumerate(envelope.signatures) if i != plan.index])
+    return plan

@@ -59,6 +59,8 @@ from typing import Any, Iterable, Sequence
 
 import jsonschema
 
+from airgap import keyroles
+from airgap._internal import keyid as _keyid
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.dsse import Signature, pae
@@ -66,6 +68,7 @@ from airgap.exceptions import (
     ExpiredError,
     FormatError,
     InputError,
+    KeyRoleError,
     RollbackError,
     SignatureError,
     TargetError,
@@ -400,16 +403,8 @@ class TrustPolicy:
         """Add a root signature over :meth:`signed_bytes`; refuses a second one by the same key."""
         public = signing_key.public_key
         data = self.signed_bytes()
-        for s in self.signatures:
-            same = s.keyid == public.keyid
-            if not same:
-                try:
-                    public.verify(s.sig, data)
-                    same = True
-                except SignatureError:
-                    pass
-            if same:
-                raise SignatureError(self.artifact, f"already signed by key {public.label}")
+        if keyroles.find_signature(public, self.signatures, data) is not None:
+            raise SignatureError(self.artifact, f"already signed by key {public.label}")
         sig = Signature(public.keyid, signing_key.sign(data))
         self.signatures.append(sig)
         return sig
@@ -1016,12 +1011,35 @@ def _as_public(item: PublicKey | str | os.PathLike) -> PublicKey:
     return item if isinstance(item, PublicKey) else load_public(item)
 
 
-def _as_keyid(item: str | os.PathLike | PublicKey) -> str:
+def _as_keyid(item: str | os.PathLike | PublicKey, policy: TrustPolicy) -> str:
+    """A key to revoke: a PublicKey, a keyid, a unique keyid prefix (8+ hex) of a key
+    *policy* lists, or a public key file."""
     if isinstance(item, PublicKey):
         return item.keyid
     if isinstance(item, str) and _KEYID.match(item):
         return item
-    return _as_public(item).keyid
+    if Path(item).is_file():
+        return _as_public(item).keyid
+    if isinstance(item, str) and _keyid.is_prefix(item):
+        ids = sorted(policy.keys)
+        where = f"{policy.artifact} (version {policy.version})"
+        return ids[_keyid.pick(item, [(k, policy.keys[k].name or "") for k in ids], option="--revoke", where=where)]
+    raise InputError(f"--revoke {os.fspath(item)!r}: neither a keyid (64 hex digits, or its first 8 or more) "
+                     "nor a public key file")
+
+
+def _sign_all(policy: TrustPolicy, signing_keys, previous: TrustPolicy | None = None) -> None:
+    """Check every signer first (a refusal writes nothing), then sign."""
+    items = keyroles.signers(signing_keys)
+    keyroles.require_root_signers(policy, items, previous=previous)
+    seen: dict[str, str] = {}
+    for s in items:
+        keyid = s.public_key.keyid
+        if keyid in seen:
+            raise KeyRoleError(f"{s.source} and {seen[keyid]} are the same key; each root key signs once")
+        seen[keyid] = s.source
+    for s in items:
+        policy.sign(s.key)
 
 
 def init_policy(
@@ -1034,15 +1052,15 @@ def init_policy(
     signing_keys=(),
     now: datetime,
 ) -> TrustPolicy:
-    """Version 1 from public keys (``PublicKey`` or ``.pub`` paths), signed by *signing_keys*."""
+    """Version 1 from public keys (``PublicKey`` or ``.pub`` paths), signed by *signing_keys*
+    (keys or :class:`~airgap.keyroles.Signer`), each of which must be one of its root keys."""
     policy = TrustPolicy.create(
         target, parse_expires(expires, now),
         [_as_public(k) for k in roots], root_threshold,
         [_as_public(k) for k in builders], builder_threshold,
         [_as_public(k) for k in officers], officer_threshold,
     )
-    for key in signing_keys:
-        policy.sign(key)
+    _sign_all(policy, signing_keys)
     return policy
 
 
@@ -1057,7 +1075,8 @@ def rotate_policy(
     signing_keys=(),
     now: datetime,
 ) -> TrustPolicy:
-    """The next version (``None``/empty = unchanged), signed by *signing_keys*.
+    """The next version (``None``/empty = unchanged), signed by *signing_keys*, each a
+    root key of the new version or of the current one (whose threshold it must meet too).
 
     The current policy's root signatures are verified but its expiry is not:
     renewing an expired policy is what rotation is for.
@@ -1076,8 +1095,21 @@ def rotate_policy(
         if threshold is not None:
             changes[f"{name}_threshold"] = threshold
     if revoke:
-        changes["revoke"] = [_as_keyid(k) for k in revoke]
+        changes["revoke"] = [_as_keyid(k, old) for k in revoke]
     new = old.rotate(**changes)
-    for key in signing_keys:
-        new.sign(key)
+    _sign_all(new, signing_keys, previous=old)
     return new
+
+
+def sign_policy(policy: TrustPolicy, signing_key, *, previous: TrustPolicy | None = None) -> None:
+    """One root officer's signature on *policy* (offline keys sign one at a time).
+
+    The key must be a root key of *policy*, or of *previous* (the version before
+    it, for a rotation), and must not have signed already.
+    """
+    signer = keyroles.signers([signing_key])[0]
+    if previous is not None:
+        keyroles.check_successor_pair(policy, previous)
+    keyroles.require_root_signers(policy, [signer], previous=previous, hint_previous=previous is None)
+    keyroles.require_new_signature(signer, policy.signatures, policy.signed_bytes(), policy.artifact)
+    policy.sign(signer.key)

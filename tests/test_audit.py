@@ -252,3 +252,104 @@ def test_concurrent_appenders_do_not_break_the_chain(tmp_path: Path) -> None:
         p.join(30)
         assert p.exitcode == 0
     assert AuditLog(path).verify() == 100
+
+
+# --------------------------------------------------------------------------- the anchor outside the box (CLI)
+
+
+def _cli(*args):
+    from tests.helpers import airgap
+
+    return airgap("audit", *args)
+
+
+def _head_of(line: bytes, seq: int) -> str:
+    digest = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+    return f"{seq}:{digest}"
+
+
+def test_audit_head_prints_seq_and_hash(log: AuditLog) -> None:
+    expected = _head_of(_lines(log)[-1], 5)
+    r = _cli("head", "--state", log.path.parent)
+    assert r.code == 0 and r.out == expected + "\n"
+    assert f"{log.head()[0]}:{log.head()[1]}" == expected
+    r = _cli("head", "--log", log.path, "--json")
+    assert r.code == 0 and r.json() == {"log": str(log.path), "seq": 5, "head": expected.split(":")[1]}
+    assert _cli("head", "--state", log.path.parent / "nowhere").code == 2
+
+
+def test_audit_head_refuses_a_broken_chain(log: AuditLog) -> None:
+    lines = _lines(log)
+    lines[1] = lines[1].replace(b'"accepted"', b'"rejected"')
+    _write(log, lines)
+    r = _cli("head", "--state", log.path.parent)
+    assert r.code == 1 and f"{log.path}:2" in r.err and r.out == ""
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_expect_head_catches_the_last_k_entries_cut(log: AuditLog, k: int) -> None:
+    anchor = _cli("head", "--state", log.path.parent).out.strip()
+    lines = _lines(log)
+    _write(log, lines[:-k])
+    assert _cli("verify", "--state", log.path.parent).code == 0  # the chain alone cannot tell
+    r = _cli("verify", "--state", log.path.parent, "--expect-head", anchor)
+    assert r.code == 1
+    found = _head_of(lines[-k - 1], 5 - k)
+    assert str(log.path) in r.err and anchor in r.err and found in r.err
+    assert f"{k} entr{'y was' if k == 1 else 'ies were'} cut from its end" in r.err
+    doc = _cli("verify", "--state", log.path.parent, "--expect-head", anchor, "--json").json()
+    assert doc["expected_head"] == anchor and doc["found_head"] == found and doc["error"] == "AnchorError"
+
+
+def test_expect_head_catches_a_deleted_or_emptied_log(log: AuditLog) -> None:
+    anchor = _cli("head", "--log", log.path).out.strip()
+    log.path.write_bytes(b"")
+    r = _cli("verify", "--log", log.path, "--expect-head", anchor)
+    assert r.code == 1 and "the log is empty but it held 5 entries at the anchor" in r.err
+    log.path.unlink()
+    assert _cli("verify", "--log", log.path).code == 2  # no anchor: just a missing file
+    r = _cli("verify", "--log", log.path, "--expect-head", anchor)
+    assert r.code == 1 and str(log.path) in r.err
+    assert f"the log is missing: it held 5 entries at the anchor {anchor}" in r.err
+    # A state directory that is gone altogether is the same finding.
+    r = _cli("verify", "--state", log.path.parent / "wiped", "--expect-head", anchor)
+    assert r.code == 1 and "the log is missing" in r.err
+
+
+@pytest.mark.parametrize("fork_at", [5, 2])
+def test_expect_head_catches_a_forked_log_of_the_same_length(log: AuditLog, fork_at: int) -> None:
+    """Someone rewrites history from entry *fork_at* on and re-chains it: same length, valid chain."""
+    anchor = _cli("head", "--state", log.path.parent).out.strip()
+    lines = _lines(log)
+    _write(log, lines[:fork_at - 1])
+    for i in range(fork_at, 6):
+        log.append("verify", {"bundle": "geheim-pilot", "version": f"0.9.{i}"}, "accepted", actor=ALICE, now=T0)
+    assert log.verify() == 5 and _cli("verify", "--state", log.path.parent).code == 0
+    r = _cli("verify", "--state", log.path.parent, "--expect-head", anchor)
+    assert r.code == 1
+    found = _head_of(_lines(log)[4], 5)
+    assert f"{log.path}:5" in r.err and anchor in r.err and found in r.err and "forked" in r.err
+
+
+def test_expect_head_passes_an_intact_longer_log(log: AuditLog) -> None:
+    anchor = _cli("head", "--state", log.path.parent).out.strip()
+    early = _head_of(_lines(log)[2], 3)
+    _fill(log, 2)
+    r = _cli("verify", "--state", log.path.parent, "--expect-head", anchor)
+    assert r.code == 0 and "INTACT" in r.out and "entry 5 is the anchored head" in r.out
+    r = _cli("verify", "--state", log.path.parent, "--expect-head", early.upper(), "--json")
+    assert r.code == 0 and r.json()["entries"] == 7 and r.json()["expected_head"] == early
+
+
+@pytest.mark.parametrize("bad", ["5", "5:abc", "x:" + "0" * 64, "-1:" + "0" * 64, "0:" + "1" * 64, "5:" + "g" * 64])
+def test_expect_head_syntax_is_an_input_error(log: AuditLog, bad: str) -> None:
+    r = _cli("verify", "--state", log.path.parent, "--expect-head", bad)
+    assert r.code == 2 and ("--expect-head" in r.err or "audit head 0 is the empty log" in r.err), r.err
+
+
+def test_expect_head_zero_is_the_empty_log(tmp_path: Path) -> None:
+    empty = tmp_path / "audit.log"
+    empty.write_bytes(b"")
+    head = _cli("head", "--log", empty).out.strip()
+    assert head == f"0:{GENESIS}"
+    assert _cli("verify", "--log", empty, "--expect-head", head).code == 0

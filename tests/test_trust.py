@@ -924,3 +924,67 @@ def test_record_across_store_instances(tmp_path, trust_policy, keyring):
     b.record(b.load_policy(v2.to_bytes(), NOW))
     with pytest.raises(RollbackError):
         a.record(stale)
+
+
+# --- key roles of the signing helpers (library level; the CLI runs are in test_cli.py) ---
+
+
+def _init_kwargs(keyring):
+    pub = keyring.pub
+    return dict(target=TARGET, expires="365d", roots=keyring.pubs("root-1", "root-2", "root-3"), root_threshold=2,
+                builders=[pub("builder-1")], builder_threshold=1, officers=[pub("officer-1")], officer_threshold=1,
+                now=NOW)
+
+
+@pytest.mark.parametrize("name,role", [("builder-1", "a builder key"), ("officer-1", "an officer key")])
+def test_init_policy_refuses_non_root_signers_before_signing(keyring, name, role):
+    from airgap.exceptions import KeyRoleError
+    from airgap.keyroles import Signer
+    from airgap.trust import init_policy
+
+    with pytest.raises(KeyRoleError, match=f"^keys/{name}.key is {role} of this policy, not a root key"):
+        init_policy(**_init_kwargs(keyring), signing_keys=[keyring["root-1"], Signer(keyring[name], f"keys/{name}.key")])
+
+
+def test_rotate_policy_accepts_a_root_of_either_version_and_counts_it_there(keyring):
+    from airgap.exceptions import KeyRoleError
+    from airgap.keyroles import RootStatus
+    from airgap.trust import rotate_policy
+
+    v1 = make_policy(keyring)
+    new_root = K[0]
+    # root-1 leaves, K[0] joins: each signs, each counts for its own version only.
+    v2 = rotate_policy(v1, roots=[keyring.pub("root-2"), keyring.pub("root-3"), new_root.public_key],
+                       signing_keys=[keyring["root-1"], new_root], now=NOW)
+    status = RootStatus.of(v2, v1)
+    assert (status.signatures, status.previous_signatures, status.complete) == (1, 1, False)
+    assert RootStatus.of(v2).to_dict() == {"root_signatures": 1, "root_threshold": 2, "complete": False}
+    with pytest.raises(SignatureError):
+        TrustPolicy.verify_successor(v1, v2, NOW)
+    from airgap.trust import sign_policy
+
+    sign_policy(v2, keyring["root-2"], previous=v1)
+    assert RootStatus.of(v2, v1).complete
+    TrustPolicy.verify_successor(v1, v2, NOW)
+    with pytest.raises(KeyRoleError, match="a builder key of version 2 and a builder key of version 1, a root key of neither"):
+        rotate_policy(v1, signing_keys=[keyring["builder-1"]], now=NOW)
+    # trust sign without the previous version only knows this version's roots.
+    with pytest.raises(KeyRoleError, match="not in the policy at all.*--successor-of"):
+        sign_policy(v2, keyring["root-1"])
+    with pytest.raises(KeyRoleError, match="already signed"):
+        sign_policy(v2, keyring["root-2"], previous=v1)
+
+
+def test_rotate_revoke_by_keyid_prefix(keyring):
+    from airgap.exceptions import InputError
+    from airgap.trust import rotate_policy
+
+    v1 = make_policy(keyring)
+    officer = keyring.pub("officer-1").keyid
+    for form in (officer[:8], officer[:8].upper(), officer[:20] + "…", officer):
+        v2 = rotate_policy(v1, revoke=[form], now=NOW)
+        assert v2.revoked == (officer,), form
+    with pytest.raises(InputError, match="no key in"):
+        rotate_policy(v1, revoke=["00000000"], now=NOW)
+    with pytest.raises(InputError, match="neither a keyid"):
+        rotate_policy(v1, revoke=["1234567"], now=NOW)
