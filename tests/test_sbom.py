@@ -323,3 +323,35 @@ def test_inspect_sign_and_diff_show_packages(small_bundle, tmp_path, keyring):
     assert "- pkg   oci:layout:app  deb curl (amd64) 7.88.1-10" in r.out
     d = airgap("diff", small_bundle, other, "--json").json()
     assert d["packages"]["oci:layout:app"]["changed"] == [{"type": "deb", "name": "bash", "arch": "amd64", "platform": None, "from": "5.2.15-2", "to": "5.2.15-3"}]
+
+
+def test_whiteouts_agree_with_umoci(tmp_path, keyring):
+    """Differential: the package databases our layer reader leaves equal those in umoci's unpacked rootfs."""
+    from airgap.sbom.packages import parse_dpkg, parse_python_metadata
+
+    site = "usr/lib/python3/site-packages"
+    layers = [
+        make_layer([("var/lib/dpkg/status", STANZA % (b"a", b"1") + STANZA % (b"b", b"1")),
+                    ("var/lib/dpkg/status.d/c", STANZA % (b"c", b"1")), ("var/lib/dpkg/status.d/d", STANZA % (b"d", b"1")),
+                    (f"{site}/x-1.dist-info/METADATA", b"Name: x\nVersion: 1\n\n"), (f"{site}/y-1.dist-info/METADATA", b"Name: y\nVersion: 1\n\n"),
+                    ("opt/venv/lib/z-1.dist-info/METADATA", b"Name: z\nVersion: 1\n\n")]),
+        make_layer([("var/lib/dpkg/status.d/.wh.c", b""), (f"{site}/.wh.x-1.dist-info", b""),
+                    ("var/lib/dpkg/status", STANZA % (b"b", b"2"))], LAYER_TAR),
+        make_layer([("opt/venv/.wh..wh..opq", b""), ("opt/venv/lib/w-2.dist-info/METADATA", b"Name: w\nVersion: 2\n\n"),
+                    ("var/lib/dpkg/status.d/e", STANZA % (b"e", b"3"))]),
+    ]
+    out = build_bundle(tmp_path, keyring, {"img": ImageSpec(layers)})
+    doc = json.loads(next(iter(sbom_members(out).values())))
+    ours = {(c["name"], c["version"]) for c in doc["components"]}
+
+    layout = tmp_path / "spec" / "layout"
+    rootfs_bundle = tmp_path / "unpacked"
+    proc = subprocess.run(["umoci", "unpack", "--image", f"{layout}:img", str(rootfs_bundle)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rootfs = rootfs_bundle / "rootfs"
+    theirs = set()
+    for f in [rootfs / "var/lib/dpkg/status", *(rootfs / "var/lib/dpkg/status.d").glob("*")]:
+        theirs |= {(p.name, p.version) for p in parse_dpkg(f.read_bytes()).packages}
+    for f in rootfs.glob("**/*.dist-info/METADATA"):
+        theirs |= {(p.name, p.version) for p in parse_python_metadata(f.read_bytes()).packages}
+    assert ours == theirs == {("b", "2"), ("d", "1"), ("e", "3"), ("y", "1"), ("w", "2")}
