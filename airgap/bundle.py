@@ -166,6 +166,12 @@ class Bundle:
     def manifest(self) -> BundleManifest:
         return BundleManifest.from_bytes(self.manifest_bytes, MANIFEST_MEMBER)
 
+    def member(self, name: str) -> tarfmt.Member | None:
+        index = self.__dict__.get("_by_name")
+        if index is None:
+            index = self.__dict__["_by_name"] = {m.name: m for m in self.members}
+        return index.get(name)
+
     def read(self, member: tarfmt.Member, cap: int) -> bytes:
         """A member's bytes, unchecked (for showing and comparing; use a VerifiedBundle to use them)."""
         return _read_capped(self.source, member, cap)

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airgap import oci
+from airgap import oci, sbom
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
 from airgap.exceptions import (
     AirgapError,
@@ -165,6 +165,7 @@ def verify(
         run.start("oci-layout")
         reader = _DocumentReader(source, members, manifest)
         images = _check_layout(reader, manifest, require_base)
+        sbom.check_documents(manifest, reader.read)
         run.report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
         verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
                                   signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
@@ -375,7 +376,10 @@ def _check_members(actual: list, manifest: BundleManifest) -> None:
             if a.name.count("/") != 2:
                 raise ArchiveError(a.name, "unexpected path under blobs/")
             continue
-        raise ArchiveError(a.name, "not part of the bundle format (expected oci-layout, index.json, blobs/sha256/*, files/*)")
+        if a.name.startswith("sbom/"):
+            sbom.check_member_name(a.name, manifest)
+            continue
+        raise ArchiveError(a.name, "not part of the bundle format (expected oci-layout, index.json, blobs/sha256/*, files/*, sbom/sha256/*.cdx.json)")
     for name in ALLOWED_TOP:
         if name not in listed:
             raise ArchiveError(name, "missing from the bundle")
