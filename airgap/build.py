@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -566,6 +567,20 @@ def build(
     files = collect_files(spec)
     if getattr(spec, "wheels", None):
         files.extend(_wheel_files(spec))
+    workload_records, workload_files = _workload_files(spec, resolved)
+    files.extend(workload_files)
+    work = tempfile.TemporaryDirectory(prefix="airgap-build-")
+    try:
+        packages, package_files = _package_files(spec, Path(work.name), t0, log)
+        files.extend(package_files)
+        return _finish(spec, spec_path, out, signing_key, t0, expires, base, resolved, files, skip,
+                       workload_records, packages, workers, progress)
+    finally:
+        work.cleanup()
+
+
+def _finish(spec, spec_path: Path, out: Path, signing_key, t0: datetime, expires: datetime, base, resolved, files, skip,
+            workload_records, packages, workers: int, progress: bool) -> BuildResult:
     members, external = plan_members(resolved, files, skip)
     manifest = BundleManifest(
         name=spec.metadata.name,
@@ -581,6 +596,8 @@ def build(
         base=base,
         external_blobs=tuple(sorted(external)),
         description=spec.metadata.description,
+        workloads=workload_records,
+        packages=packages,
     )
     manifest_bytes = manifest.to_bytes()
     from airgap import dsse
@@ -610,3 +627,60 @@ def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:
         size, sha = hash_file(path)
         out.append((f"wheels/{path.name}", path, size, 0o644, sha))
     return out
+
+
+def _workload_files(spec, resolved: list[ResolvedImage]) -> tuple[tuple, list[tuple[str, Path, int, int, str]]]:
+    """Each workload's files, read and checked once, and its record: objects and the bundle image of each reference."""
+    from airgap import workloads
+
+    images = [(src.spec_ref, src.ref, r.record) for src, r in zip(spec.images, resolved)]
+    records, files = [], []
+    for w in spec.workloads:
+        seen: set[str] = set()
+        objects, uses_found, paths = [], [], []
+        for rel, src in w.entries:
+            where = f"workloads[{w.index}] {w.name}: {rel}"
+            data = src.read_bytes()
+            try:
+                found, uses = workloads.scan(workloads.parse(data, rel), rel, seen)
+            except FormatError as exc:
+                raise SpecError(f"workloads[{w.index}].src", f"{w.name}: {exc}") from None
+            objects += found
+            for use in uses:
+                record = workloads.resolve(use.ref, images)
+                if record is None:
+                    raise SpecError(f"workloads[{w.index}].src",
+                                    f"{where}: {use.object} {use.field} is {use.ref!r}, which is not one of the bundle's "
+                                    "images; list it under images (or write it as images[].ref writes it)")
+                uses_found.append(workloads.WorkloadImage(use.object, use.field, use.ref, record.layout_ref, record.digest))
+            dest = f"workloads/{w.name}/{rel}"
+            tarfmt.check_name("files/" + dest, where)
+            files.append((dest, src, len(data), 0o644, hashlib.sha256(data).hexdigest()))
+            paths.append("files/" + dest)
+        if not objects:
+            raise SpecError(f"workloads[{w.index}].src", f"{w.name}: no Kubernetes object in its files")
+        records.append(workloads.WorkloadRecord(w.name, tuple(paths), tuple(objects), tuple(uses_found)))
+    return tuple(records), files
+
+
+def _package_files(spec, work: Path, created: datetime, log) -> tuple[object, list[tuple[str, Path, int, int, str]]]:
+    """The .deb closure apt computes for ``packages:``, with the repository index, as bundle files."""
+    p = spec.packages
+    if p is None:
+        return None, []
+    from airgap import debs
+
+    resolved = debs.resolve(p.names, p.sources, p.baseline, p.architecture, work, log)
+    index_paths = debs.write_repository(resolved, work / "index", release=p.release, architecture=p.architecture,
+                                        label=f"{spec.metadata.name} {spec.metadata.version}", date=created)
+    files = [(f"{debs.INDEX_DIR}/{d.file_name}", d.path, d.size, 0o644, d.sha256) for d in resolved]
+    for path in index_paths:
+        size, sha = hash_file(path)
+        files.append((f"{debs.INDEX_DIR}/{path.name}", path, size, 0o644, sha))
+    record = debs.PackageSet(
+        release=p.release, architecture=p.architecture, names=p.names,
+        debs=tuple(debs.DebRecord(d.package, d.version, d.architecture, f"files/{debs.INDEX_DIR}/{d.file_name}")
+                   for d in resolved),
+        index=tuple(f"files/{debs.INDEX_DIR}/{path.name}" for path in index_paths),
+    )
+    return record, files

@@ -511,6 +511,15 @@ def cmd_inventory(args) -> int:
     return 0
 
 
+def cmd_manifests_render(args) -> int:
+    from airgap import render
+
+    result = render.render_bundle(args.bundle, trust_path=args.trust, registry=args.registry, out=args.output,
+                                  state_dir=args.state, now=_now(), force=args.force)
+    _emit(args, result.to_dict(), "" if args.quiet else result.to_text())
+    return 0
+
+
 def cmd_lab(args) -> int:
     from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
 
@@ -728,6 +737,28 @@ def build_parser() -> argparse.ArgumentParser:
     _registry_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inventory)
+
+    man_p = sub.add_parser("manifests", help="the Kubernetes workloads a bundle carries")
+    msub = man_p.add_subparsers(dest="manifests_command", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    p = msub.add_parser(
+        "render", help="verify, then write the workloads with every image pinned to the internal registry by digest",
+        description="Verify the bundle, then write each workload it carries as DIR/<workload>.yaml: the Kubernetes "
+                    "objects as signed, every image reference (containers, init and ephemeral containers, image "
+                    "volumes) replaced by REGISTRY/<internal repository>@sha256:... of the bundle image it was "
+                    "resolved to at build. Same bundle and registry, same bytes. Apply the files with the "
+                    "cluster's own tooling (kubectl apply -f DIR) or run them with podman kube play.",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected, or its workload files differ from what its "
+               "manifest records; 2 usage or input error (existing DIR without --force, bad --registry, "
+               "a bundle without workloads).")
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--registry", required=True, help="internal registry host:port the images were imported into")
+    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
+    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--force", action="store_true", help="write into an existing directory (files replaced atomically)")
+    _common(p)
+    p.set_defaults(func=cmd_manifests_render)
 
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)

@@ -86,6 +86,7 @@ def format_summary(s: dict[str, Any]) -> str:
     for f in m["members"]:
         if f["path"].startswith("files/"):
             lines.append(f"  {oct(f['mode'])[2:]:>4}  {human_size(f['size']):>10}  {f['path'][6:]}")
+    lines += platform_lines(m)
     lines.append("")
     if "trust" in s:
         lines.append("Signatures (against the trust policy):")
@@ -95,6 +96,22 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  (give --trust to see roles and thresholds)")
     lines.append("Not verified: run 'airgap verify' to check signatures, content and policy.")
     return "\n".join(lines)
+
+
+def platform_lines(manifest: dict[str, Any]) -> list[str]:
+    """Workloads and OS packages of a manifest (as ``to_dict`` gives it), for people who approve it."""
+    from airgap import debs, workloads
+
+    lines: list[str] = []
+    records = [workloads.WorkloadRecord.from_dict(w) for w in manifest.get("workloads", [])]
+    if records:
+        lines.append(f"Workloads ({len(records)}, Kubernetes manifests; images as written -> the digest that runs):")
+        lines += workloads.describe(records)
+    if manifest.get("packages"):
+        p = debs.PackageSet.from_dict(manifest["packages"])
+        lines.append(f"OS packages ({len(p.debs)} .deb files, dependency-closed by apt):")
+        lines += p.describe()
+    return lines
 
 
 def _images(m: BundleManifest) -> dict[str, Any]:

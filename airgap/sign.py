@@ -24,7 +24,7 @@ from airgap._internal import keyid as _keyid
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import InputError, IntegrityError, OperationError, TargetError
-from airgap.inspect import human_size
+from airgap.inspect import human_size, platform_lines
 from airgap.keys import short_keyid
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, evaluate
@@ -56,6 +56,7 @@ class _Plan:
             f"  {len(m.images)} images ({human_size(blob_bytes)} of blobs), {len(files)} files",
         ]
         lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
+        lines += ["  " + line for line in platform_lines(m.to_dict())]
         return lines
 
     def report(self, envelope: Envelope | None = None):
