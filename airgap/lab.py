@@ -16,12 +16,14 @@ The lab builds a small isolated site out of Linux namespaces (root only):
     ``lowerdir=/`` and its upper/work layer on a tmpfs that exists only inside
     the node's mount namespace (nothing of it is visible on the host or in other
     nodes; it disappears with the node);
-  - mounts a fresh ``/proc`` (own PID namespace), a fresh read-only ``/sys`` (no
-    cgroup mounts at all), a tmpfs ``/dev`` with the usual device nodes bound in
-    and its own ``devpts``, tmpfs ``/run`` and ``/tmp``;
-  - bind-mounts ``<workdir>/nodes/<node>/containers`` (on the host's disk) onto
-    ``/var/lib/containers`` so podman can use its native overlay driver (overlay
-    on overlay does not work);
+  - mounts a fresh ``/proc`` (own PID namespace), a fresh read-only ``/sys``
+    whose ``/sys/fs/cgroup`` holds the host's cgroup v1 hierarchies and not the
+    unified cgroup2 mount (so pods get cgroups with the cgroupfs manager), a tmpfs
+    ``/dev`` with the usual device nodes bound in and its own ``devpts``, tmpfs
+    ``/run`` and ``/tmp``;
+  - bind-mounts ``<workdir>/nodes/<node>/containers`` and ``.../containerd`` (on
+    the host's disk) onto ``/var/lib/containers`` and ``/var/lib/containerd`` so
+    podman and containerd can use overlayfs (overlay on overlay does not work);
   - hides the lab's work directory under a tmpfs, sets the hostname (own UTS
     namespace), ``pivot_root``\\ s into the new root;
   - runs ``sshd`` on 127.0.10.N:22 with the node's own ed25519 host key and root
@@ -49,6 +51,7 @@ On-disk layout (``workdir``, default :data:`DEFAULT_WORKDIR`)::
     nodes/<node>/init.log      node init + sshd log (stdout/stderr of PID 1)
     nodes/<node>/seed/         files copied into the node's upper layer at start
     nodes/<node>/containers/   the node's /var/lib/containers (podman storage)
+    nodes/<node>/containerd/   the node's /var/lib/containerd (containerd content and snapshots)
     nodes/<node>/{layer,root}/ empty mount points, used only inside the node
 
 Running Ansible against the lab -- from *inside* the lab's network namespace
@@ -535,6 +538,7 @@ class Lab:
             "layer",
             "root",
             "containers",
+            "containerd",
             "seed/etc/ssh",
             "seed/etc/containers",
             "seed/root/.ssh",
@@ -574,7 +578,11 @@ class Lab:
                 "/root/.ssh/authorized_keys*",
                 "/etc/resolv.conf",
             ],
-            "binds": [[str(d / "containers"), "/var/lib/containers"]],
+            # Image stores on the host's disk: overlayfs (podman's and containerd's
+            # snapshotters) cannot stack on the node's overlay root.
+            "binds": [[str(d / "containers"), "/var/lib/containers"],
+                      [str(d / "containerd"), "/var/lib/containerd"]],
+            "cgroups": "v1",
             "hide": [str(self.workdir)],
             "services": {
                 "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"]

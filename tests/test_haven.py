@@ -97,10 +97,17 @@ def _runtime_root(root: Path, hosts_toml: str) -> None:
     write(root, "/etc/containerd/certs.d/docker.io/hosts.toml", hosts_toml)
 
 
-SERVER_SHAPED = """\
+SERVER_ONLY = """\
     server = "https://registry.pilot.geheim.internal:5000/v2/docker.io"
     override_path = true
     ca = "/etc/containerd/certs.d/registry.pilot.geheim.internal_5000_/ca.crt"
+    """
+
+SERVER_SHAPED = SERVER_ONLY + """\
+
+    [host."https://registry.pilot.geheim.internal:5000/v2/docker.io"]
+      capabilities = ["pull", "resolve"]
+      override_path = true
     """
 
 KUBESPRAY_SHAPED = """\
@@ -121,6 +128,12 @@ def test_mirrors_fail_on_a_hosts_toml_without_server(tmp_path):
     r = haven.check_mirrors(haven.collect_registries(str(tmp_path)), ENCLAVE)
     assert r["status"] == "FAIL"
     assert any("no server line: containerd falls back to the upstream registry-1.docker.io" in e for e in r["evidence"])
+
+
+def test_mirrors_fail_on_a_hosts_toml_containerd_1_6_rejects(tmp_path):
+    _runtime_root(tmp_path, SERVER_ONLY)
+    r = haven.check_mirrors(haven.collect_registries(str(tmp_path)), ENCLAVE)
+    assert r["status"] == "FAIL" and any("invalid host tree" in e for e in r["evidence"])
 
 
 def test_mirrors_fail_on_a_public_mirror(tmp_path):

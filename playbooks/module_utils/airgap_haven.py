@@ -379,8 +379,9 @@ def collect_registries(root="/"):
     """Every registry endpoint podman or containerd may contact, from their own configuration files.
 
     A containerd ``hosts.toml`` without ``server`` falls back to the upstream
-    registry itself (``registry-1.docker.io`` for docker.io) after its hosts:
-    that is reported as an endpoint with a problem, whatever its hosts are.
+    registry itself (``registry-1.docker.io`` for docker.io) after its hosts,
+    and containerd 1.6 drops one without a ``[host]`` table altogether and uses
+    the upstream: both are reported as the upstream endpoint with the problem.
     """
     out = []
     for path in _files(root, "/etc/containers/registries.conf", "/etc/containers/registries.conf.d/*.conf"):
@@ -403,10 +404,16 @@ def collect_registries(root="/"):
         if err:
             out.append({"file": shown, "value": "", "problem": err})
             continue
+        upstream = "registry-1.docker.io" if namespace == "docker.io" else namespace.rstrip("_").replace("_", ":")
         if not doc.get("server"):
-            upstream = "registry-1.docker.io" if namespace == "docker.io" else namespace.rstrip("_").replace("_", ":")
             out.append({"file": shown, "value": upstream,
                         "problem": "no server line: containerd falls back to the upstream %s after the hosts" % upstream})
+        elif not isinstance(doc.get("host"), dict) or not doc["host"]:
+            # containerd 1.6 (Debian 12) refuses such a file ("invalid `host` tree") and
+            # silently uses the upstream instead: proven in tests/test_platform_lab.py.
+            out.append({"file": shown, "value": upstream,
+                        "problem": "no [host.\"...\"] table: containerd 1.6 rejects the file ('invalid host tree') "
+                                   "and pulls from the upstream %s; name the internal registry as a host too" % upstream})
         else:
             out.append({"file": shown, "value": doc["server"]})
         out += [{"file": shown, "value": host} for host in (doc.get("host") or {})]
