@@ -479,3 +479,65 @@ def test_the_sandbox_image_is_internal(site, containerd):
     assert f'sandbox_image = "{site.pause_ref}"' in dump
     r = pull(containerd, site.pause_ref)
     assert r.returncode == 0, r.stderr
+
+
+# --------------------------------------------------------------------------- OS packages from the bundle
+
+
+def _upstream_apt(directory: Path, names: tuple[str, ...]) -> tuple[Path, str]:
+    """A connected-side apt repository of *names* from apt's cache, and the host's dpkg status without them."""
+    directory.mkdir(parents=True)
+    for name in names:
+        debs = list(Path("/var/cache/apt/archives").glob(f"{name}_*.deb"))  # scripts/setup.sh keeps them there
+        assert debs, f"no {name} .deb in apt's cache: run scripts/setup.sh"
+        for deb in debs:
+            shutil.copyfile(deb, directory / deb.name)
+    index = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=directory, check=True, capture_output=True)
+    (directory / "Packages").write_bytes(index.stdout)
+    keep = [p for p in Path("/var/lib/dpkg/status").read_text().split("\n\n")
+            if p.strip() and p.split("\n", 1)[0].removeprefix("Package: ") not in names]
+    return directory, "\n\n".join(keep) + "\n"
+
+
+def test_a_node_gets_its_packages_from_the_bundle_with_no_network(site, keyring, tmp_path):
+    lab, names = site.lab, ("containerd", "runc")
+    repo, baseline = _upstream_apt(tmp_path / "upstream", names)
+    spec_dir = tmp_path / "spec"
+    (spec_dir / "apt").mkdir(parents=True)
+    (spec_dir / "apt/sources.list").write_text(f"deb [trusted=yes] file:{repo} ./\n")
+    (spec_dir / "apt/target.status").write_text(baseline)
+    spec = write_spec(spec_dir, images=[], files=[], extra={"packages": {
+        "release": "bookworm", "sources": "apt/sources.list", "baseline": "apt/target.status", "names": list(names)}})
+    bundle = tmp_path / "packages.tar"
+    r = airgap("build", spec, "-o", bundle, "--key", keyring.key_path("builder-1"), "--created", CREATED, "--quiet")
+    assert r.code == 0, r.err
+    assert airgap("sign", bundle, "--key", keyring.key_path("officer-1"), "--yes", "--quiet").code == 0
+    trust = tmp_path / "trust.json"
+    trust.write_bytes(make_policy(keyring).to_bytes())
+    # Verified and unpacked on the isolated side, where the node can read it.
+    files = Path(f"/srv/airgap-test-{os.getpid()}")
+    try:
+        r = lab.run_in_netns([AIRGAP, "import", bundle, "--trust", trust, "--registry", REG, "--state",
+                              tmp_path / "state", "--files-dir", files, "--quiet"], timeout=300)
+        assert r.returncode == 0, r.stderr
+        packages = files / "current/packages"
+        # The node loses the packages, in its own overlay only.
+        sh(lab, "registry-1", "dpkg --purge --force-depends containerd runc >/dev/null 2>&1")
+        assert lab.exec("registry-1", ["sh", "-c", "command -v containerd runc"]).returncode != 0
+        assert subprocess.run(["dpkg", "-s", "containerd"], capture_output=True).returncode == 0  # the host keeps them
+        # apt, with the bundle's repository as its only source, inside the loopback-only network.
+        assert lab.exec("registry-1", ["ip", "-4", "route", "show"]).stdout.strip() == ""
+        sh(lab, "registry-1", f"rm -f /etc/apt/sources.list.d/*; "
+                              f"echo 'deb [trusted=yes] file:{packages} ./' > /etc/apt/sources.list")
+        update = sh(lab, "registry-1", "apt-get update 2>&1")
+        sources = [line for line in update.stdout.splitlines() if line.startswith(("Get:", "Hit:", "Ign:", "Err:"))]
+        assert sources and all(f"file:{packages}" in line for line in sources), update.stdout
+        install = sh(lab, "registry-1", "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                                        "containerd runc 2>&1", timeout=300)
+        assert "Setting up containerd" in install.stdout and "Setting up runc" in install.stdout, install.stdout
+        version = x(lab, "registry-1", ["containerd", "--version"]).stdout
+        assert "1.6." in version
+        status = x(lab, "registry-1", ["dpkg-query", "-W", "-f", "${Package} ${Status}\n", "containerd", "runc"]).stdout
+        assert status.splitlines() == ["containerd install ok installed", "runc install ok installed"]
+    finally:
+        shutil.rmtree(files, ignore_errors=True)
