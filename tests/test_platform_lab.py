@@ -432,26 +432,27 @@ def test_a_missing_image_fails_at_the_internal_registry_and_goes_nowhere_else(co
     assert "HEAD /v2/docker.io/library/nginx/manifests/1.25" in access_log(containerd)
 
 
-def test_kubesprays_mirror_only_hosts_toml_falls_back_to_docker_hub(containerd):
+def _pull_through(lab, shape: str, tag: str, **kw):
+    """Pull a docker.io image the internal registry lacks through a hosts.toml of another *shape*."""
     ca = f"{CONTAINERD_ROOT}/certs.d/ca.crt"
-    put(containerd, "node-2", "/etc/airgap-test/ks/docker.io/hosts.toml",
-        hosts_toml(f"https://{REG}/v2/docker.io", ca, with_server=False))
-    r = pull(containerd, "docker.io/library/nginx:1.26", "/etc/airgap-test/ks")
+    put(lab, "node-2", f"/etc/airgap-test/{shape}/docker.io/hosts.toml", hosts_toml(f"https://{REG}/v2/docker.io", ca, **kw))
+    r = pull(lab, f"docker.io/library/nginx:{tag}", f"/etc/airgap-test/{shape}")
     assert r.returncode != 0
+    assert "host=registry-1.docker.io" in r.stderr, r.stderr
+    return r
+
+
+def test_kubesprays_mirror_only_hosts_toml_falls_back_to_docker_hub(containerd):
+    r = _pull_through(containerd, "mirror-only", "1.26", with_server=False)
     # The internal registry answered 404, then containerd went for the upstream: only the
     # lab's loopback-only network stopped it (no resolver, no route).
-    assert 'host="127.0.10.1:5443"' in r.stderr and "host=registry-1.docker.io" in r.stderr, r.stderr
+    assert 'host="127.0.10.1:5443"' in r.stderr
     assert 'Head "https://registry-1.docker.io/v2/library/nginx/manifests/1.26"' in r.stderr
 
 
 def test_containerd_1_6_drops_a_server_only_hosts_toml_and_goes_upstream(containerd):
-    ca = f"{CONTAINERD_ROOT}/certs.d/ca.crt"
-    put(containerd, "node-2", "/etc/airgap-test/so/docker.io/hosts.toml",
-        hosts_toml(f"https://{REG}/v2/docker.io", ca, with_host=False))
-    r = pull(containerd, "docker.io/library/nginx:1.27", "/etc/airgap-test/so")
-    assert r.returncode != 0
+    r = _pull_through(containerd, "server-only", "1.27", with_host=False)
     assert "failed to decode hosts.toml" in r.stderr and "invalid `host` tree" in r.stderr, r.stderr
-    assert "host=registry-1.docker.io" in r.stderr
 
 
 def test_negative_oom_score_adj_is_refused_here(containerd):
