@@ -183,3 +183,10 @@ def test_same_inputs_same_bundle(tmp_path, upstream, keyring, built):
     spec = _spec(tmp_path / "spec", upstream, ["airgap-test-app"])
     assert _build(spec, out, keyring).code == 0
     assert out.read_bytes() == built.read_bytes()
+
+
+def test_diff_shows_package_changes(tmp_path, upstream, keyring, built):
+    out = tmp_path / "more.tar"
+    assert _build(_spec(tmp_path / "s", upstream, ["airgap-test-app", "airgap-test-unrelated"]), out, keyring).code == 0
+    r = airgap("diff", built, out)
+    assert "+ package airgap-test-unrelated:all  1.0-1" in r.out, r.out

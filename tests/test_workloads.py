@@ -370,3 +370,17 @@ def test_rewrite_replaces_every_position_and_nothing_else():
     assert spec["initContainers"][0]["image"] == "new/r/i:1"
     assert spec["containers"][0]["image"] == "new/r/a:1"
     assert spec["containers"][0]["env"] == [{"name": "image", "value": "r/a:1"}]
+
+
+def test_diff_names_the_workload_whose_digest_changes(wbundle, tmp_path):
+    seeded = wbundle.seeded
+    files = _pilot_files(seeded)
+    files["k8s/notes.yaml"] = NOTES_POD.replace("${AIRGAP_SOURCE_REGISTRY:-127.0.0.1:5000}/pilot/notes:1.0",
+                                                seeded.ref("pilot/status"))
+    spec = _spec(tmp_path / "s", seeded, files, [{"name": "pilot-status", "src": "k8s/status/"},
+                                                 {"name": "pilot-notes", "src": "k8s/notes.yaml"}])
+    assert _build(spec, tmp_path / "b.tar", seeded, wbundle.keyring, sign=False).code == 0
+    r = airgap("diff", wbundle.path, tmp_path / "b.tar")
+    notes, status = seeded.images["pilot/notes"].digest, seeded.images["pilot/status"].digest
+    assert f"~ runs pilot-notes Pod/pilot-notes spec.containers[0].image  {notes} -> {status}" in r.out, r.out
+    assert "~ file  workloads/pilot-notes/notes.yaml" in r.out
