@@ -26,12 +26,10 @@ from a test CA and a pull credential (docker-registry, access log on):
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import shutil
 import subprocess
-import tarfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -166,26 +164,6 @@ def _pki(d: Path) -> None:
         "-out", "reg.crt", "-days", "2", "-extfile", "ext")
 
 
-def _pause_tar() -> bytes:
-    """A pause image's root: static busybox and a /pause that sleeps until SIGTERM."""
-    busybox = shutil.which("busybox")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tar.gettarinfo(busybox, arcname="bin/busybox")
-        info.uid = info.gid = 0
-        with open(busybox, "rb") as fh:
-            tar.addfile(info, fh)
-        for applet in ("sh", "sleep"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        script = b"#!/bin/sh\ntrap 'exit 0' TERM INT\nwhile :; do sleep 3600 & wait $!; done\n"
-        pause = tarfile.TarInfo("pause")
-        pause.size, pause.mode = len(script), 0o755
-        tar.addfile(pause, io.BytesIO(script))
-    return buf.getvalue()
-
-
 def _start_registry(lab, pki: Path) -> None:
     import bcrypt
 
@@ -258,7 +236,7 @@ def upstream(tmp_path_factory):
         make_images = _make_images()
         digests = make_images.build_layout(base / "layout")
         make_images.push(base / "layout", reg.host)
-        yield Upstream(reg.host, {f"pilot/{app}": digests[f"{app}-1.0"] for app in make_images.APPS})
+        yield Upstream(reg.host, {f"pilot/{tag.split('-')[0]}": digests[tag] for tag in digests if tag.endswith("-1.0")})
     finally:
         reg.stop()
 
@@ -284,7 +262,7 @@ def site(tmp_path_factory, upstream, keyring) -> Site:
         spec_dir = base / "spec"
         (spec_dir / "k8s").mkdir(parents=True)
         (spec_dir / "k8s/status.yaml").write_text(WORKLOAD.replace("{image}", seeded_registry.ref("pilot/status")))
-        spec = write_spec(spec_dir, images=[seeded_registry.ref("pilot/status")], files=[],
+        spec = write_spec(spec_dir, images=[seeded_registry.ref("pilot/status"), seeded_registry.ref("pilot/pause")], files=[],
                           extra={"workloads": [{"name": "pilot-status", "src": "k8s/status.yaml"}]})
         bundle = base / "pilot.tar"
         r = airgap("build", spec, "-o", bundle, "--key", keyring.key_path("builder-1"), "--plain-http",
@@ -303,16 +281,11 @@ def site(tmp_path_factory, upstream, keyring) -> Site:
         r = airgap("manifests", "render", bundle, "--trust", trust, "--registry", REG, "-o", rendered)
         assert r.code == 0, r.err
 
-        # The infra (pause) image, pushed by the registry host itself.
-        put(lab, "registry-1", "/etc/containers/certs.d/127.0.10.1:5443/ca.crt", (pki / "ca.crt").read_text())
-        x(lab, "registry-1", ["podman", "import", "--change", 'CMD=["/pause"]', "-", "lab/pause:1"], input=_pause_tar())
-        x(lab, "registry-1", ["podman", "push", "--quiet", "--creds", f"{USER}:{PASSWORD}", "--digestfile",
-                              "/root/pause.digest", "lab/pause:1", f"docker://{REG}/lab/pause:1"])
-        pause = f"{REG}/lab/pause@" + x(lab, "registry-1", ["cat", "/root/pause.digest"]).stdout.strip()
-
+        # The infra (pause) image came in the same bundle.
+        prefix = f"{REG}/{seeded_registry.host.replace(':', '_')}/pilot"
+        pause = f"{prefix}/pause@{seeded_registry.digests['pilot/pause']}"
         status = seeded_registry.digests["pilot/status"]
-        internal = f"{REG}/{seeded_registry.host.replace(':', '_')}/pilot/status"
-        yield Site(lab, pki / "ca.crt", status, internal, seeded_registry.host, pause, rendered)
+        yield Site(lab, pki / "ca.crt", status, f"{prefix}/status", seeded_registry.host, pause, rendered)
     finally:
         lab.down()
 
