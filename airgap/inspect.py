@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airgap._internal.text import escape
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
 
@@ -69,7 +70,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"Toolkit   airgap {m['toolkit']['version']}",
     ]
     if m.get("description"):
-        lines.append(f"About     {m['description']}")
+        lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
     lines.append("")
@@ -81,7 +82,7 @@ def format_summary(s: dict[str, Any]) -> str:
         if img["source_index"]:
             lines.append(f"      chosen from index {img['source_index']}")
         if img["sovereignty"]:
-            lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {img['sovereignty']['reason']}")
+            lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
     lines.append(f"Files ({t['files']}, {human_size(t['file_bytes'])}):")
     for f in m["members"]:
         if f["path"].startswith("files/"):
