@@ -4,41 +4,58 @@
 # License: EUPL-1.2
 """Ansible module: the Haven Compliancy Checker's checks a node and the inventory can prove."""
 
-from __future__ import absolute_import, division, print_function
+from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: airgap_haven
-short_description: Haven checks that need no Kubernetes API, with evidence
+short_description: Haven checks that need no Kubernetes API, with findings and evidence
 description:
-  - Read-only. Runs the checks named in I(checks) and returns, for each,
-    C(PASS) or C(FAIL) with the evidence it judged (file, line, value).
-  - Inventory checks (run once, on the controller) C(nodes) and C(zones)
-    judge I(control_plane), I(workers) and I(zones).
-  - Node checks read the node's own files below I(root) C(lsm) (SELinux
-    enforcing or AppArmor enabled), C(addresses) (I(addresses) and every
-    interface address private and inside I(allowed_ranges)), C(mirrors)
-    (registries.conf and containerd certs.d name only internal registries; a
-    hosts.toml without C(server) falls back upstream), C(time) and C(logs)
-    (sources and targets configured, all internal).
-  - C(cluster) adds the checks that need the Kubernetes API as C(NEEDS-CLUSTER)
-    with what to run on the cluster.
-  - Checks named in I(expected_failures) keep their status and carry the
-    reason as C(expected); the module never fails because a check fails.
+  - Read-only. Runs the checks named in I(checks) and returns, for each, C(PASS),
+    C(FAIL) or C(NEEDS-CLUSTER), a summary, findings (source, line, value,
+    reason) and evidence, in the format of C(airgap_check) (section C(Haven)).
+  - Inventory checks (on the controller) C(haven_nodes) (I(control_plane),
+    I(workers)) and C(haven_zones) (I(zones)); C(cluster) adds the checks that
+    need the Kubernetes API, each with what to run on the cluster.
+  - Node checks C(node) read the node below I(root) C(haven_lsm), C(haven_addresses)
+    (I(addresses) and the interface addresses), C(haven_mirrors) (check.yml's
+    registries rules), C(haven_time) and C(haven_logs), judged against I(enclave).
+  - Checks named in I(expected_failures) keep their status and carry the reason
+    as C(expected); the module never fails because a check fails.
+  - See module_utils/airgap_haven.py and docs/platform.md.
 options:
   checks:
-    description: Checks to run.
+    description: Groups of checks to run.
     type: list
     elements: str
     required: true
-    choices: [nodes, zones, lsm, addresses, mirrors, time, logs, cluster]
+    choices: [node, inventory, cluster]
+  enclave:
+    description: The enclave as C(airgap_check) takes it (ranges, domains, names, services).
+    type: dict
+    default: {}
+  labels:
+    description: Sovereignty patterns that label findings.
+    type: list
+    elements: raw
+    default: []
+  internal_registries:
+    description: HOST:PORT of the internal registry's endpoints.
+    type: list
+    elements: str
+    default: []
+  addresses:
+    description: For C(node), dicts with C(name) and C(value) (e.g. the node's ansible_host).
+    type: list
+    elements: dict
+    default: []
   control_plane:
-    description: Control-plane host names of the inventory (for C(nodes)).
+    description: For C(inventory), the control-plane hosts.
     type: list
     elements: str
     default: []
   workers:
-    description: Worker host names of the inventory (for C(nodes)).
+    description: For C(inventory), the worker hosts.
     type: list
     elements: str
     default: []
@@ -47,31 +64,11 @@ options:
     type: int
     default: 3
   zones:
-    description: Host name to availability zone (for C(zones)); an empty zone counts as unset.
+    description: For C(inventory), host name to availability zone (empty when unset).
     type: dict
     default: {}
-  addresses:
-    description: For C(addresses), dicts with C(name) and C(value) (e.g. the node's ansible_host).
-    type: list
-    elements: dict
-    default: []
-  allowed_ranges:
-    description: The enclave's networks (CIDR).
-    type: list
-    elements: str
-    default: []
-  internal_domains:
-    description: DNS domains inside the enclave.
-    type: list
-    elements: str
-    default: []
-  internal_hosts:
-    description: Names of internal services (registry, time servers, log collectors) that count as inside.
-    type: list
-    elements: str
-    default: []
   expected_failures:
-    description: Check id to the reason it is expected to fail on this site (shown, never hidden).
+    description: Check id to the reason it is expected to fail on this site.
     type: dict
     default: {}
   root:
@@ -84,15 +81,15 @@ author: airgap project
 EXAMPLES = r"""
 - name: Haven checks of a node
   airgap_haven:
-    checks: [lsm, addresses, mirrors, time, logs]
+    checks: [node]
+    enclave: "{{ airgap__enclave }}"
+    internal_registries: ["{{ airgap__registry }}"]
     addresses: [{name: ansible_host, value: "{{ ansible_host }}"}]
-    allowed_ranges: "{{ airgap__allowed_ranges }}"
-    internal_hosts: "{{ airgap__ntp_servers + [airgap__registry_name] }}"
 """
 
 RETURN = r"""
 results:
-  description: One dict per check with check, title, status, summary, evidence and (if declared) expected.
+  description: One dict per check (check, title, section, status, summary, findings, evidence, expected).
   returned: always
   type: list
   elements: dict
@@ -100,9 +97,10 @@ results:
 
 import json
 
-from ansible.module_utils.airgap_haven import (
-    Enclave, FAIL, check_addresses, check_lsm, check_logs, check_mirrors, check_nodes, check_time, check_zones,
-    cluster_checks, collect_lsm, collect_log_targets, collect_registries, collect_time_sources, mark_expected)
+from ansible.module_utils.airgap_check_common import Enclave, Files, Labels
+from ansible.module_utils.airgap_check_runtime import Internal
+from ansible.module_utils.airgap_haven import (FAIL, check_nodes, check_zones, cluster_checks, mark_expected,
+                                               node_checks)
 from ansible.module_utils.basic import AnsibleModule
 
 
@@ -113,54 +111,42 @@ def interface_addresses(module):
     found = []
     for link in json.loads(out or "[]"):
         for a in link.get("addr_info", []):
-            if a.get("scope") in ("global", "site") and a.get("local"):  # not loopback
-                found.append(("%s %s" % (link.get("ifname"), a.get("scope")), a["local"]))
+            if a.get("scope") in ("global", "site") and a.get("local"):  # not loopback or link-local
+                found.append(("ip address show %s" % link.get("ifname"), a["local"]))
     return found
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            checks=dict(type="list", elements="str", required=True,
-                        choices=["nodes", "zones", "lsm", "addresses", "mirrors", "time", "logs", "cluster"]),
+            checks=dict(type="list", elements="str", required=True, choices=["node", "inventory", "cluster"]),
+            enclave=dict(type="dict", default={}),
+            labels=dict(type="list", elements="raw", default=[]),
+            internal_registries=dict(type="list", elements="str", default=[]),
+            addresses=dict(type="list", elements="dict", default=[]),
             control_plane=dict(type="list", elements="str", default=[]),
             workers=dict(type="list", elements="str", default=[]),
             minimum_nodes=dict(type="int", default=3),
             zones=dict(type="dict", default={}),
-            addresses=dict(type="list", elements="dict", default=[]),
-            allowed_ranges=dict(type="list", elements="str", default=[]),
-            internal_domains=dict(type="list", elements="str", default=[]),
-            internal_hosts=dict(type="list", elements="str", default=[]),
             expected_failures=dict(type="dict", default={}),
             root=dict(type="path", default="/"),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    enclave = Enclave(p["allowed_ranges"], p["internal_domains"], p["internal_hosts"])
-    root = p["root"]
+    labels = Labels(p["labels"])
     results = []
-    for check in p["checks"]:
-        if check == "nodes":
-            results.append(check_nodes(p["control_plane"], p["workers"], p["minimum_nodes"]))
-        elif check == "zones":
-            results.append(check_zones(p["zones"]))
-        elif check == "lsm":
-            results.append(check_lsm(collect_lsm(root)))
-        elif check == "addresses":
-            given = [(a.get("name", "address"), a.get("value")) for a in p["addresses"]]
-            results.append(check_addresses(given + interface_addresses(module), enclave))
-        elif check == "mirrors":
-            results.append(check_mirrors(collect_registries(root), enclave))
-        elif check == "time":
-            results.append(check_time(collect_time_sources(root), enclave))
-        elif check == "logs":
-            results.append(check_logs(collect_log_targets(root), enclave))
-        elif check == "cluster":
-            results += cluster_checks()
+    if "inventory" in p["checks"]:
+        results += [check_nodes(p["control_plane"], p["workers"], p["minimum_nodes"]), check_zones(p["zones"])]
+    if "node" in p["checks"]:
+        given = [(a.get("name", "address"), a.get("value")) for a in p["addresses"]]
+        results += node_checks(Files(p["root"]), Enclave(p["enclave"], labels), Internal(p["internal_registries"]),
+                               labels, given + interface_addresses(module))
+    if "cluster" in p["checks"]:
+        results += cluster_checks()
     mark_expected(results, p["expected_failures"])
     module.exit_json(changed=False, results=results,
-                     failed_checks=sum(1 for r in results if r["status"] == FAIL))
+                     failed_checks=sum(1 for r in results if r["status"] == FAIL and not r.get("expected")))
 
 
 if __name__ == "__main__":
