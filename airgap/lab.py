@@ -38,9 +38,10 @@ The lab builds a small isolated site out of Linux namespaces (root only):
 
 * **podman quirks of this host**, handled by the lab so roles need not know
   (file ``/etc/containers/containers.conf`` and ``storage.conf`` of each node):
-  ``cgroups = "disabled"`` and ``cgroup_manager = "cgroupfs"`` (cgroup v1 host
-  with a cgroup2 mount; the node's /sys has no cgroup mounts), ``default_ulimits
-  = []`` (raising RLIMIT_NOFILE fails here), ``events_logger = "file"`` and no
+  ``cgroups = "enabled"`` with ``cgroup_manager = "cgroupfs"`` on the host's
+  cgroup v1 hierarchies (pods need real cgroups: with cgroups disabled ``podman
+  kube play`` fails, "pod cgroup is not set"), ``default_ulimits = []``
+  (raising RLIMIT_NOFILE fails here), ``events_logger = "file"`` and no
   journald (no systemd), ``netns = "host"`` (containers share the node's
   network namespace: no bridge/veth appears in the isolated network, and
   containers reach the registry at 127.0.10.1), runtime ``crun``, storage
@@ -122,7 +123,7 @@ _LAUNCHED: dict[int, subprocess.Popen] = {}
 CONTAINERS_CONF = """\
 # Written by airgap lab: quirks of the lab host handled here so roles need not know.
 [containers]
-cgroups = "disabled"
+cgroups = "enabled"
 default_ulimits = []
 netns = "host"
 log_driver = "k8s-file"

@@ -40,6 +40,11 @@ CHECKS = {
                      "policy.json rejects by default and accepts only the internal registry"),
     "registries": ("Runtime", "Container registries",
                    "registries.conf, certs.d (containers and containerd), auth files and runtime configuration name only the internal registry"),
+    "containerd": ("Runtime", "containerd images",
+                   "every signed image is in containerd's k8s.io namespace by digest; an image the internal registry "
+                   "lacks cannot be pulled from anywhere else"),
+    "containerd_probe": ("Runtime", "containerd probe logged",
+                         "the internal registry's access log shows the node's probe: the request reached it"),
     "credentials": ("Runtime", "Registry credentials",
                     "nodes hold only the pull credential; the push credential exists only on the staging host"),
     "registry_access": ("Runtime", "Registry access",

@@ -171,7 +171,7 @@ def markdown(report):
     if exp:
         out.append("## Expected failures on this site (%d)" % len(exp))
         out.append("")
-        out.append("FAIL, and declared expected by the inventory (haven__expected_failures): shown, not counted in the verdict.")
+        out.append("FAIL, and declared expected by the inventory (check__haven_expected_failures): shown, not counted in the verdict.")
         out.append("")
         out.append("| Node | Check | Where | Value | Why | Expected because |")
         out.append("| --- | --- | --- | --- | --- | --- |")

@@ -85,7 +85,7 @@ def mark_expected(results, expected):
         r["expected"] = reason
         if r["status"] == PASS:
             r["evidence"].append("expected to fail on this site (%s), but it passes: remove it from "
-                                 "haven__expected_failures" % reason)
+                                 "check__haven_expected_failures" % reason)
     return results
 
 
@@ -113,7 +113,7 @@ def check_zones(zone_of):
         if zone:
             zones.setdefault(str(zone), []).append(host)
         else:
-            res.fail("inventory", host, "no availability zone (haven__zone)")
+            res.fail("inventory", host, "no availability zone (airgap__zone)")
     for zone, hosts in sorted(zones.items()):
         res.note("zone %s: %s" % (zone, ", ".join(hosts)))
     if zones and len(zones) < 2:
