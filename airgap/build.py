@@ -331,8 +331,15 @@ def build(
     progress: bool = False,
     registry_client_factory: Callable[..., object] | None = None,
     log: Callable[[str], None] | None = None,
+    apt_sources: str | os.PathLike | None = None,
+    apt_baseline: str | os.PathLike | None = None,
 ) -> BuildResult:
-    """Build and sign a bundle from a spec; see the module docstring."""
+    """Build and sign a bundle from a spec; see the module docstring.
+
+    *apt_sources* and *apt_baseline* replace the spec's ``packages.sources`` and
+    ``packages.baseline`` (the connected side's mirror and the target's base
+    system are properties of where the bundle is built, like its registries).
+    """
     from airgap import dsse
     from airgap import spec as specmod
 
@@ -353,7 +360,7 @@ def build(
         if getattr(spec, "wheels", None):
             files.extend(_wheel_files(spec))
         workload_records, workload_files = _workload_files(spec, records)
-        packages, package_files = _package_files(spec, Path(work.name), t0, log)
+        packages, package_files = _package_files(spec, Path(work.name), t0, log, apt_sources, apt_baseline)
         files += workload_files + package_files
         members, external = plan_members(records, resolver.blobs, files, skip)
         manifest = BundleManifest(
@@ -526,14 +533,22 @@ def _workload_files(spec, records: list[ImageRecord]) -> tuple[tuple, list[tuple
     return tuple(records), files
 
 
-def _package_files(spec, work: Path, created: datetime, log) -> tuple[object, list[tuple[str, Path, int, int, str]]]:
+def _package_files(spec, work: Path, created: datetime, log, apt_sources=None,
+                   apt_baseline=None) -> tuple[object, list[tuple[str, Path, int, int, str]]]:
     """The .deb closure apt computes for ``packages:``, with the repository index, as bundle files."""
     p = spec.packages
     if p is None:
+        if apt_sources or apt_baseline:
+            raise SpecError("packages", "--apt-sources/--apt-baseline given, but the spec has no packages: section")
         return None, []
     from airgap import debs
 
-    resolved = debs.resolve(p.names, p.sources, p.baseline, p.architecture, work, log)
+    sources = Path(apt_sources) if apt_sources else p.sources
+    baseline = Path(apt_baseline) if apt_baseline else p.baseline
+    for what, path in (("--apt-sources", sources), ("--apt-baseline", baseline)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{what} {path}: no such file")
+    resolved = debs.resolve(p.names, sources, baseline, p.architecture, work, log)
     index_paths = debs.write_repository(resolved, work / "index", release=p.release, architecture=p.architecture,
                                         label=f"{spec.metadata.name} {spec.metadata.version}", date=created)
     files = [(f"{debs.INDEX_DIR}/{d.file_name}", d.path, d.size, 0o644, d.sha256) for d in resolved]

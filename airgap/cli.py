@@ -118,6 +118,8 @@ def cmd_build(args) -> int:
         since=args.since,
         workers=args.jobs,
         progress=_progress(args),
+        apt_sources=args.apt_sources,
+        apt_baseline=args.apt_baseline,
     )
     m = result.manifest
     data = {
@@ -532,6 +534,17 @@ def cmd_manifests_render(args) -> int:
     return 0
 
 
+def cmd_packages_export(args) -> int:
+    from airgap import debs
+
+    result = debs.export(args.bundle, trust_path=args.trust, out=args.output, state_dir=args.state, now=_now(),
+                         force=args.force)
+    human = (f"{result['output']}: the apt repository of {result['bundle']} ({len(result['packages'])} packages, "
+             f"{len(result['written'])} file(s) written)\n  apt source: {result['sources_line']}")
+    _emit(args, result, "" if args.quiet else human)
+    return 0
+
+
 def cmd_lab(args) -> int:
     from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
 
@@ -602,6 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
+    p.add_argument("--apt-sources", help="apt sources file to resolve packages: with (instead of the spec's)")
+    p.add_argument("--apt-baseline", help="dpkg status of the target's base system (instead of the spec's)")
     _registry_flags(p)
     _source_flags(p)
     _common(p)
@@ -787,6 +802,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an existing directory (files replaced atomically)")
     _common(p)
     p.set_defaults(func=cmd_manifests_render)
+
+    pkg_p = sub.add_parser("packages", help="the OS packages a bundle carries")
+    psub = pkg_p.add_subparsers(dest="packages_command", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    p = psub.add_parser(
+        "export", help="verify, then write the bundle's apt repository (the .deb files, Packages, Release)",
+        description="Verify the bundle, then write its files/packages/ into DIR, each file hashed against the "
+                    "signed manifest as it is written: a flat apt repository for 'deb [trusted=yes] file:DIR ./' "
+                    "(its trust is the bundle's signatures).",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected; 2 usage or input error (existing DIR without "
+               "--force, a bundle without packages).")
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
+    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--force", action="store_true", help="update an existing directory (unchanged files are kept)")
+    _common(p)
+    p.set_defaults(func=cmd_packages_export)
 
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)

@@ -268,3 +268,68 @@ def write_repository(debs: list[ResolvedDeb], into: Path, *, release: str, archi
     (into / "Release").write_bytes(release_file(packages, release=release, architecture=architecture, label=label,
                                                 date=date))
     return into / "Packages", into / "Release"
+
+
+# --------------------------------------------------------------------------- isolated side
+
+
+def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = None, force: bool = False) -> dict[str, Any]:
+    """Verify *bundle*, then write its apt repository (``files/packages/``) into *out*.
+
+    Every file is streamed from the bundle and hashed as it is written; it
+    appears under its name only complete and matching the signed manifest
+    (temporary file, then rename).  Returns what was written.
+    """
+    import hashlib as _hashlib
+    import os
+
+    from airgap import verify
+    from airgap.bundle import Bundle, stream
+    from airgap.exceptions import InputError, UsageError
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out}: already exists; export writes a new directory (or pass --force to update it)")
+    report = verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False)
+    manifest = report.manifest
+    if manifest.packages is None:
+        raise InputError(f"{manifest.name} {manifest.version} carries no OS packages (no packages: in its spec)")
+    wanted = list(manifest.packages.index) + [d.path for d in manifest.packages.debs]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    with Bundle.open(bundle) as opened:
+        if opened.manifest_bytes != manifest.to_bytes():
+            raise IntegrityError("manifest.json", "changed since it was verified")
+        for path in wanted:
+            member, record = opened.member(path), manifest.member(path)
+            if member is None or record is None:
+                raise IntegrityError(path, "not in the verified bundle")
+            target = out / path.rsplit("/", 1)[1]
+            if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
+                    and _sha256_file(target) == record.sha256:
+                continue  # already there, checked
+            tmp = target.with_name(f".{target.name}.airgap-{os.getpid()}.tmp")
+            h = _hashlib.sha256()
+            try:
+                with open(tmp, "xb") as f:
+                    for chunk in stream(opened.source, member.data_offset, member.size, artifact=path):
+                        h.update(chunk)
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if h.hexdigest() != record.sha256:
+                    raise IntegrityError(path, f"sha256 mismatch while writing it (manifest {record.sha256[:16]}…): "
+                                               "the bundle changed after it was verified")
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            written.append(target.name)
+    return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),
+            "written": written, "packages": [d.to_dict() for d in manifest.packages.debs],
+            "sources_line": f"deb [trusted=yes] file:{out.absolute()} ./"}
+
+
+def _sha256_file(path: Path) -> str:
+    return _hash(path, "sha256")[1]

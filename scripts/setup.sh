@@ -24,10 +24,10 @@ if ((${#missing[@]})); then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# The OS-package tests carry containerd and runc from apt's cache into a bundle
+# The demo and the OS-package tests carry these packages from apt's cache into a bundle
 # (no download while the tests run): keep their .deb files there.
 cached=()
-for pkg in containerd runc; do
+for pkg in containerd runc docker-registry podman; do
     ls /var/cache/apt/archives/"${pkg}"_*.deb >/dev/null 2>&1 || cached+=("$pkg")
 done
 if ((${#cached[@]})); then

@@ -138,6 +138,36 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory, keyring) -> Path:
+    from tests.fixtures.keys import make_policy
+
+    path = tmp_path_factory.mktemp("trust") / "trust.json"
+    path.write_bytes(make_policy(keyring).to_bytes())
+    return path
+
+
+def test_export_writes_the_verified_repository(built, trust, tmp_path, keyring):
+    signed = tmp_path / "signed.tar"
+    signed.write_bytes(built.read_bytes())
+    assert airgap("sign", signed, "--key", keyring.key_path("officer-1"), "--yes", "--quiet").code == 0
+    r = airgap("packages", "export", built, "--trust", trust, "-o", tmp_path / "no")
+    assert r.code == 1 and "officer" in r.err  # the builder-only bundle is rejected: nothing written
+    assert not (tmp_path / "no").exists()
+    out = tmp_path / "repo"
+    r = airgap("packages", "export", signed, "--trust", trust, "-o", out, "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["sources_line"] == f"deb [trusted=yes] file:{out} ./"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["Packages", "Release"] + [
+        Path(d["path"]).name for d in doc["packages"]])
+    same = extract(signed, tmp_path / "x") / "files/packages"
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in same.iterdir())
+    assert airgap("packages", "export", signed, "--trust", trust, "-o", out).code == 2  # exists, no --force
+    r = airgap("packages", "export", signed, "--trust", trust, "-o", out, "--force", "--json")
+    assert r.code == 0 and r.json()["written"] == []  # every file already there and checked
+
+
 def test_the_carried_repository_alone_satisfies_apt(built, tmp_path):
     repo = extract(built, tmp_path / "x") / "files/packages"
     env = _private_apt(tmp_path / "apt/root", f"deb [trusted=yes] file:{repo} ./\n")
