@@ -95,7 +95,7 @@ def check_probe_logs(text, shown, probes):
         path = probe_path(token)
         lines = [line for line in text.splitlines() if path in line]
         if lines:
-            res.note("%s: %s" % (shown, lines[0].strip()[:300]))
+            res.note("%s: %s logged (%d line(s)): %s" % (shown, path, len(lines), lines[0].strip()[:200]))
         else:
             res.fail(shown, path, "the registry's access log does not show the node's probe: the request did not reach it")
         out[node] = res.to_dict()
