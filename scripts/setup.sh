@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what airgap needs on a fresh Debian machine: the Debian packages for
 # the real parts (registry, sshd, skopeo, umoci, podman, containerd + runc, apt's
-# tools) and a virtualenv in .venv.
+# tools, SoftHSM2 and OpenSC's pkcs11-tool for token keys, zstd for zstd-compressed
+# layers) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ DEB_PACKAGES=(
     dpkg-dev openssl
     openssh-server openssh-client busybox-static
     iproute2 util-linux procps systemd coreutils tar
+    softhsm2 opensc zstd
 )
 
 missing=()
