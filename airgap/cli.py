@@ -717,6 +717,16 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
 
 
+def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
+    """A verb that verifies BUNDLE, then writes what it carries into a directory."""
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
+    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--force", action="store_true", help=force_help)
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
@@ -936,13 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 written; 1 the bundle was rejected, or its workload files differ from what its "
                "manifest records; 2 usage or input error (existing DIR without --force, bad --registry, "
                "a bundle without workloads).")
-    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
-    p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--registry", required=True, help="internal registry host:port the images were imported into")
-    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
-    p.add_argument("--state", help="state directory: also refuse a rollback")
-    p.add_argument("--force", action="store_true", help="write into an existing directory (files replaced atomically)")
-    _common(p)
+    _verified_output(p, "write into an existing directory (files replaced atomically)")
     p.set_defaults(func=cmd_manifests_render)
 
     pkg_p = sub.add_parser("packages", help="the OS packages a bundle carries")
@@ -955,12 +960,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(its trust is the bundle's signatures).",
         epilog="Exit codes: 0 written; 1 the bundle was rejected; 2 usage or input error (existing DIR without "
                "--force, a bundle without packages).")
-    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
-    p.add_argument("--trust", required=True, help="trust policy file")
-    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
-    p.add_argument("--state", help="state directory: also refuse a rollback")
-    p.add_argument("--force", action="store_true", help="update an existing directory (unchanged files are kept)")
-    _common(p)
+    _verified_output(p, "update an existing directory (unchanged files are kept)")
     p.set_defaults(func=cmd_packages_export)
 
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")

@@ -34,7 +34,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from ansible.module_utils.airgap_check_common import CHECKS, FAIL, PASS, Result, key_value
+from ansible.module_utils.airgap_check_common import FAIL, PASS, Result, key_value
 from ansible.module_utils.airgap_check_runtime import check_registries
 
 NEEDS_CLUSTER = "NEEDS-CLUSTER"
@@ -43,38 +43,16 @@ NODE_CHECKS = ("haven_lsm", "haven_addresses", "haven_mirrors", "haven_time", "h
 INVENTORY_CHECKS = ("haven_nodes", "haven_zones")
 
 CLUSTER_CHECKS = (
-    ("haven_version", "Kubernetes version",
-     "at most one minor version behind the latest, no skew between nodes",
-     "kubectl version -o yaml; kubectl get nodes -o wide; haven check"),
-    ("haven_rbac", "RBAC, no anonymous access",
-     "RBAC enabled, basic and anonymous authentication off",
-     "kubectl api-versions | grep rbac.authorization.k8s.io; kubectl get --raw /api --as=system:anonymous (must be refused)"),
-    ("haven_conformance", "CNCF conformance", "the cluster passes the CNCF conformance tests",
-     "sonobuoy run --mode=certified-conformance --wait; sonobuoy retrieve | sonobuoy results -"),
-    ("haven_storage", "Dynamic storage", "ReadWriteOnce and ReadWriteMany volumes are provisioned on demand",
-     "kubectl get storageclass; a PersistentVolumeClaim with accessModes [ReadWriteMany] becomes Bound"),
-    ("haven_metrics", "Cluster metrics", "metrics are collected centrally (metrics-server)", "kubectl top nodes"),
-    ("haven_certificates", "Automated certificates", "HTTPS certificates are issued automatically (cert-manager)",
-     "kubectl get crd certificates.cert-manager.io; kubectl get clusterissuers"),
-    ("haven_log_aggregation", "Log aggregation", "container logs are aggregated centrally",
-     "kubectl get daemonsets -A (the log shipper runs on every node)"),
+    ("haven_version", "kubectl version -o yaml; kubectl get nodes -o wide; haven check"),
+    ("haven_rbac", "kubectl api-versions | grep rbac.authorization.k8s.io; "
+                   "kubectl get --raw /api --as=system:anonymous (must be refused)"),
+    ("haven_conformance", "sonobuoy run --mode=certified-conformance --wait; sonobuoy retrieve | sonobuoy results -"),
+    ("haven_storage", "kubectl get storageclass; a PersistentVolumeClaim with accessModes [ReadWriteMany] becomes Bound"),
+    ("haven_metrics", "kubectl top nodes"),
+    ("haven_certificates", "kubectl get crd certificates.cert-manager.io; kubectl get clusterissuers"),
+    ("haven_log_aggregation", "kubectl get daemonsets -A (the log shipper runs on every node)"),
 )
-"""(id, title, what it proves, what to run on the cluster) of the checks that need the Kubernetes API."""
-
-_HAVEN = {
-    "haven_nodes": ("Nodes", "at least 3 control-plane and 3 worker hosts in the inventory"),
-    "haven_zones": ("Availability zones", "the hosts are spread over more than one availability zone"),
-    "haven_lsm": ("Linux security module", "SELinux enforcing or AppArmor enabled on the node"),
-    "haven_addresses": ("Private addresses", "the node's addresses are private and inside the enclave"),
-    "haven_mirrors": ("Registry mirrors", "the container runtime pulls only from the internal registry, with no fallback upstream"),
-    "haven_time": ("Time synchronisation", "time is synchronised from the enclave's time servers only"),
-    "haven_logs": ("Log shipping", "logs are shipped to a collector inside the enclave"),
-}
-for _id, (_title, _legend) in _HAVEN.items():
-    CHECKS.setdefault(_id, ("Haven", _title, _legend))
-for _id, _title, _legend, _run in CLUSTER_CHECKS:
-    CHECKS.setdefault(_id, ("Haven", _title, _legend + " (needs a cluster)"))
-
+"""(id, what to run on the cluster) of the checks that need the Kubernetes API (titles: airgap_check_common.CHECKS)."""
 
 def mark_expected(results, expected):
     """Give each result whose check *expected* (``{check: reason}``) names its reason; statuses stay."""
@@ -124,7 +102,7 @@ def check_zones(zone_of):
 def cluster_checks():
     """The Kubernetes-API checks: NEEDS-CLUSTER, with what to run there."""
     out = []
-    for cid, _title, _legend, run in CLUSTER_CHECKS:
+    for cid, run in CLUSTER_CHECKS:
         r = Result(cid)
         r.note("run on the cluster: " + run)
         d = r.to_dict("needs the Kubernetes API: " + run)
