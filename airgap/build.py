@@ -473,6 +473,7 @@ class BuildResult:
     manifest: BundleManifest
     blob_bytes: int
     external_blobs: int
+    warnings: tuple[str, ...] = ()
 
 
 def load_since(path: str | None) -> tuple[set[str], BaseRecord | None]:
@@ -564,8 +565,9 @@ def build(
     if len(set(refs)) != len(refs):
         raise SpecError("images", "the same image reference is listed twice")
     files = collect_files(spec)
+    warnings: list[str] = []
     if getattr(spec, "wheels", None):
-        files.extend(_wheel_files(spec))
+        files.extend(_wheel_files(spec, warnings))
     members, external = plan_members(resolved, files, skip)
     manifest = BundleManifest(
         name=spec.metadata.name,
@@ -590,7 +592,7 @@ def build(
     blob_bytes = sum(m.size for m in members if m.blob is not None)
     with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
         write_bundle(out, manifest_bytes, members, envelope.to_bytes(), workers=workers, progress=bar)
-    return BuildResult(out, BundleManifest.from_bytes(manifest_bytes), blob_bytes, len(external))
+    return BuildResult(out, BundleManifest.from_bytes(manifest_bytes), blob_bytes, len(external), tuple(warnings))
 
 
 def _default_client_factory(plain_http: bool, ca_file: str | None):
@@ -602,11 +604,32 @@ def _default_client_factory(plain_http: bool, ca_file: str | None):
     return make
 
 
-def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:
-    from airgap import wheels
+def _wheel_files(spec, warnings: list[str]) -> list[tuple[str, Path, int, int, str]]:
+    """The wheelhouse's wheels and, when it has one, its toolkit release statement.
 
+    The statement's signatures are the isolated side's business (the builder
+    holds no toolkit key and may not know the policy), but a statement that
+    does not describe these very wheels is refused here: carried, it would only
+    make the rollout keep the old toolkit.
+    """
+    from airgap import toolkit, wheels
+
+    house = wheels.wheelhouse(spec)
     out = []
-    for path in wheels.wheelhouse(spec):
+    records = {}
+    for path in house.wheels:
         size, sha = hash_file(path)
+        records[path.name] = toolkit.WheelRecord(path.name, size, sha)
         out.append((f"wheels/{path.name}", path, size, 0o644, sha))
+    if house.release is None:
+        warnings.append(f"{house.directory} has no {toolkit.RELEASE_FILE}: the bundle carries {len(out)} wheels that "
+                        "no toolkit release lists, so isolated hosts keep their installed toolkit (build with "
+                        f"{wheels.ENV}=<a toolkit release directory>)")
+        return out
+    statement = toolkit.ReleaseStatement.from_file(house.release)
+    problems = toolkit.check_wheels(statement.release, records, house.directory)
+    if problems:
+        raise InputError(f"{house.release} does not describe the wheels next to it: {'; '.join(problems)}")
+    size, sha = hash_file(house.release)
+    out.append((f"wheels/{toolkit.RELEASE_FILE}", house.release, size, 0o644, sha))
     return out

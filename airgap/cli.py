@@ -118,7 +118,10 @@ def cmd_build(args) -> int:
         "blob_bytes": result.blob_bytes,
         "external_blobs": result.external_blobs,
         "signed_by": key.public_key.keyid,
+        "warnings": list(result.warnings),
     }
+    for w in result.warnings:
+        print(f"airgap: warning: {w}", file=sys.stderr)
     lines = [f"built {result.path}: {m.name} {m.version} ({len(m.images)} images, {len(m.members)} members)"]
     lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
     if result.external_blobs:
@@ -269,6 +272,7 @@ def _role_args(args) -> dict[str, Any]:
         "roots": args.root, "root_threshold": args.root_threshold,
         "builders": args.builder, "builder_threshold": args.builder_threshold,
         "officers": args.officer, "officer_threshold": args.officer_threshold,
+        "toolkit": args.toolkit, "toolkit_threshold": args.toolkit_threshold,
     }
 
 
@@ -339,6 +343,71 @@ def cmd_trust_show(args) -> int:
 
     policy = trust.TrustPolicy.load(args.policy, now=_now() if not args.ignore_expiry else None)
     _emit(args, policy.to_dict(), policy.describe())
+    return 0
+
+
+def _statement_lines(statement, policy, path: str) -> tuple[dict[str, Any], list[str]]:
+    release = statement.release
+    lines = [f"toolkit release {release.short}"]
+    lines += [f"  {w.file}  {w.size} bytes  sha256:{w.sha256}" for w in release.wheels]
+    data: dict[str, Any] = {"release": path, **release.to_dict(), "signatures": len(statement.envelope.signatures)}
+    if policy is not None:
+        report = statement.report(policy)
+        role = report.roles["toolkit"]
+        data.update(thresholds=report.to_dict(), complete=report.ok)
+        lines.append(f"  signed: {statement.status(policy)}")
+        if not report.ok and role.missing:
+            lines.append(f"INCOMPLETE: {role.missing} more toolkit signature(s) needed before any isolated host "
+                         f"installs these wheels; each toolkit key holder runs: airgap toolkit sign {path} "
+                         f"--key <toolkit key> --trust {policy.artifact}")
+    return data, lines
+
+
+def cmd_toolkit_release(args) -> int:
+    from airgap import toolkit, trust
+
+    if args.key and not args.trust:
+        raise UsageError("--key needs --trust TRUST.json, so the key is checked to be a toolkit key of the policy")
+    release = toolkit.make_release(args.wheels, args.version, args.commit)
+    statement = toolkit.ReleaseStatement.unsigned(release, args.output)
+    policy = trust.TrustPolicy.load(args.trust, now=_now()) if args.trust else None
+    return _sign_statement(args, statement, policy, _signers(args.key), args.output, f"wrote {args.output}")
+
+
+def _sign_statement(args, statement, policy, signers: list, path: str, done: str) -> int:
+    """Every signer is checked before anything is written (a refusal leaves the file as it was)."""
+    for signer in signers:
+        statement.sign(policy, signer)
+    statement.write(path)
+    data, lines = _statement_lines(statement, policy, path)
+    _emit(args, data, "\n".join([done, *lines]))
+    return 0
+
+
+def cmd_toolkit_sign(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    signer = _signers([args.key])[0]
+    return _sign_statement(args, statement, policy, [signer], args.release,
+                           f"signed {args.release} with {signer.public_key.label}")
+
+
+def cmd_toolkit_verify(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    statement.verify(policy)
+    data, lines = _statement_lines(statement, policy, args.release)
+    if args.wheels:
+        problems = toolkit.check_wheels_dir(statement.release, args.wheels)
+        if problems:
+            raise toolkit.ToolkitRefused(args.wheels, problems)
+        lines.append(f"  every wheel in {args.wheels} is listed with its size and sha256, and every listed wheel is there")
+    data["result"] = "verified"
+    _emit(args, data, "\n".join([*lines, f"VERIFIED: toolkit release {statement.release.version} ({args.release})"]))
     return 0
 
 
@@ -545,6 +614,10 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
         p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
         p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
+    p.add_argument("--toolkit", action="append", default=[], metavar="PUB",
+                   help="public key file of a toolkit key (repeat): who may sign toolkit releases; disjoint from "
+                        "the builder keys. Without it the policy accepts no toolkit release")
+    p.add_argument("--toolkit-threshold", type=int, default=None, metavar="N", help="default 1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -664,6 +737,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-expiry", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_trust_show)
+
+    toolkit_p = sub.add_parser(
+        "toolkit", help="toolkit releases: the wheels the toolkit role allows to install airgap",
+        description="A toolkit release lists the wheels (file, size, sha256) of airgap and its dependencies, "
+                    "its version and source commit, signed by the trust policy's toolkit role. Isolated hosts "
+                    "install only wheels a valid release lists. See docs/trust-model.md, 'The toolkit role'.")
+    ksub = toolkit_p.add_subparsers(dest="toolkit_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    p = ksub.add_parser("release", help="write a release statement for a directory of wheels (and sign it)",
+                        epilog="Exit codes: 0 written (INCOMPLETE says how many signatures are missing); 2 usage or "
+                               "input error, including a key that is not a toolkit key of --trust.")
+    p.add_argument("--wheels", required=True, metavar="DIR", help="the wheels of the release (scripts/build-wheel.sh output)")
+    p.add_argument("--version", required=True, help="the toolkit's version; DIR must hold its airgap wheel")
+    p.add_argument("--commit", required=True, help="the source commit the wheels were built from (git rev-parse TAG^{commit})")
+    p.add_argument("--key", action="append", default=[], help="a toolkit private key to sign with (repeat); needs --trust")
+    p.add_argument("--trust", help="trust policy: the keys must be toolkit keys of it")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_release)
+    p = ksub.add_parser("sign", help="add one toolkit key's signature to a release statement (each holder in turn)")
+    p.add_argument("release")
+    p.add_argument("--key", required=True, help="a toolkit private key of --trust; others are refused (exit 2)")
+    p.add_argument("--trust", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_sign)
+    p = ksub.add_parser("verify", help="check a release's toolkit signatures (and a directory of wheels against it)",
+                        epilog="Exit codes: 0 verified; 1 rejected (threshold, revoked or wrong-role key, a wheel not "
+                               "listed or with another digest); 2 usage or input error.")
+    p.add_argument("release")
+    p.add_argument("--trust", required=True)
+    p.add_argument("--wheels", metavar="DIR", help="also check that DIR holds exactly the listed wheels")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_verify)
 
     p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")

@@ -198,7 +198,7 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
         if now is None:
             raise TypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
         policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
-        keyroles.require_officer(policy, signer)
+        keyroles.require_role(policy, signer, "officer")
     p, manifest, envelope, raw, recovered = _open(path, "sign")
     if policy is not None and manifest.target != policy.target:
         raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
