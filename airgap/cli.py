@@ -134,7 +134,7 @@ def cmd_build(args) -> int:
 def cmd_inspect(args) -> int:
     from airgap import inspect
 
-    s = inspect.summary(args.bundle, trust_path=args.trust)
+    s = inspect.summary(args.bundle, trust_path=args.trust, against=args.against, history_dir=_history_dir(args))
     _emit(args, s, inspect.format_summary(s))
     return 0
 
@@ -163,30 +163,65 @@ UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked:
                  "Give --trust TRUST.json to check the key first.")
 
 
-def cmd_sign(args) -> int:
-    from airgap import sign
+def _history_dir(args) -> str | None:
+    """--history, else review-history/ next to --trust (only a policy can judge the records)."""
+    if args.history:
+        return args.history
+    if args.trust:
+        from airgap.history import default_dir
 
-    key = _load_key(args.key)
-    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
-    if not args.json:
-        print(plan.describe())
+        return str(default_dir(args.trust))
+    return None
+
+
+def _approve_signing(args, plan, key) -> bool:
+    """The code first (its own typed yes), then the signature; --yes answers both."""
     name = f"{plan.manifest.name} {plan.manifest.version}"
+    if not args.trust:
+        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
+    code = plan.code_to_approve
+    if code and not _confirm(args, f"{len(code)} item(s) marked CODE above will run as code on the isolated hosts "
+                                   f"({', '.join(i.name for i in code[:3])}{', …' if len(code) > 3 else ''}). "
+                                   "Type 'yes' to approve them: ",
+                             "refusing to sign: the bundle adds or changes code that runs on the isolated hosts "
+                             "(marked CODE in the plan); approve it on a terminal or pass --yes", typed_yes=True):
+        print("not signed: the code was not approved", file=sys.stderr)
+        return False
     if args.trust:
         ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
                       "refusing to sign without confirmation: run on a terminal or pass --yes")
     else:
-        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
         ok = _confirm(args, f"Sign {name} with the unchecked key {key.public_key.label}? Type 'yes': ",
                       "refusing to sign with a key whose role was not checked: give --trust TRUST.json "
                       "(or --yes to sign unchecked)", typed_yes=True)
     if not ok:
         print("not signed", file=sys.stderr)
+    return ok
+
+
+def cmd_sign(args) -> int:
+    from airgap import sign
+
+    key = _load_key(args.key)
+    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now(),
+                        against=args.against, history_dir=_history_dir(args))
+    if not args.json:
+        print(plan.describe())
+    if not _approve_signing(args, plan, key):
         return 1
     env = plan.commit()
     status = plan.thresholds(env)
+    try:
+        kept = plan.record()
+    except (AirgapError, OSError) as exc:
+        kept = None
+        print(f"airgap: warning: signed, but the review history was not updated: {exc}", file=sys.stderr)
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
-            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
+            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status,
+            "review": plan.review.to_dict(), "history_record": str(kept) if kept else None}
     human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    if kept:
+        human += f"\nkept for the next review: {kept}"
     _emit(args, data, human)
     return 0
 
@@ -610,6 +645,13 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
 
 
+def _review_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--against", metavar="PREVIOUS", help="compare with this bundle (file or media parts) instead of "
+                                                          "the history")
+    p.add_argument("--history", metavar="DIR", help="the officer's record of signed bundles (default: review-history/ "
+                                                    "next to --trust); sign keeps each bundle it signs there")
+
+
 def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
         p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
@@ -647,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
     p.add_argument("bundle")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    _review_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -663,7 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a builder, root-only, revoked or unknown key) is refused before anything is written: "
                     "its signature would be no officer's approval, or would make every verify reject the "
                     "bundle. Without --trust the "
-                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'.",
+                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'. "
+                    "First it shows the review plan: what changed since the last bundle of the same name "
+                    "signed under the policy (the history next to --trust, or --against PREVIOUS), code first; "
+                    "added or changed code needs its own typed 'yes'.",
         epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
                "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
                "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
@@ -672,7 +718,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="the bundle file (not its media parts)")
     p.add_argument("--key", required=True, help="the officer's private key")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _review_flags(p)
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (neither for the code nor for the signature)")
     _common(p)
     p.set_defaults(func=cmd_sign)
 
