@@ -446,6 +446,25 @@ def cmd_toolkit_verify(args) -> int:
     return 0
 
 
+def cmd_toolkit_wheels(args) -> int:
+    from airgap import toolkit_wheels, trust
+
+    if (args.bundle is None) == (args.release is None):
+        raise UsageError("give a bundle or --release DIR (one of them)")
+    if args.release:
+        policy = trust.TrustPolicy.load(args.trust, now=_now())
+        result = toolkit_wheels.from_release_dir(args.release, policy, args.output)
+    else:
+        result = toolkit_wheels.from_bundle(args.bundle, trust_path=args.trust, state_dir=args.state, now=_now(),
+                                            out=args.output, progress=_progress(args))
+    r = result.release
+    _emit(args, {"result": "written", **result.to_dict()},
+          f"wrote the {len(result.wheels)} wheels of toolkit release {r.version} (commit {r.commit[:12]}) from "
+          f"{result.source} to {result.output}, with {toolkit_wheels.REQUIREMENTS} for pip --require-hashes\n"
+          f"  signed: {result.signers}")
+    return 0
+
+
 def _credentials(args) -> tuple[str, str] | None:
     if not getattr(args, "username", None):
         if getattr(args, "password_file", None):
@@ -818,6 +837,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wheels", metavar="DIR", help="also check that DIR holds exactly the listed wheels")
     _common(p)
     p.set_defaults(func=cmd_toolkit_verify)
+    p = ksub.add_parser(
+        "wheels", help="write the wheels a host may install: a bundle's, if a valid toolkit release covers them",
+        description="Verify the bundle (or, with --release, a toolkit release directory) with this toolkit and "
+                    "write into OUTPUT exactly the wheels a valid toolkit release lists, the statement and a "
+                    "requirements.txt for 'pip install --no-index --require-hashes'. Anything not covered: "
+                    "nothing is written and every wheel is named with what is missing.",
+        epilog="Exit codes: 0 written; 1 refused (bundle rejected, a wheel not covered, statement missing or "
+               "not meeting the toolkit threshold); 2 usage or input error.")
+    p.add_argument("bundle", nargs="?", help="bundle file, parts index or directory of parts")
+    p.add_argument("--release", metavar="DIR", help="a toolkit release directory instead of a bundle (first install)")
+    p.add_argument("--trust", required=True)
+    p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy)")
+    p.add_argument("-o", "--output", required=True, help="directory to write (replaced as a whole)")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_wheels)
 
     p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")

@@ -259,8 +259,8 @@ class _Verified:
 def build_with_wheels(tmp_path: Path, keyring, wheelhouse: Path, name: str = "bundle.tar") -> Path:
     spec = write_spec(tmp_path / f"spec-{name}", extra={"wheels": True})
     out = tmp_path / name
-    r = airgap("build", spec, "-o", out, "--key", keyring.key_path("builder-1"), "--created", "2026-05-01T00:00:00Z",
-               "--quiet", env={"AIRGAP_WHEELHOUSE": str(wheelhouse)})
+    r = airgap("build", spec, "-o", out, "--key", keyring.key_path("builder-1"), "--quiet",
+               env={"AIRGAP_WHEELHOUSE": str(wheelhouse)})
     assert r.code == 0, r.err
     r = airgap("sign", out, "--key", keyring.key_path("officer-1"), "--yes", "--quiet")
     assert r.code == 0, r.err
@@ -367,3 +367,59 @@ def test_build_without_statement_warns(tmp_path, keyring, wheel_dir):
                env={"AIRGAP_WHEELHOUSE": str(wheel_dir)})
     assert r.code == 0, r.err
     assert "has no toolkit-release.json: the bundle carries 3 wheels that no toolkit release lists" in r.err
+
+
+# --------------------------------------------------------------------------- the install set (toolkit wheels)
+
+
+def test_toolkit_wheels_writes_exactly_the_released_set(tmp_path, keyring, released):
+    wheel_dir, trust = released
+    bundle = build_with_wheels(tmp_path, keyring, wheel_dir)
+    out = tmp_path / "install"
+    r = airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["wheels"] == sorted(WHEELS)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*WHEELS, "requirements.txt", "toolkit-release.json"])
+    for name, data in WHEELS.items():
+        assert (out / name).read_bytes() == data
+    assert (out / "toolkit-release.json").read_bytes() == (wheel_dir / "toolkit-release.json").read_bytes()
+    lines = (out / "requirements.txt").read_text().splitlines()
+    assert lines[0] == ("airgap==0.1.0 --hash=sha256:"
+                        + hashlib.sha256(WHEELS["airgap-0.1.0-py3-none-any.whl"]).hexdigest())
+    assert len(lines) == 3
+    # A second run replaces the set as a whole.
+    (out / "stray.whl").write_bytes(b"left over")
+    assert airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out).code == 0
+    assert not (out / "stray.whl").exists()
+
+
+def test_toolkit_wheels_refuses_a_trojan_and_writes_nothing(tmp_path, keyring, released):
+    wheel_dir, trust = released
+    entries = bundlekit.read_entries(build_with_wheels(tmp_path, keyring, wheel_dir))
+    for e in entries:
+        if e.name == "files/wheels/airgap-0.1.0-py3-none-any.whl":
+            e.data = b"planted\n"
+    trojan = bundlekit.write_entries(tmp_path / "trojan.tar",
+                                     bundlekit.refresh_manifest(entries, [keyring["builder-1"], keyring["officer-1"]]))
+    out = tmp_path / "install"
+    r = airgap("toolkit", "wheels", trojan, "--trust", trust, "-o", out, "--json")
+    assert r.code == 1
+    problems = r.json()["problems"]
+    assert problems[0].startswith("files/wheels/airgap-0.1.0-py3-none-any.whl: sha256 ")
+    assert "that toolkit release 0.1.0 lists for this file" in problems[0]
+    assert not out.exists() and not list(tmp_path.glob(".install.*"))
+
+
+def test_toolkit_wheels_from_a_release_directory(tmp_path, keyring, released):
+    wheel_dir, trust = released
+    out = tmp_path / "first-install"
+    r = airgap("toolkit", "wheels", "--release", wheel_dir, "--trust", trust, "-o", out)
+    assert r.code == 0, r.err
+    assert "wrote the 3 wheels of toolkit release 0.1.0" in r.out and "toolkit 2 of 2" in r.out
+    assert (out / "requirements.txt").exists()
+    (wheel_dir / "tqdm-4.70.1-py3-none-any.whl").write_bytes(b"swapped")
+    r = airgap("toolkit", "wheels", "--release", wheel_dir, "--trust", trust, "-o", tmp_path / "again")
+    assert r.code == 1 and "tqdm-4.70.1-py3-none-any.whl: sha256" in r.err
+    assert not (tmp_path / "again").exists()
+    r = airgap("toolkit", "wheels", "--trust", trust, "-o", tmp_path / "x")
+    assert r.code == 2 and "give a bundle or --release DIR" in r.err
