@@ -212,12 +212,19 @@ class ResolvedImage:
     blobs: list[Blob]  # configs and layers
 
 
+def _config(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> bytes:
+    """The config bytes, parsed as verify will parse them (kept, so they are fetched once)."""
+    if manifest.config.size > oci.MAX_CONFIG_BYTES:
+        raise FormatError(f"{artifact} config", f"{manifest.config.size} bytes exceeds the cap of {oci.MAX_CONFIG_BYTES}")
+    config = origin.get_document(manifest.config)
+    oci.check_config(config, f"{artifact} config")
+    return config
+
+
 def _platform_of_manifest(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> tuple[oci.Platform | None, bytes | None]:
     """The platform an image's config names, and the config bytes (kept, so they are fetched once)."""
-    if manifest.config.size > oci.MAX_MANIFEST_BYTES:
-        return None, None
-    config = origin.get_document(manifest.config)
-    doc = loads_strict(config, f"{artifact} config", max_size=oci.MAX_MANIFEST_BYTES)
+    config = _config(origin, manifest, artifact)
+    doc = loads_strict(config, f"{artifact} config", max_size=oci.MAX_CONFIG_BYTES)
     if isinstance(doc, dict) and isinstance(doc.get("os"), str) and isinstance(doc.get("architecture"), str):
         return oci.Platform(doc["os"], doc["architecture"], doc.get("variant") or None), config
     return None, config
@@ -235,12 +242,13 @@ def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None,
 
     if isinstance(doc, oci.ImageManifest):
         plats: list[str] = []
-        config: bytes | None = None
         if wanted_p:
             plat, config = _platform_of_manifest(origin, doc, artifact)
             if plat is None or not any(w.matches(plat) for w in wanted_p):
                 raise SpecError(artifact, f"image is for {plat or 'an unknown platform'}, spec asks for {', '.join(wanted)}")
             plats = [str(plat)]
+        else:
+            config = _config(origin, doc, artifact)
         blobs = [Blob(d.digest, d.size, d.media_type, None, origin) for d in doc.blobs()]
         blobs[0].cached = config  # doc.blobs() starts with the config
         return digest, media_type, len(data), [top], blobs, plats, None
@@ -264,7 +272,9 @@ def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None,
         cdoc = oci.parse_document(child, f"{artifact}@{d.digest}", d.media_type)
         assert isinstance(cdoc, oci.ImageManifest)
         documents.append(Blob(d.digest, d.size, d.media_type, child, origin))
-        blobs.extend(Blob(b.digest, b.size, b.media_type, None, origin) for b in cdoc.blobs())
+        child_blobs = [Blob(b.digest, b.size, b.media_type, None, origin) for b in cdoc.blobs()]
+        child_blobs[0].cached = _config(origin, cdoc, f"{artifact}@{d.digest}")
+        blobs.extend(child_blobs)
     platforms = [str(d.platform) for d in children if d.platform]
     if wanted_p is None or len(children) == len(doc.manifests):
         return digest, media_type, len(data), [top, *documents], blobs, platforms, None
@@ -585,6 +595,8 @@ def build(
         description=spec.metadata.description,
     )
     manifest_bytes = manifest.to_bytes()
+    # Build refuses what verify would refuse, before a byte is written.
+    checked = BundleManifest.from_bytes(manifest_bytes)
     from airgap import dsse
 
     envelope = dsse.Envelope(manifest_bytes)
@@ -592,7 +604,7 @@ def build(
     blob_bytes = sum(m.size for m in members if m.blob is not None)
     with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
         write_bundle(out, manifest_bytes, members, envelope.to_bytes(), workers=workers, progress=bar)
-    return BuildResult(out, BundleManifest.from_bytes(manifest_bytes), blob_bytes, len(external), tuple(warnings))
+    return BuildResult(out, checked, blob_bytes, len(external), tuple(warnings))
 
 
 def _default_client_factory(plain_http: bool, ca_file: str | None):

@@ -73,6 +73,9 @@ class Bundle:
                 raise ArchiveError(label, f"last member is {members[-1].name!r}, expected {SIGNATURES_MEMBER}")
             if len(members) < 2:
                 raise ArchiveError(label, "no signatures member")
+            for m in (members[0], members[-1]):  # the manifest pins every mode but these two
+                if m.mode != 0o644:
+                    raise ArchiveError(m.name, f"mode {oct(m.mode)}; the bundle writer writes 0o644")
             manifest_bytes = _read_capped(source, members[0], MAX_MANIFEST_BYTES)
             signatures_bytes = _read_capped(source, members[-1], MAX_SIGNATURES_BYTES)
         except BaseException:

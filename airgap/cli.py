@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airgap import __version__
+from airgap._internal.text import escape, escape_lines
 from airgap.exceptions import AirgapError, InputError, UsageError
 
 
@@ -32,7 +33,7 @@ def _emit(args, data: dict[str, Any], human: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, sort_keys=True))
     elif human:
-        print(human)
+        print(escape_lines(human))
 
 
 def _progress(args) -> bool:
@@ -206,7 +207,7 @@ def cmd_sign(args) -> int:
     plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now(),
                         against=args.against, history_dir=_history_dir(args))
     if not args.json:
-        print(plan.describe())
+        print(escape_lines(plan.describe()))
     if not _approve_signing(args, plan, key):
         return 1
     env = plan.commit()
@@ -231,7 +232,7 @@ def cmd_unsign(args) -> int:
 
     plan = sign.prepare_unsign(args.bundle, args.keyid, trust_path=args.trust)
     if not args.json:
-        print(plan.describe())
+        print(escape_lines(plan.describe()))
     removed = plan.removed
     if not _confirm(args, f"Remove signature {plan.index + 1} (keyid {removed.keyid[:16]}…) from "
                           f"{plan.manifest.name} {plan.manifest.version}? [y/N] ",
@@ -268,12 +269,12 @@ def _print_report(args, report, error: AirgapError | None) -> None:
     if not args.quiet:
         for c in report.checks:
             detail = f"{c.artifact}: {c.detail}" if c.artifact else c.detail
-            print(f"  {marks.get(c.status, c.status):8} {c.name:13} {detail}")
+            print(f"  {marks.get(c.status, c.status):8} {c.name:13} {escape(detail)}")
     if error is None:
         m = report.manifest
         print(f"VERIFIED: {m.name} {m.version} (manifest {m.digest})")
     else:
-        print(f"REJECTED: {error}", file=sys.stderr)
+        print(f"REJECTED: {escape(str(error))}", file=sys.stderr)
 
 
 def cmd_verify(args) -> int:
@@ -495,7 +496,7 @@ def cmd_import(args) -> int:
             credentials=_credentials(args),
             override=override,
             progress=_progress(args),
-            log=None if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr)),
+            log=None if args.quiet or args.json else (lambda msg: print(escape(msg), file=sys.stderr)),
         )
     except AirgapError as exc:
         report = getattr(exc, "report", None)
@@ -618,7 +619,7 @@ def cmd_audit_show(args) -> int:
         print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in entries], indent=2, sort_keys=True, default=str))
     else:
         for e in entries:
-            print(format_entry(e))
+            print(escape(format_entry(e)))
     return 0
 
 
@@ -939,7 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     except AirgapError as exc:
         if getattr(args, "json", False):
             print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
-        print(f"airgap: {exc}", file=sys.stderr)
+        print(f"airgap: {escape(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("airgap: interrupted", file=sys.stderr)

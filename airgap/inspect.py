@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airgap._internal.text import escape
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
 
@@ -73,7 +74,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"Toolkit   airgap {m['toolkit']['version']}",
     ]
     if m.get("description"):
-        lines.append(f"About     {m['description']}")
+        lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
     lines.append(f"Content   {t['images']} images ({t['blobs']} blobs, {human_size(t['blob_bytes'])}), "
@@ -82,7 +83,7 @@ def format_summary(s: dict[str, Any]) -> str:
         plats = ", ".join(img["platforms"]) or "-"
         extra = [f"chosen from index {img['source_index']}"] if img["source_index"] else []
         if img["sovereignty"]:
-            extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {img['sovereignty']['reason']}")
+            extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
         if extra or plats != "-":
             lines.append(f"  {img['ref']}  [{plats}]" + "".join(f"; {e}" for e in extra))
     lines.append("")

@@ -19,6 +19,7 @@ import jsonschema
 from airgap import BUNDLE_FORMAT_VERSION
 from airgap._internal import tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap._internal.text import check_printable
 from airgap.exceptions import FormatError
 
 MANIFEST_MEMBER = "manifest.json"
@@ -40,6 +41,26 @@ def _path_of(error: jsonschema.ValidationError) -> str:
     for part in error.absolute_path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
+
+
+def _check_printable(doc: dict[str, Any], artifact: str) -> None:
+    """Everything ``sign``, ``inspect`` and ``diff`` show an officer: no controls, no bidi.
+
+    Member paths are checked with the tar names (``tarfmt.check_name``); the other
+    fields are fixed patterns in the schema.
+    """
+    fields = [("description", doc.get("description")), ("spec.name", doc["spec"]["name"]),
+              ("toolkit.version", doc["toolkit"]["version"])]
+    if doc["base"]:
+        fields.append(("base.description", doc["base"]["description"]))
+    for i, img in enumerate(doc["images"]):
+        fields += [(f"images[{i}].{key}", img[key]) for key in ("ref", "layout_ref", "registry", "repository")]
+        if img["sovereignty"]:
+            fields.append((f"images[{i}].sovereignty.provider", img["sovereignty"]["provider"]))
+            fields.append((f"images[{i}].sovereignty.reason", img["sovereignty"]["reason"]))
+    for where, value in fields:
+        if value is not None:
+            check_printable(value, artifact, where)
 
 
 @dataclass(frozen=True)
@@ -188,6 +209,7 @@ class BundleManifest:
             # Only one byte string may stand for a manifest: a re-encoded one could
             # carry a signature over different bytes than a reviewer looked at.
             raise FormatError(artifact, "manifest is not in canonical JSON form")
+        _check_printable(doc, artifact)
         members = tuple(MemberRecord(m["path"], m["size"], m["sha256"], m["mode"]) for m in doc["members"])
         seen: set[str] = set()
         for i, m in enumerate(members):

@@ -26,6 +26,8 @@ LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
 MAX_INDEX_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 4 * 1024 * 1024  # configs are parsed too (Go reads them); real ones are kilobytes
+_MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
@@ -85,8 +87,8 @@ class Descriptor:
             raise FormatError(artifact, f"{where}.mediaType {mt!r} is not a valid media type")
         digest = check_digest(d.get("digest"), artifact, f"{where}.digest")
         size = d.get("size")
-        if type(size) is not int or size < 0:
-            raise FormatError(artifact, f"{where}.size {size!r} is not a non-negative integer")
+        if type(size) is not int or not 0 <= size <= _MAX_SIZE:
+            raise FormatError(artifact, f"{where}.size {size!r} is not a non-negative 64-bit integer")
         plat = None
         if "platform" in d:
             p = d["platform"]
@@ -126,6 +128,8 @@ def parse_document(data: bytes, artifact: str, expected_media_type: str | None =
     if doc.get("schemaVersion") != 2:
         raise FormatError(artifact, f"schemaVersion {doc.get('schemaVersion')!r} is not 2")
     declared = doc.get("mediaType")
+    if "manifests" in doc and ("layers" in doc or "config" in doc):
+        raise FormatError(artifact, "both an image index (manifests) and an image manifest (config, layers)")
     if "manifests" in doc:
         kind = "index"
         media_type = declared or OCI_INDEX
@@ -163,6 +167,14 @@ def parse_layout_index(data: bytes, artifact: str = "index.json") -> tuple[Descr
     if not isinstance(doc, ImageIndex):
         raise FormatError(artifact, "index.json is not an image index")
     return doc.manifests
+
+
+def check_config(data: bytes, artifact: str) -> None:
+    """An image config: airgap uses none of it, but podman and containerd read it with
+    Go's encoding/json, so it must parse as strictly as every other document."""
+    doc = loads_strict(data, artifact, max_size=MAX_CONFIG_BYTES)
+    if not isinstance(doc, dict):
+        raise FormatError(artifact, "image config is not a JSON object")
 
 
 def layout_file() -> bytes:

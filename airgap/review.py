@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airgap import history, toolkit
+from airgap._internal.text import escape
 from airgap.history import History, Previous
 from airgap.manifest import BundleManifest, ImageRecord, MemberRecord
 
@@ -187,16 +188,17 @@ def _render_section(section: dict[str, Any], show_unchanged: bool, limit: int | 
 def _render_item(item: dict[str, Any]) -> list[str]:
     mark = _MARK[item["status"]] + (" CODE" if item["code"] else "")
     old, new = item["old"], item["new"]
+    # Names come from the bundle: escaped, so the officer reads what the machine will use.
     if item["kind"] == "image":
-        lines = [f"  {mark} image {item['name']}"]
+        lines = [f"  {mark} image {escape(item['name'])}"]
         if item["status"] == CHANGED:
-            lines += [f"      {old['ref']}  {old['digest']}", f"   -> {new['ref']}  {new['digest']}"]
+            lines += [f"      {escape(old['ref'])}  {old['digest']}", f"   -> {escape(new['ref'])}  {new['digest']}"]
         else:
             state = new or old
-            lines.append(f"      {state['ref']}  {state['digest']}")
+            lines.append(f"      {escape(state['ref'])}  {state['digest']}")
     else:
         desc = f"{_state(old)} -> {_state(new)}" if item["status"] == CHANGED else _state(new or old)
-        lines = [f"  {mark} {item['kind']} {item['name']}  {desc}"]
+        lines = [f"  {mark} {item['kind']} {escape(item['name'])}  {desc}"]
     if item["code"]:
         lines.append(f"      ({item['code']})")
     lines += [f"      {n}" for n in item["notes"]]

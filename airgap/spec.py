@@ -57,6 +57,7 @@ import jsonschema
 import jsonschema.exceptions
 import yaml
 
+from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, SpecError
 from airgap.reference import Reference, parse_reference
 
@@ -80,8 +81,6 @@ _HOST_PORT_RE = re.compile(
 )
 _DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
 _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-_CONTROL_OR_NEWLINE_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
 
 # --- typed result ------------------------------------------------------------
@@ -373,7 +372,7 @@ def _join(where: str, key: str) -> str:
 
 
 def _check_text(obj: Any, where: str) -> None:
-    """Refuse control characters (and newlines outside free-text fields) anywhere."""
+    """Refuse control characters (line feeds too), separators and bidi controls anywhere."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             _check_text(value, _join(where, key))
@@ -381,10 +380,10 @@ def _check_text(obj: Any, where: str) -> None:
         for i, value in enumerate(obj):
             _check_text(value, f"{where}[{i}]")
     elif isinstance(obj, str):
-        multiline = where == "metadata.description" or where.endswith(".allow.reason")
-        bad = (_CONTROL_RE if multiline else _CONTROL_OR_NEWLINE_RE).search(obj)
-        if bad:
-            raise SpecError(where, f"contains the control character {bad.group()!r}")
+        reason = refusal(obj)
+        if reason:
+            hint = " (write it on one line: a YAML '>-' block folds lines)" if "\n" in obj else ""
+            raise SpecError(where, f"{escape(obj)} {reason}; such text can show one thing and mean another{hint}")
 
 
 # --- variables -----------------------------------------------------------------
@@ -665,8 +664,8 @@ def _walk(root: Path, base_dir: Path, where: str, src_rel: str):
         for name in sorted(filenames):
             full = here / name
             rel = full.relative_to(root).as_posix()
-            if "\\" in rel or _CONTROL_OR_NEWLINE_RE.search(rel):
-                raise SpecError(where, f"{src_rel}{rel!r}: file names with control characters or '\\' are refused")
+            if "\\" in rel or refusal(rel):
+                raise SpecError(where, f"{src_rel}{escape(rel)}: file names with control or bidi characters or '\\' are refused")
             st = full.lstat()
             if stat.S_ISLNK(st.st_mode):
                 try:

@@ -45,6 +45,8 @@ def write_entries(path: Path, entries: list[Entry], *, trailing: bytes = b"") ->
 
 
 def raw_header(name: str, size: int, mode: int, typeflag: bytes = b"0", linkname: bytes = b"") -> bytes:
+    """The attacker's own header writer: the writer's bytes for a valid (name, size, mode),
+    and whatever it is given otherwise (``test_readers_agree`` checks the first half)."""
     buf = bytearray(tarfmt.BLOCK)
     raw = name.encode("utf-8")
     if len(raw) > 100:
@@ -61,6 +63,8 @@ def raw_header(name: str, size: int, mode: int, typeflag: bytes = b"0", linkname
     buf[156:157] = typeflag
     buf[157:157 + len(linkname)] = linkname
     buf[257:265] = b"ustar\x0000"
+    buf[329:337] = b"0000000\0"  # devmajor
+    buf[337:345] = b"0000000\0"  # devminor
     buf[148:156] = format(sum(buf), "06o").encode() + b"\0 "
     return bytes(buf)
 
@@ -123,3 +127,39 @@ def tarfile_bytes(build) -> bytes:
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         build(tf)
     return buf.getvalue()
+
+
+def rewrite_blob(entries: list[Entry], old: str, data: bytes, moved: dict[str, tuple[str, int]] | None = None) -> dict[str, tuple[str, int]]:
+    """Replace blob *old* with *data* and carry the new digest up: every OCI document and
+    index.json that points at it is rewritten (and renamed, recursively).  Returns
+    {old digest: (new digest, size)} for every document that moved, to fix the manifest's
+    image records with :func:`retarget_images`."""
+    moved = {} if moved is None else moved
+    new = "sha256:" + hashlib.sha256(data).hexdigest()
+    moved[old] = (new, len(data))
+    entry = next(e for e in entries if e.name == "blobs/sha256/" + old.split(":")[1])
+    entry.name, entry.data = "blobs/sha256/" + new.split(":")[1], data
+    for e in list(entries):
+        document = e.name == "index.json" or (e.name.startswith("blobs/") and e.data[:1] == b"{")
+        if e is entry or not document or old.encode() not in e.data:
+            continue
+        doc = json.loads(e.data)
+        for d in doc.get("manifests", []) + [doc.get("config") or {}] + doc.get("layers", []):
+            if d.get("digest") == old:
+                d["digest"], d["size"] = new, len(data)
+        if e.name == "index.json":
+            e.data = canonical_bytes(doc)
+        else:
+            rewrite_blob(entries, "sha256:" + e.name.rsplit("/", 1)[1], json.dumps(doc, separators=(",", ":")).encode(), moved)
+    head = [e for e in entries if not e.name.startswith(("blobs/", "files/"))][:-1]
+    blobs = sorted((e for e in entries if e.name.startswith("blobs/")), key=lambda e: e.name)
+    files = [e for e in entries if e.name.startswith("files/")]
+    entries[:] = head + blobs + files + [entries[-1]]
+    return moved
+
+
+def retarget_images(doc: dict, moved: dict[str, tuple[str, int]]) -> None:
+    """Point the manifest's image records at the documents :func:`rewrite_blob` moved."""
+    for img in doc["images"]:
+        while img["digest"] in moved:
+            img["digest"], img["size"] = moved[img["digest"]]

@@ -123,3 +123,217 @@ def test_python_tarfile_archive_with_directories_is_refused(tmp_path, signed_bun
         tf.add(kit_dir, "files")
     r = airgap("verify", path, "--trust", signed_bundle.trust)
     assert r.code == 1
+
+
+# --- header bytes verify used to ignore and other readers use (issue 8, finding 2) ---------
+
+
+def _patched(bundle: Path, member: str, offset: int, data: bytes) -> bytes:
+    """Overwrite bytes of *member*'s header and recompute its checksum (so that field is the only
+    defect); returns the original header."""
+    import tarfile
+
+    with tarfile.open(bundle) as tf:
+        header_at = tf.getmember(member).offset
+    with open(bundle, "r+b") as f:
+        f.seek(header_at)
+        block = bytearray(f.read(512))
+        original = bytes(block)
+        block[offset:offset + len(data)] = data
+        block[148:156] = b" " * 8
+        block[148:156] = format(sum(block), "06o").encode() + b"\0 "
+        f.seek(header_at)
+        f.write(bytes(block))
+    return original
+
+
+HEADER_ATTACKS = {
+    # field: (offset in the header, bytes, what the refusal names)
+    "size-gnu-base64": (124, b"+0000000014\0", "field size"),
+    "size-plus-octal": (124, b"+0000000001\0", "field size"),
+    "size-0o": (124, b"0o000000001\0", "field size"),
+    "size-negative-base256": (124, b"\xff" * 12, "field size"),
+    "mode-underscore": (100, b"0_00644\0", "field mode"),
+    "uid": (108, b"0001750\0", "field uid"),
+    "gid-no-nul": (116, b"00000000", "field gid"),
+    "mtime": (136, b"14712345670\0", "field mtime"),
+    "uname": (265, b"root", "field uname"),
+    "gname": (297, b"wheel", "field gname"),
+    "devmajor": (329, b"0000010\0", "field devmajor"),
+    "name-after-nul": (99, b"X", "field name"),
+    "prefix-after-nul": (346, b"evil", "field prefix"),
+    "pad": (500, b"hidden", "field pad"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HEADER_ATTACKS))
+def test_header_bytes_other_readers_use_are_refused(tmp_path, signed_bundle, case):
+    offset, data, needle = HEADER_ATTACKS[case]
+    bundle = signed_bundle.copy(tmp_path)
+    member = "files/configs/pilot.conf"
+    _patched(bundle, member, offset, data)
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust)
+    assert r.code == 1, (case, r.out, r.err)
+    assert member in r.err and needle in r.err, (case, r.err)
+
+
+def test_gnu_base64_size_is_a_real_differential_and_is_refused(tmp_path, signed_bundle):
+    """The finding's attack: a '+' size that tarfile reads as octal and GNU tar as base-64."""
+    import subprocess
+    import tarfile
+
+    bundle = signed_bundle.copy(tmp_path)
+    member = "files/configs/pilot.conf"
+    with tarfile.open(bundle) as tf:
+        size = tf.getmember(member).size
+    _patched(bundle, member, 124, b"+" + format(size, "010o").encode() + b"\0")
+    with tarfile.open(bundle) as tf:
+        assert tf.getmember(member).size == size  # tarfile: int(x, 8), the old reader's view
+    gnu = subprocess.run(["tar", "-tvf", str(bundle)], capture_output=True, text=True, timeout=60)
+    assert "base-64" in gnu.stderr  # GNU tar reads another size
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust)
+    assert r.code == 1 and member in r.err and "field size" in r.err, r.err
+
+
+# --- names that lie on a terminal (issue 8, finding 8) ----------------------------------
+
+
+UNPRINTABLE = {
+    "escape": "\x1b[2J",
+    "c1-csi": "\x9b31m",
+    "rlo": "\u202e",
+    "lri": "\u2066",
+    "rlm": "\u200f",
+    "alm": "\u061c",
+    "line-separator": "\u2028",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNPRINTABLE))
+def test_unprintable_member_name_is_refused(tmp_path, signed_bundle, case):
+    bundle = kit.evil_tar(tmp_path / "evil.tar", [MANIFEST, (f"files/report{UNPRINTABLE[case]}gnp.exe", b"x", 0o644, b"0", b"")])
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust)
+    assert r.code == 1, (case, r.err)
+    assert "member name" in r.err and ("control" in r.err or "separator" in r.err), r.err
+    assert UNPRINTABLE[case] not in r.err + r.out  # the refusal itself shows it escaped
+
+
+def _resigned_manifest(signed_bundle, tmp_path, edit, *, signers=("builder-1", "officer-1")) -> Path:
+    entries = kit.read_entries(signed_bundle.path)
+    keys = [signed_bundle.keyring[k] for k in signers]
+    return kit.write_entries(tmp_path / "x.tar", kit.refresh_manifest(entries, keys, edit=edit))
+
+
+_LIES = "can show one thing and mean another"
+# C0 controls cannot even be written: canonical JSON does not escape them, and raw they are not JSON.
+_RAW_C0 = "invalid JSON: Invalid control character"
+METADATA = {
+    "description-rlo": (lambda d: d.update(description="approved \u202egnp.exe"), f"description approved \\u202egnp.exe {''}"),
+    "description-del-c1": (lambda d: d.update(description="ok\x7f\x9b2J"), "manifest.json: description"),
+    "description-escape": (lambda d: d.update(description="ok\x1b]0;pwned\x07"), _RAW_C0),
+    "ref-bidi": (lambda d: d["images"][0].update(ref=d["images"][0]["ref"] + "\u2067"), "manifest.json: images[0].ref"),
+    "ref-c1": (lambda d: d["images"][1].update(ref="\x85" + d["images"][1]["ref"]), "manifest.json: images[1].ref"),
+    "repository": (lambda d: d["images"][0].update(repository="pilot/\u202estatus"), "manifest.json: images[0].repository"),
+    "layout-ref-isolate": (lambda d: d["images"][2].update(layout_ref=d["images"][2]["layout_ref"] + "\u2069"),
+                           "manifest.json: images[2].layout_ref"),
+    "spec-name": (lambda d: d["spec"].update(name="bundle\r.yaml"), _RAW_C0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METADATA))
+def test_unprintable_metadata_is_refused_at_verify_and_inspect(tmp_path, signed_bundle, case):
+    edit, needle = METADATA[case]
+    bundle = _resigned_manifest(signed_bundle, tmp_path, edit)
+    for r in (airgap("verify", bundle, "--trust", signed_bundle.trust), airgap("inspect", bundle)):
+        assert r.code == 1, (case, r.out, r.err)
+        assert "manifest.json" in r.err and needle.strip() in r.err, r.err
+        assert needle == _RAW_C0 or _LIES in r.err, r.err
+
+
+@pytest.mark.parametrize("field,value", [
+    ("ref", "127.0.0.1:5000/pilot/status:1.0\u202e"),
+    ("ref", "127.0.0.1:5000/pilot/\x1bstatus:1.0"),
+    ("description", "pilot \u2066bundle"),
+    ("description", "pilot\x9bbundle"),
+])
+def test_unprintable_spec_text_is_refused_at_build(tmp_path, keyring, field, value):
+    from tests.helpers import write_spec
+
+    if field == "ref":
+        spec = write_spec(tmp_path / "spec", images=[value], files=None)
+    else:
+        spec = write_spec(tmp_path / "spec", images=[], extra={})
+        import yaml
+
+        doc = yaml.safe_load(spec.read_text())
+        doc["metadata"]["description"] = value
+        spec.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    r = airgap("build", spec, "-o", tmp_path / "b.tar", "--key", keyring.key_path("builder-1"))
+    assert r.code == 2, r.err
+    assert ("images[0].ref" if field == "ref" else "metadata.description") in r.err
+    assert value not in r.err and not (tmp_path / "b.tar").exists()
+
+
+def test_unusual_but_allowed_text_is_escaped_when_printed(tmp_path, signed_bundle):
+    """Format characters that are not bidi controls (zero-width space, soft hyphen) pass, and
+    every verb shows them escaped, never raw."""
+    def edit(d):
+        d["description"] = "approved\u00adbundle\u200b"
+        d["images"][0]["ref"] = d["images"][0]["ref"].replace("pilot/", "pilot/\u200b")
+
+    bundle = _resigned_manifest(signed_bundle, tmp_path, edit, signers=("builder-1",))
+    r = airgap("inspect", bundle)
+    assert r.code == 0, r.err
+    assert "About     approved\\xadbundle\\u200b" in r.out
+    assert "pilot/\\u200b" in r.out and "\u200b" not in r.out and "\u00ad" not in r.out
+    r = airgap("sign", bundle, "--key", signed_bundle.keyring.key_path("officer-1"), "--yes")
+    assert r.code == 0, r.err
+    assert "pilot/\\u200b" in r.out and "\u200b" not in r.out
+    r = airgap("diff", signed_bundle.path, bundle)
+    assert "\u200b" not in r.out and "pilot/\\u200b" in r.out, r.out
+
+
+def test_verify_and_audit_show_escape_what_they_print(tmp_path, signed_bundle):
+    """A bundle file named with a bidi override: accepted (a file name is not bundle content),
+    but verify's report and the audit log show the name escaped."""
+    bundle = tmp_path / "pilot-\u202erat.exe"
+    bundle.write_bytes(signed_bundle.path.read_bytes())
+    state = tmp_path / "state"
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust, "--state", state)
+    assert r.code == 0, r.err
+    evil = kit.evil_tar(tmp_path / "evil-\u202e.tar", [MANIFEST, ("files/\u202etxt.exe", b"x", 0o644, b"0", b"")])
+    r = airgap("verify", evil, "--trust", signed_bundle.trust, "--state", state)
+    assert r.code == 1 and "files/\\u202etxt.exe" in r.err and "\u202e" not in r.out + r.err, r.err
+    r = airgap("audit", "show", "--state", state)
+    assert r.code == 0 and "\u202e" not in r.out and "\\u202e" in r.out, r.out
+
+
+@pytest.mark.parametrize("member", ["manifest.json", "files/configs/pilot.conf", "signatures.json"])
+def test_non_zero_padding_is_refused(tmp_path, signed_bundle, member):
+    """Padding is outside every hash: a byte there is data a reader of another dialect might use."""
+    import tarfile
+
+    bundle = signed_bundle.copy(tmp_path)
+    with tarfile.open(bundle) as tf:
+        m = tf.getmember(member)
+    assert m.size % 512, "needs a member with padding"
+    with open(bundle, "r+b") as f:
+        f.seek(m.offset_data + m.size + (512 - m.size % 512) - 1)
+        f.write(b"\x01")
+    r = airgap("verify", bundle, "--trust", signed_bundle.trust)
+    assert r.code == 1 and f"{member}: non-zero bytes in the padding" in r.err, r.err
+
+
+def test_one_escape_for_everything_printed():
+    from airgap._internal.text import check_printable, escape, refusal
+    from airgap.exceptions import FormatError
+
+    assert escape("pilot/status:1.0 caf\u00e9 \u4e2d") == "pilot/status:1.0 caf\u00e9 \u4e2d"
+    assert escape("a\u202eb\x1b[2J\n\t\x9b\u200b\U000e0001") == "a\\u202eb\\x1b[2J\\n\\t\\x9b\\u200b\\U000e0001"
+    for bad in ("\x00", "\x1f", "\x7f", "\x80", "\x9f", "\u061c", "\u200e", "\u200f", "\u2028", "\u2029",
+                "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068", "\u2069"):
+        assert refusal(f"x{bad}y") is not None, hex(ord(bad))
+        with pytest.raises(FormatError, match="position 1"):
+            check_printable(f"x{bad}y", "manifest.json", "description")
+    for good in ("\u200b", "\u00ad", "\u00a0", "\u00e9", "\u05d0"):  # escaped when printed, not refused
+        assert refusal(f"x{good}y") is None

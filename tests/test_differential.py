@@ -26,6 +26,7 @@ from tests.fixtures.images import (
 from tests.fixtures.keys import make_policy
 from tests.fixtures.registry import start_registry
 from tests.helpers import airgap, tar_members, write_spec
+from tests.readers import assert_tar_readers_agree
 
 BASE = layer({"etc/os-release": b"NAME=diff-base\nVERSION=1\n"})
 APP_V1 = layer({"opt/app/app.py": b"print('v1')\n" * 30})
@@ -142,6 +143,7 @@ def test_differential_since_inventory(site, tmp_path):
 
         r = airgap("verify", b2, "--trust", site.trust, "--state", state)
         assert r.code == 0, r.out + r.err
+        assert_tar_readers_agree(b2)  # what verify accepted, GNU tar and tarfile read the same
         r = site.import_(b2, target.host, state)
         assert r.code == 0, r.err
         res = r.json()
