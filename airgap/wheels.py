@@ -125,7 +125,8 @@ def _normalise_tree(tree: Path, epoch: int) -> None:
 def normalise_wheel(src: Path, dest: Path, epoch: int) -> None:
     """Rewrite a wheel with the same contents in a fixed form: sorted entries (dist-info
     last, RECORD last of all), every entry dated *epoch*, mode 0644, deflated."""
-    date = time.gmtime(max(epoch, _ZIP_EPOCH))[:6]
+    # Zip stores local times in two-second steps: say so rather than let the library round.
+    date = time.gmtime(max(epoch, _ZIP_EPOCH) // 2 * 2)[:6]
     with zipfile.ZipFile(src) as zin:
         names = [i.filename for i in zin.infolist() if not i.is_dir()]
 
