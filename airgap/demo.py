@@ -112,6 +112,13 @@ class Demo:
         env.setdefault("AIRGAP_PASSPHRASE", DEMO_PASSPHRASE)
         env["PATH"] = f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
         env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+        # The operator sees what changed and what failed, then the recap: not
+        # a header for every task that was fine or skipped.
+        env.setdefault("ANSIBLE_DISPLAY_OK_HOSTS", "false")
+        env.setdefault("ANSIBLE_DISPLAY_SKIPPED_HOSTS", "false")
+        if self.lab is not None:
+            # Facts are cached per lab: every lab has hosts of the same names.
+            env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(Path(self.lab.workdir) / "ansible-facts")
         if self.source:
             env["AIRGAP_SOURCE_REGISTRY"] = self.source.host
         if self.release_dir:
@@ -260,14 +267,14 @@ class Demo:
 
     def rollout_args(self, bundle: Path) -> list[str]:
         return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
-                "-e", f"bundle__controller_state_dir={self.controller_state}"]
+                "-e", f"airgap__controller_state_dir={self.controller_state}"]
 
     def rollout(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
         return self.playbook("site.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
 
-    def check(self, *, strict: bool = True, capture: bool = False) -> dict:
-        """Run check.yml; return its JSON report (with ``returncode`` added).
+    def check(self, *extra: str, strict: bool = True, capture: bool = False) -> dict:
+        """Run check.yml (with *extra* arguments); return its JSON report (with ``returncode`` added).
 
         ``strict``: raise when a check failed (the demo); the tests look at
         the report instead.
@@ -277,19 +284,27 @@ class Demo:
         report_json = report_dir / "airgap-check.json"
         if report_json.exists():
             report_json.unlink()  # never judge an earlier run's report
-        proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}", check=False, capture=capture)
+        proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}",
+                             "-e", f"airgap__controller_state_dir={self.controller_state}", *extra,
+                             check=False, capture=capture)
         if not report_json.exists():
             detail = (proc.stdout or "")[-3000:] if capture else ""
             raise OperationError(f"check.yml wrote no report (exit {proc.returncode}) {detail}")
         report = json.loads(report_json.read_text())
         report["returncode"] = proc.returncode
         report["output"] = proc.stdout if capture else ""
-        md = report_dir / "airgap-check.md"
-        if strict and md.exists():
-            self.log(md.read_text())
+        report["paths"] = [str(report_dir / f"airgap-check.{ext}") for ext in ("md", "html", "json")]
         if strict and proc.returncode != 0:
-            raise OperationError(f"check.yml reported FAIL; see {md}")
+            self.log(self.summary(report))
+            raise OperationError(f"check.yml reported FAIL; see {report['paths'][0]}")
         return report
+
+    @staticmethod
+    def summary(report: dict) -> str:
+        """The officer's minute: the Markdown report up to its evidence, and where the rest is."""
+        md = Path(report["paths"][0]).read_text()
+        head = md.split("\n## Evidence", 1)[0].rstrip()
+        return f"{head}\n\nFull report (evidence of every check): " + ", ".join(report["paths"])
 
     def ask_pilot(self) -> list[str]:
         """Fetch the pilot's pages from inside the isolated network."""
@@ -332,12 +347,17 @@ def main(argv: list[str] | None = None) -> int:
         demo.lab_up(fresh=True)
         joined = demo.join_inside(media, bundle.name)
         demo.rollout(joined)
-        demo.check()
+        report = demo.check()
         answers = demo.ask_pilot()
         if any(a.startswith("no answer") for a in answers):
             raise OperationError("a pilot application did not answer")
+        demo.step("The security officer's report (check.yml)")
+        demo.log(demo.summary(report))
         demo.log("\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out, checked: all PASS.")
-        demo.log(f"The lab stays up for you to explore: airgap lab status | airgap lab down.  Work files: {workdir}")
+        if args.down:
+            demo.log(f"The lab is brought down (--down).  Work files: {workdir}")
+        else:
+            demo.log(f"The lab stays up for you to explore: airgap lab status | airgap lab down.  Work files: {workdir}")
     except OperationError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

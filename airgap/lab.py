@@ -13,9 +13,11 @@ The lab builds a small isolated site out of Linux namespaces (root only):
   namespace.  Its PID 1 is a small Python init (:mod:`airgap._internal.ns`) that
 
   - mounts a copy-on-write view of the host's root filesystem: overlayfs with
-    ``lowerdir=/`` and its upper/work layer on a tmpfs that exists only inside
-    the node's mount namespace (nothing of it is visible on the host or in other
-    nodes; it disappears with the node);
+    ``lowerdir=/`` and its upper/work layer in ``<workdir>/nodes/<node>/layer``
+    (the node's "disk": hidden from every node, kept across a restart of the
+    node -- :meth:`Lab.restart` is a reboot -- and removed with the lab); on its
+    first boot the node is "installed": the host's external package sources are
+    removed and the seed (ssh keys, hosts, resolv.conf, podman config) copied in;
   - mounts a fresh ``/proc`` (own PID namespace), a fresh read-only ``/sys`` (no
     cgroup mounts at all), a tmpfs ``/dev`` with the usual device nodes bound in
     and its own ``devpts``, tmpfs ``/run`` and ``/tmp``;
@@ -26,7 +28,11 @@ The lab builds a small isolated site out of Linux namespaces (root only):
     namespace), ``pivot_root``\\ s into the new root;
   - runs ``sshd`` on 127.0.10.N:22 with the node's own ed25519 host key and root
     login by the lab client key only, restarts it if it dies, reaps orphans, and
-    on SIGTERM stops everything in the node.
+    on SIGTERM stops everything in the node;
+  - at boot starts what roles enabled for boot the way ``systemctl enable``
+    does (links in ``/etc/systemd/system/{default,multi-user}.target.wants``):
+    oneshot units such as podman's ``podman-restart.service`` run, others are
+    supervised.
 
 * **podman quirks of this host**, handled by the lab so roles need not know
   (file ``/etc/containers/containers.conf`` and ``storage.conf`` of each node):
@@ -569,10 +575,23 @@ class Lab:
             "address": node["address"],
             "node_dir": str(d),
             "seed": str(seed),
+            # A node of the enclave is installed without the host's external
+            # package sources (its repositories come from the enclave),
+            # without the host's services enabled at boot (the rollout
+            # enables what the node runs) and without the host's root shell
+            # start-up files (bash reads ~/.bashrc for every ssh command; a
+            # developer's pyenv/cargo set-up there costs every module run
+            # and can wait for a lock for a minute).
             "remove": [
+                "/root/.bashrc",
+                "/root/.profile",
+                "/root/.bash_profile",
                 "/etc/ssh/ssh_host_*",
                 "/root/.ssh/authorized_keys*",
                 "/etc/resolv.conf",
+                "/etc/apt/sources.list",
+                "/etc/apt/sources.list.d/*",
+                "/etc/systemd/system/*.target.wants/*",
             ],
             "binds": [[str(d / "containers"), "/var/lib/containers"]],
             "hide": [str(self.workdir)],
@@ -765,6 +784,45 @@ class Lab:
             except OSError:
                 pass  # someone put something else there: leave it
         return True
+
+    # --- reboot -------------------------------------------------------------
+
+    def restart(self, node: str, timeout: float = 30.0) -> None:
+        """Reboot *node*: stop everything in it, start its init again on the same disk.
+
+        What the node keeps is what a machine keeps over a reboot: its disk (the
+        overlay's upper layer and its container storage); ``/run``, ``/tmp`` and
+        every process are gone.  Returns when its sshd answers again.
+        """
+        state = self._load()
+        if state is None:
+            raise OperationError(f"lab {self.name!r} is not up")
+        entry = next((n for n in state["nodes"] if n["name"] == node), None)
+        if entry is None:
+            raise UsageError(f"no lab node named {node!r}")
+        pids = [p for p in (entry.get("pid"), entry.get("launcher_pid")) if p and self._node_owned(state, p)]
+        if entry.get("pid") in pids:
+            os.kill(entry["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(ns.pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            proc = _LAUNCHED.get(entry.get("launcher_pid"))
+            if proc is not None and proc.poll() is not None:
+                _LAUNCHED.pop(entry["launcher_pid"], None)
+            time.sleep(0.05)
+        for p in pids:
+            if self._node_owned(state, p):
+                os.kill(p, signal.SIGKILL)
+        proc = _LAUNCHED.pop(entry.get("launcher_pid"), None)
+        if proc is not None:
+            proc.wait(timeout=5)
+        self._start_node(state, entry)
+        self._save(state)
+        while ns.ssh_banner(str(self.netns_path), entry["address"], 22, timeout=1.0) is None:
+            if not self._node_owned(state, entry["pid"]) or time.monotonic() > deadline:
+                raise OperationError(
+                    f"lab node {node}: sshd did not come back after the restart; log:\n{self._log_tail(node)}"
+                )
+            time.sleep(0.1)
 
     # --- running things in the lab ------------------------------------------
 

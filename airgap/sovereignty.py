@@ -8,30 +8,33 @@ cloud-service).  It is used in two places:
 * ``airgap build`` calls :meth:`SovereigntyPolicy.check_image_source` for every
   image: an image from a listed registry is refused unless the spec carries a
   written ``allow.reason`` for it (which the build then records);
-* the check playbook calls :func:`scan_text` on node configuration to prove it
-  names no listed endpoint.
+* ``check.yml`` judges every endpoint found on a node against the enclave (an
+  allow-list); this policy only *labels* what it finds ("US provider").  The
+  controller hands the policy's patterns to the nodes (``airgap_check``'s
+  ``policy`` check), which match them with the same code.
 
-Matching works on normalised hosts: lower case, no scheme, user info, port,
-path, brackets or trailing dot; IPv4-mapped IPv6 addresses are unmapped.
-Patterns are whole DNS labels: ``*.amazonaws.com`` matches
-``x.y.amazonaws.com`` but neither ``amazonaws.com`` nor
+Matching is :mod:`airgap._internal.endpoints`, the project's one endpoint
+matcher (also shipped to the nodes as ``playbooks/module_utils/airgap_endpoints.py``):
+normalised hosts (lower case, no scheme, user info, port, path, brackets or
+trailing dot; IPv4-mapped IPv6 unmapped) and whole DNS labels: ``gcr.io``
+matches ``gcr.io`` and ``eu.gcr.io``; ``*.amazonaws.com`` matches
+``x.y.amazonaws.com`` but not ``amazonaws.com``; neither matches
 ``amazonaws.com.evil`` nor ``evilamazonaws.com``.
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import os
 import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Iterable
-from urllib.parse import urlsplit
 
 import yaml
 
+from airgap._internal import endpoints
 from airgap.exceptions import InputError, SovereigntyError
 
 CATEGORIES = (
@@ -45,10 +48,7 @@ CATEGORIES = (
     "cloud-service",
 )
 
-_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
-_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-_IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-_IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_HOSTNAME_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
 
 
 @dataclass(frozen=True)
@@ -124,38 +124,7 @@ def normalise_endpoint(endpoint: str) -> str:
     IP addresses come back in their compressed canonical form (IPv4-mapped IPv6
     unmapped); an empty string means nothing host-like was found.
     """
-    s = endpoint.strip()
-    if "://" in s:
-        try:
-            host = urlsplit(s).hostname or ""
-        except ValueError:
-            host = ""
-    else:
-        host = s.split("/", 1)[0]
-        host = host.rpartition("@")[2]  # user info
-        if host.startswith("["):
-            host = host[1 : host.find("]")] if "]" in host else host[1:]
-        elif host.count(":") == 1:
-            host = host.split(":", 1)[0]
-    host = host.split("%", 1)[0]  # IPv6 zone
-    host = host.lower().rstrip(".")
-    if host and not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii").lower()
-        except UnicodeError:
-            pass
-    ip = _as_ip(host)
-    return str(ip) if ip is not None else host
-
-
-def _as_ip(host: str) -> _IPAddress | None:
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    return endpoints.normalise(endpoint)
 
 
 class SovereigntyPolicy:
@@ -164,38 +133,12 @@ class SovereigntyPolicy:
     def __init__(self, entries: Iterable[Entry], *, source: str = "<policy>"):
         self.source = source
         self.entries: tuple[Entry, ...] = tuple(entries)
-        self._exact: dict[str, Entry] = {}
-        self._suffix: dict[str, Entry] = {}
-        self._ips: dict[_IPAddress, Entry] = {}
-        self._nets: list[tuple[_IPNetwork, Entry]] = []
+        self._set = endpoints.EndpointSet()
         for entry in self.entries:
-            self._index(entry)
-        self._nets.sort(key=lambda ne: -ne[0].prefixlen)
-
-    def _index(self, entry: Entry) -> None:
-        pattern = entry.pattern
-        if "/" in pattern:
             try:
-                net = ipaddress.ip_network(pattern, strict=True)
-            except ValueError:
-                raise InputError(f"{self.source}: invalid network pattern {pattern!r}") from None
-            self._nets.append((net, entry))
-            return
-        ip = _as_ip(pattern)
-        table: dict
-        if ip is not None:
-            table, key = self._ips, ip
-        elif pattern.startswith("*.") and _HOSTNAME_RE.fullmatch(pattern[2:]):
-            table, key = self._suffix, pattern[2:]
-        elif _HOSTNAME_RE.fullmatch(pattern):
-            table, key = self._exact, pattern
-        else:
-            raise InputError(
-                f"{self.source}: invalid pattern {pattern!r} (a lower-case host, *.domain, an IP or a network)"
-            )
-        if key in table:
-            raise InputError(f"{self.source}: pattern {pattern!r} is listed twice")
-        table[key] = entry
+                self._set.add(entry.pattern, entry)
+            except endpoints.PatternError as exc:
+                raise InputError(f"{self.source}: {exc}") from None
 
     # --- loading ---------------------------------------------------------------
 
@@ -249,24 +192,8 @@ class SovereigntyPolicy:
 
     def entry_for(self, host: str) -> Entry | None:
         """The most specific entry for an already normalised *host*, or ``None``."""
-        if not host:
-            return None
-        ip = _as_ip(host)
-        if ip is not None:
-            if ip in self._ips:
-                return self._ips[ip]
-            for net, entry in self._nets:
-                if ip.version == net.version and ip in net:
-                    return entry
-            return None
-        if host in self._exact:
-            return self._exact[host]
-        labels = host.split(".")
-        for i in range(1, len(labels)):  # longest proper suffix first
-            entry = self._suffix.get(".".join(labels[i:]))
-            if entry is not None:
-                return entry
-        return None
+        hit = self._set.lookup_host(host)
+        return None if hit is None else hit[1]
 
     def match(self, endpoint: str) -> Match | None:
         """Match a host, ``host:port``, URL, image reference or IP; ``None`` if not listed."""
@@ -325,7 +252,7 @@ class SovereigntyPolicy:
             token = m.group(0).split("%", 1)[0]
             if token.count(":") < 2:
                 continue
-            ip = _as_ip(token)
+            ip = endpoints.as_ip(token)
             if ip is None:
                 continue
             entry = self.entry_for(str(ip))
@@ -346,7 +273,7 @@ class SovereigntyPolicy:
                 continue
             if not (_IPV4_RE.fullmatch(host) or _HOSTNAME_RE.fullmatch(host)):
                 continue
-            ip = _as_ip(host)
+            ip = endpoints.as_ip(host)
             entry = self.entry_for(str(ip) if ip is not None else host)
             if entry is not None:
                 found.append(_to_match(stripped, host, entry, text, (offset, offset + len(stripped))))

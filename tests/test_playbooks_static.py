@@ -111,12 +111,14 @@ def _render_registry_templates(tmp_path: Path, extra: dict) -> Path:
                 - {roles}/airgap/defaults/main.yml
                 - {roles}/registry/defaults/main.yml
               tasks:
-                - name: Render
+                - name: Render each endpoint's unit and configuration
                   ansible.builtin.template:
-                    src: {roles}/registry/templates/{{{{ item }}}}.j2
-                    dest: {out}/{{{{ item }}}}
+                    src: {roles}/registry/templates/{{{{ item.1 }}}}.j2
+                    dest: {out}/{{{{ item.0.name }}}}-{{{{ item.1 }}}}
                     mode: "0644"
-                  loop: [airgap-registry.service, config.yml]
+                  loop: "{{{{ registry__instances | product(['airgap-registry.service', 'config.yml']) | list }}}}"
+                  vars:
+                    registry__instance: "{{{{ item.0 }}}}"
             """
         )
     )
@@ -139,147 +141,53 @@ def test_registry_unit_passes_systemd_analyze_verify(tmp_path):
     out = _render_registry_templates(
         tmp_path, {"airgap__registry_address": "10.42.10.11", "airgap__registry_name": "registry.pilot.geheim.internal"}
     )
-    unit = out / "airgap-registry.service"
-    text = unit.read_text()
-    assert "ExecStart=/usr/bin/docker-registry serve /etc/airgap/registry/config.yml" in text
-    assert "User=docker-registry" in text
-    proc = subprocess.run(
-        [analyze, "verify", "--man=no", str(unit)],
-        capture_output=True, text=True, timeout=120, env=dict(os.environ, SYSTEMD_LOG_COLOR="0"),
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    problems = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "airgap-registry.service" in ln]
-    assert not problems, problems
+    for name, config in (("airgap-registry", "config.yml"), ("airgap-registry-push", "config-push.yml")):
+        unit = out / f"{name}.service"
+        (out / f"{name}-airgap-registry.service").rename(unit)
+        text = unit.read_text()
+        assert f"ExecStart=/usr/bin/docker-registry serve /etc/airgap/registry/{config}" in text
+        assert "User=docker-registry" in text
+        proc = subprocess.run(
+            [analyze, "verify", "--man=no", str(unit)],
+            capture_output=True, text=True, timeout=120, env=dict(os.environ, SYSTEMD_LOG_COLOR="0"),
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        problems = [ln for ln in (proc.stdout + proc.stderr).splitlines() if unit.name in ln]
+        assert not problems, problems
 
 
-def test_registry_config_has_tls_auth_and_the_address(tmp_path):
-    yaml = pytest.importorskip("yaml")
+def test_registry_endpoints_pull_read_only_push_writable_no_cache(tmp_path):
+    import yaml
+
     out = _render_registry_templates(
         tmp_path, {"airgap__registry_address": "10.42.10.11", "airgap__registry_name": "registry.pilot.geheim.internal"}
     )
-    config = yaml.safe_load((out / "config.yml").read_text())
-    assert config["http"]["addr"] == "10.42.10.11:5000"
-    assert config["http"]["tls"]["certificate"].startswith("/etc/airgap/pki/server-")
-    assert config["http"]["tls"]["minimumtls"] == "tls1.2"
-    assert config["auth"]["htpasswd"]["path"] == "/etc/airgap/registry/htpasswd"
-    assert config["storage"]["delete"]["enabled"] is False
-    assert "proxy" not in config and "notifications" not in config
+    pull = yaml.safe_load((out / "airgap-registry-config.yml").read_text())
+    push = yaml.safe_load((out / "airgap-registry-push-config.yml").read_text())
+    assert pull["http"]["addr"] == "10.42.10.11:5000" and push["http"]["addr"] == "10.42.10.11:5001"
+    # The pull endpoint refuses every write; only the push endpoint knows the push account.
+    assert pull["storage"]["maintenance"]["readonly"]["enabled"] is True
+    assert push["storage"]["maintenance"]["readonly"]["enabled"] is False
+    assert pull["auth"]["htpasswd"]["path"] == "/etc/airgap/registry/htpasswd-pull"
+    assert push["auth"]["htpasswd"]["path"] == "/etc/airgap/registry/htpasswd-push"
+    for config in (pull, push):
+        assert config["http"]["tls"]["certificate"].startswith("/etc/airgap/pki/server-")
+        assert config["http"]["tls"]["minimumtls"] == "tls1.2"
+        assert config["storage"]["delete"]["enabled"] is False
+        # No blob cache: a HEAD must see the disk (check.yml asks for every blob).
+        assert "cache" not in config["storage"]
+        assert "proxy" not in config and "notifications" not in config
 
 
-# --- the project's own modules: pure logic ---------------------------------------
+# --- the project's own modules: pure logic (the check module's in test_check_module.py)
 
 
 def _load_module(name: str):
-    pytest.importorskip("ansible")
     path = ROOT / "playbooks" / "library" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"airgap_test_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def test_policy_matching_follows_the_policy_syntax():
-    check = _load_module("airgap_check")
-    policy = check.Policy(
-        [
-            {"pattern": "*.amazonaws.com", "provider": "AWS", "jurisdiction": "US"},
-            {"pattern": "gcr.io", "provider": "Google", "jurisdiction": "US"},
-            {"pattern": "8.8.8.0/24", "provider": "Google", "jurisdiction": "US"},
-            {"pattern": "deb.debian.org", "provider": "Debian", "jurisdiction": "external"},
-        ]
-    )
-    assert policy.match("https://s3.eu-west-1.amazonaws.com/bucket")
-    assert not policy.match("amazonaws.com.evil")
-    assert policy.match("gcr.io/distroless/static:nonroot")
-    assert not policy.match("gcr.io.internal")
-    assert policy.match("8.8.8.8")
-    assert not policy.match("10.42.10.2")
-    hits = policy.match("http://deb.debian.org/debian")
-    assert hits and not check.failing(hits, ["US"]) and check.failing(hits, ["*"])
-
-
-def test_the_packaged_policy_loads_in_the_controller_format():
-    check = _load_module("airgap_check")
-    policy_file = ROOT / "airgap" / "data" / "sovereignty.yaml"
-    patterns, evidence = check.load_policy(str(policy_file), [])
-    assert patterns, evidence
-    assert all({"pattern", "provider", "category", "jurisdiction"} <= set(p) for p in patterns)
-    assert check.Policy(patterns).match("mcr.microsoft.com")
-
-
-def test_runtime_config_check_accepts_rewrites_and_refuses_fallbacks(tmp_path):
-    check = _load_module("airgap_check")
-    etc = tmp_path / "etc" / "containers"
-    (etc / "registries.conf.d").mkdir(parents=True)
-    internal = "127.0.10.1:5000"
-    (etc / "registries.conf").write_text(
-        textwrap.dedent(
-            f"""\
-            unqualified-search-registries = []
-            [[registry]]
-            prefix = "{internal}"
-            location = "{internal}"
-            [[registry]]
-            prefix = "docker.io"
-            location = "{internal}/docker.io"
-            [[registry]]
-            prefix = "*.gcr.io"
-            blocked = true
-            """
-        )
-    )
-    (etc / "registries.conf.d" / "shortnames.conf").write_text('[aliases]\n"busybox" = "docker.io/library/busybox"\n')
-    res = check.check_runtime_config(str(tmp_path), {internal})
-    assert res["status"] == "PASS", res
-
-    # A mirror with the upstream as fallback, a search registry, an alias to
-    # an unmapped registry: each is named.
-    (etc / "registries.conf").write_text(
-        textwrap.dedent(
-            f"""\
-            unqualified-search-registries = ["docker.io"]
-            [[registry]]
-            location = "quay.io"
-            [[registry.mirror]]
-            location = "{internal}/quay.io"
-            """
-        )
-    )
-    (etc / "registries.conf.d" / "shortnames.conf").write_text('[aliases]\n"x" = "ghcr.io/a/x"\n')
-    res = check.check_runtime_config(str(tmp_path), {internal})
-    assert res["status"] == "FAIL"
-    text = "\n".join(res["evidence"])
-    assert "quay.io" in text and "unqualified-search-registries" in text and "ghcr.io/a/x" in text
-
-
-def test_rendered_registries_conf_passes_the_check(tmp_path):
-    """The runtime role's template, rendered, satisfies the check's runtime_config."""
-    jinja2 = pytest.importorskip("jinja2")
-    yaml = pytest.importorskip("yaml")
-    check = _load_module("airgap_check")
-    role = ROOT / "playbooks" / "roles" / "runtime"
-    defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(role / "templates")), keep_trailing_newline=True)
-    env.filters["to_json"] = json.dumps
-    internal = "127.0.10.1:5000"
-    text = env.get_template("registries.conf.j2").render(
-        ansible_managed="test",
-        runtime__internal_registry=internal,
-        runtime__upstream_registries=defaults["runtime__upstream_registries"],
-        runtime__extra_upstream_registries=[],
-        runtime__unqualified_search_registries=[],
-        runtime__short_name_mode="enforcing",
-    )
-    etc = tmp_path / "etc" / "containers"
-    etc.mkdir(parents=True)
-    (etc / "registries.conf").write_text(text)
-    res = check.check_runtime_config(str(tmp_path), {internal})
-    assert res["status"] == "PASS", res
-    rules = check.registry_rules(str(tmp_path))[0]
-    assert check.rewrite("docker.io/library/busybox@sha256:" + "a" * 64, rules)[0].startswith(
-        internal + "/docker.io/library/busybox@"
-    )
-    assert check.rewrite("europe-docker.pkg.dev/x/y", rules)[1] is True  # blocked
 
 
 def test_htpasswd_module_hashes_with_bcrypt():

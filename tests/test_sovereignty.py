@@ -310,3 +310,29 @@ def test_scan_sample_configs_are_clean():
     configs = Path(__file__).resolve().parents[1] / "bundles" / "geheim-pilot" / "configs"
     for path in sorted(configs.iterdir()):
         assert scan_text(path.read_text()) == [], path
+
+
+# --- one matcher: domains cover their subdomains (as the check module documents) -----
+
+
+def test_a_domain_pattern_matches_its_subdomains_and_nothing_else():
+    p = SovereigntyPolicy.from_text(
+        "version: 1\nproviders: {x: {name: X, kind: US company, jurisdiction: US}, y: {name: Y, kind: k, jurisdiction: US}}\n"
+        "endpoints:\n  - {pattern: example.com, provider: x, category: cdn}\n"
+        "  - {pattern: '*.example.com', provider: y, category: registry}\n"
+        "  - {pattern: time.example.org, provider: x, category: ntp}\n"
+    )
+    assert p.match("example.com").pattern == "example.com"  # the apex: only the domain pattern
+    assert p.match("a.b.example.com").pattern == "*.example.com"  # same suffix: *.d before d
+    assert p.match("x.time.example.org").pattern == "time.example.org"
+    for other in ("example.com.evil", "notexample.com", "time.example.org.x", "example.org"):
+        assert p.match(other) is None, other
+
+
+def test_the_build_and_the_check_module_share_one_matcher():
+    from airgap._internal import endpoints
+
+    policy = SovereigntyPolicy.load()
+    assert isinstance(policy._set, endpoints.EndpointSet)
+    shipped = Path(__file__).resolve().parents[1] / "playbooks" / "module_utils" / "airgap_endpoints.py"
+    assert shipped.resolve() == Path(endpoints.__file__).resolve()

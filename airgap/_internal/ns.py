@@ -24,6 +24,8 @@ import glob
 import json
 import os
 import platform
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -266,13 +268,14 @@ def _build_root(cfg: dict) -> None:
     layer = os.path.join(node_dir, "layer")
     root = os.path.join(node_dir, "root")
     mount("none", "/", None, MS_REC | MS_PRIVATE)
-    # The writable layer lives on a tmpfs that exists only in this mount
-    # namespace: nothing of it shows on the host, and it vanishes with the node.
-    mount("airgap-lab-layer", layer, "tmpfs", 0, "mode=700")
-    os.makedirs(os.path.join(layer, "upper"), mode=0o755)
-    os.makedirs(os.path.join(layer, "work"), mode=0o700)
+    # The writable layer is the node's disk: on the host's disk under the lab's
+    # work directory (hidden from every node), so it survives a restart of the
+    # node -- a reboot -- and disappears with the lab.
+    first_boot = not os.path.isdir(os.path.join(layer, "upper"))
+    os.makedirs(os.path.join(layer, "upper"), mode=0o755, exist_ok=True)
+    os.makedirs(os.path.join(layer, "work"), mode=0o700, exist_ok=True)
     # lowerdir=/ is the host's root filesystem only: submounts (/proc, /sys,
-    # /dev, this tmpfs) are not part of it, so the layer cannot see itself.
+    # /dev) are not part of it.
     mount(
         "airgap-lab",
         root,
@@ -280,13 +283,14 @@ def _build_root(cfg: dict) -> None:
         0,
         f"lowerdir=/,upperdir={layer}/upper,workdir={layer}/work",
     )
-    for pattern in cfg.get("remove", []):
-        for p in glob.glob(root + pattern):
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p)
-            else:
-                os.unlink(p)
-    _seed_copy(cfg["seed"], root)
+    if first_boot:  # install the node: what the seed replaces or removes, once
+        for pattern in cfg.get("remove", []):
+            for p in glob.glob(root + pattern):
+                if os.path.isdir(p) and not os.path.islink(p):
+                    shutil.rmtree(p)
+                else:
+                    os.unlink(p)
+        _seed_copy(cfg["seed"], root)
 
     mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # A fresh sysfs: shows this network namespace's devices (only lo) and no
@@ -382,6 +386,73 @@ def _reap(sup: _Supervisor) -> None:
         sup.on_exit(pid, status)
 
 
+WANTS_DIRS = (
+    "/etc/systemd/system/default.target.wants",
+    "/etc/systemd/system/multi-user.target.wants",
+)
+
+
+def _unit_service(path: str) -> dict:
+    """The [Service] keys of a systemd unit (a small subset: Type, Environment, ExecStart)."""
+    out: dict = {"Environment": {}}
+    section = ""
+    with open(path) as fh:
+        for raw in fh:
+            line = raw.strip()
+            if not line or line.startswith(("#", ";")):
+                continue
+            if line.startswith("["):
+                section = line.strip("[]")
+                continue
+            key, _, value = line.partition("=")
+            if section != "Service":
+                continue
+            if key == "Environment":
+                for item in shlex.split(value):
+                    k, _, v = item.partition("=")
+                    out["Environment"][k] = v
+            else:
+                out[key] = value
+    return out
+
+
+def _expand(argv: list[str], env: dict) -> list[str]:
+    """systemd's $VAR (split into words) and ${VAR} (one word) in ExecStart."""
+    out: list[str] = []
+    for word in argv:
+        if word.startswith("$") and not word.startswith("${") and word[1:] in env:
+            out.extend(env[word[1:]].split())
+        else:
+            out.append(re.sub(r"\$\{(\w+)\}", lambda m: env.get(m.group(1), ""), word))
+    return out
+
+
+def boot_units(env: dict) -> dict[str, list[str]]:
+    """Start what is enabled for boot, as systemd would: oneshot units run now,
+    other units are returned as services to supervise (the lab has no systemd;
+    roles enable units the way ``systemctl enable`` does, with a wants link)."""
+    services: dict[str, list[str]] = {}
+    for wants in WANTS_DIRS:
+        for link in sorted(glob.glob(os.path.join(wants, "*.service"))):
+            name = os.path.basename(link)
+            try:
+                unit = _unit_service(os.path.realpath(link))
+            except OSError as exc:
+                _log(f"boot: {name}: {exc}")
+                continue
+            argv = _expand(shlex.split(unit.get("ExecStart", "").lstrip("-@")), unit["Environment"])
+            if not argv:
+                continue
+            if unit.get("Type", "simple") == "oneshot":
+                _log(f"boot: {name}: {' '.join(argv)}")
+                proc = subprocess.run(argv, env={**env, **unit["Environment"]}, stdin=subprocess.DEVNULL,
+                                      capture_output=True, text=True, cwd="/")
+                _log(f"boot: {name}: exit {proc.returncode} {(proc.stdout + proc.stderr).strip()[-500:]}")
+            else:
+                services[name] = argv
+    return services
+
+
 def node_init(config_path: str) -> int:
     with open(config_path) as fh:
         cfg = json.load(fh)
@@ -397,6 +468,9 @@ def node_init(config_path: str) -> int:
     signal.signal(signal.SIGTERM, sup.stop)
     signal.signal(signal.SIGINT, sup.stop)
     for name in sup.services:
+        sup.start(name)
+    for name, argv in boot_units(env).items():
+        sup.services[name] = argv
         sup.start(name)
     _log("ready")
     # PID 1: reap every orphan; stop on SIGTERM (the handler only sets a flag,

@@ -31,6 +31,21 @@ options:
     type: list
     elements: path
     default: []
+  commands:
+    description: Executables whose absence is reported in C(missing_commands).
+    type: list
+    elements: path
+    default: []
+  paths:
+    description: Paths whose existence is reported in C(exists) (a dict of path to true/false).
+    type: list
+    elements: path
+    default: []
+  certificates:
+    description: PEM certificates whose expiry (seconds since the epoch, or null when unreadable) is reported in C(not_after).
+    type: list
+    elements: path
+    default: []
 author: airgap project
 """
 
@@ -42,15 +57,17 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ansible_facts:
-  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes).
+  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes), C(missing_commands), C(exists), C(not_after).
   returned: always
   type: dict
 """
 
+import calendar
 import glob
 import json
 import os
 import re
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -79,6 +96,19 @@ def toolkit_version(prefix):
     return None
 
 
+def not_after(module, path):
+    """A certificate's notAfter in seconds since the epoch (openssl reads it), or None."""
+    if not os.path.isfile(path):
+        return None
+    rc, out, _err = module.run_command(["openssl", "x509", "-noout", "-enddate", "-in", path])
+    if rc != 0 or "=" not in out:
+        return None
+    try:
+        return calendar.timegm(time.strptime(out.split("=", 1)[1].strip().replace(" GMT", ""), "%b %d %H:%M:%S %Y"))
+    except ValueError:
+        return None
+
+
 def free_bytes(path):
     probe = os.path.abspath(path)
     while probe != "/" and not os.path.exists(probe):
@@ -94,6 +124,9 @@ def main():
             imported_file=dict(type="path"),
             toolkit_prefix=dict(type="path", default="/opt/airgap"),
             space_paths=dict(type="list", elements="path", default=[]),
+            commands=dict(type="list", elements="path", default=[]),
+            paths=dict(type="list", elements="path", default=[]),
+            certificates=dict(type="list", elements="path", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -110,6 +143,9 @@ def main():
         "imported": imported,
         "toolkit_version": toolkit_version(p["toolkit_prefix"]),
         "free_bytes": {path: free_bytes(path) for path in p["space_paths"]},
+        "missing_commands": [c for c in p["commands"] if not (os.path.isfile(c) and os.access(c, os.X_OK))],
+        "exists": {path: os.path.lexists(path) for path in p["paths"]},
+        "not_after": {path: not_after(module, path) for path in p["certificates"]},
         "errors": errors,
     }
     module.exit_json(changed=False, ansible_facts={"airgap": facts})

@@ -13,8 +13,8 @@ short_description: Manage one bcrypt entry of an htpasswd file
 description:
   - Adds or updates the bcrypt (C($2b$)) hash of one user in an htpasswd
     file, as read by the distribution registry's C(htpasswd) authentication.
-  - Idempotent; an existing entry that already matches the password is left
-    alone (no new salt on every run).
+  - Idempotent; an existing entry that already matches the password at the
+    requested cost is left alone (no new salt on every run).
   - Needs no apache2-utils; hashes with the C library's crypt (libxcrypt).
 options:
   path:
@@ -121,7 +121,9 @@ def main():
         if sep and user == name:
             current = digest
     try:
-        up_to_date = bool(current) and current.startswith("$2") and bcrypt_hash(password, 0, current) == current
+        # Up to date: the same password, hashed at the requested cost.
+        up_to_date = (bool(current) and current.startswith("$2") and current[4:6] == "%02d" % module.params["cost"]
+                      and bcrypt_hash(password, 0, current) == current)
     except (ValueError, OSError) as exc:
         module.fail_json(msg="cannot check the existing hash: %s" % exc)
 

@@ -1,0 +1,1 @@
+../../airgap/_internal/endpoints.py
