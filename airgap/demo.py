@@ -269,6 +269,11 @@ class Demo:
         return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
                 "-e", f"airgap__controller_state_dir={self.controller_state}"]
 
+    def stage(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+        """Only the bundle stage of site.yml: copy, install the toolkit (if released), verify there."""
+        self.step(f"Operator: ansible-playbook stages/10-bundle.yml (bundle {bundle.name})")
+        return self.playbook("stages/10-bundle.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
+
     def rollout(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
         return self.playbook("site.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
