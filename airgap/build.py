@@ -6,15 +6,19 @@ therefore the manifest, is fixed up front.  Blobs are then downloaded in
 parallel straight into their final place in the output file: one write per
 byte, no staging copy, digests checked while the bytes stream.
 
-The output appears at its path only when complete and signed (temporary file,
-fsync, ``os.replace``); any failure removes the temporary file.
+What the sources say is checked as it is fetched (:mod:`airgap.pull`), and the
+manifest is checked the way verify will read it before any content is fetched.
+The output appears at its path only when complete, signed and passing verify's
+structural checks (temporary file next to it, fsync, check, ``os.replace``);
+any failure removes the temporary file, so a failed build never leaves a
+signed bundle behind.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
+import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +28,10 @@ from typing import Callable
 
 from airgap import __version__, oci
 from airgap._internal import tarfmt
-from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap._internal.fsutil import fsync_dir
+from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
-from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
+from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
 from airgap.manifest import (
     MANIFEST_MEMBER,
     SIGNATURES_MEMBER,
@@ -35,6 +40,8 @@ from airgap.manifest import (
     ImageRecord,
     MemberRecord,
 )
+from airgap.pull import Blob, Documents, ImageOrigin, LayoutOrigin, RegistryOrigin, Resolver
+from airgap.registry.limits import Limits
 
 FILE_CHUNK = 1024 * 1024
 
@@ -97,196 +104,6 @@ class RegionWriter:
         return self.pos
 
 
-# --------------------------------------------------------------------------- sources
-
-
-@dataclass
-class Blob:
-    digest: str
-    size: int
-    media_type: str
-    data: bytes | None = None  # manifests and indexes are kept: they are small and must be parsed
-    origin: "ImageOrigin | None" = None
-    cached: bytes | None = None  # a config already fetched (and digest-checked) to learn its platform
-
-
-class ImageOrigin:
-    """Where an image's documents and blobs come from."""
-
-    label: str
-
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        raise NotImplementedError
-
-    def get_document(self, desc: oci.Descriptor) -> bytes:
-        raise NotImplementedError
-
-    def copy_blob(self, digest: str, size: int, sink: RegionWriter) -> None:
-        raise NotImplementedError
-
-
-class RegistryOrigin(ImageOrigin):
-    def __init__(self, client, repository: str):
-        self.client = client
-        self.repository = repository
-        self.label = f"{client.registry}/{repository}"
-
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        m = self.client.get_manifest(self.repository, reference)
-        return m.data, m.media_type, m.digest
-
-    def get_document(self, desc: oci.Descriptor) -> bytes:
-        if desc.media_type not in oci.ALL_MANIFEST_TYPES:
-            # A config (or other small blob) lives under /blobs/, not /manifests/.
-            sink = io.BytesIO()
-            self.client.fetch_blob_into(self.repository, desc.digest, desc.size, sink)
-            return sink.getvalue()
-        m = self.client.get_manifest(self.repository, desc.digest)
-        if m.media_type != desc.media_type:
-            raise FormatError(f"{self.label}@{desc.digest}", f"registry served {m.media_type!r}, descriptor says {desc.media_type!r}")
-        return m.data
-
-    def copy_blob(self, digest: str, size: int, sink: RegionWriter) -> None:
-        self.client.fetch_blob_into(self.repository, digest, size, sink)
-
-
-class LayoutOrigin(ImageOrigin):
-    """A local OCI image layout (``oci:path:tag`` in the spec)."""
-
-    def __init__(self, layout: Path):
-        self.layout = layout
-        self.label = f"oci:{layout}"
-        try:
-            oci.check_layout_file((layout / "oci-layout").read_bytes(), f"{layout}/oci-layout")
-            self.index = oci.parse_layout_index((layout / "index.json").read_bytes(), f"{layout}/index.json")
-        except OSError as exc:
-            raise InputError(f"{layout}: not a readable OCI layout ({exc.strerror})") from None
-
-    def _path(self, digest: str) -> Path:
-        return self.layout / oci.blob_path(digest)
-
-    def get_manifest(self, reference: str) -> tuple[bytes, str, str]:
-        if reference.startswith("sha256:"):
-            matches = [d for d in self.index if d.digest == reference]
-        else:
-            matches = [d for d in self.index if (d.annotations or {}).get(oci.REF_NAME) == reference]
-        if not matches:
-            raise InputError(f"{self.label}: no image {reference!r} in index.json")
-        if len(matches) > 1:
-            raise InputError(f"{self.label}: {reference!r} names {len(matches)} images in index.json")
-        desc = matches[0]
-        return self.get_document(desc), desc.media_type, desc.digest
-
-    def get_document(self, desc: oci.Descriptor) -> bytes:
-        path = self._path(desc.digest)
-        if not path.is_file():
-            raise InputError(f"{self.label}: blob {desc.digest} is missing")
-        if desc.size > oci.MAX_MANIFEST_BYTES:
-            raise FormatError(f"{self.label}@{desc.digest}", "manifest larger than 4 MiB")
-        data = path.read_bytes()
-        if len(data) != desc.size or "sha256:" + hashlib.sha256(data).hexdigest() != desc.digest:
-            raise IntegrityError(f"{self.label}@{desc.digest}", "content does not match its descriptor")
-        return data
-
-    def copy_blob(self, digest: str, size: int, sink: RegionWriter) -> None:
-        path = self._path(digest)
-        h = hashlib.sha256()
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(FILE_CHUNK):
-                    h.update(chunk)
-                    sink.write(chunk)
-        except FileNotFoundError:
-            raise InputError(f"{self.label}: blob {digest} is missing") from None
-        if sink.tell() != size or "sha256:" + h.hexdigest() != digest:
-            raise IntegrityError(f"{self.label}@{digest}", f"sha256 mismatch (got sha256:{h.hexdigest()}, {sink.tell()} bytes)")
-
-
-# --------------------------------------------------------------------------- resolving
-
-
-@dataclass
-class ResolvedImage:
-    record: ImageRecord
-    documents: list[Blob]  # manifests/indexes carried (digest -> bytes)
-    blobs: list[Blob]  # configs and layers
-
-
-def _config(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> bytes:
-    """The config bytes, parsed as verify will parse them (kept, so they are fetched once)."""
-    if manifest.config.size > oci.MAX_CONFIG_BYTES:
-        raise FormatError(f"{artifact} config", f"{manifest.config.size} bytes exceeds the cap of {oci.MAX_CONFIG_BYTES}")
-    config = origin.get_document(manifest.config)
-    oci.check_config(config, f"{artifact} config")
-    return config
-
-
-def _platform_of_manifest(origin: ImageOrigin, manifest: oci.ImageManifest, artifact: str) -> tuple[oci.Platform | None, bytes | None]:
-    """The platform an image's config names, and the config bytes (kept, so they are fetched once)."""
-    config = _config(origin, manifest, artifact)
-    doc = loads_strict(config, f"{artifact} config", max_size=oci.MAX_CONFIG_BYTES)
-    if isinstance(doc, dict) and isinstance(doc.get("os"), str) and isinstance(doc.get("architecture"), str):
-        return oci.Platform(doc["os"], doc["architecture"], doc.get("variant") or None), config
-    return None, config
-
-
-def resolve_image(origin: ImageOrigin, reference: str, wanted: list[str] | None, artifact: str) -> tuple[str, str, int, list[Blob], list[Blob], list[str], str | None]:
-    """Fetch the documents of one image and decide which blobs it needs.
-
-    Returns (digest, media_type, size, documents, blobs, platforms, source_index).
-    """
-    data, media_type, digest = origin.get_manifest(reference)
-    doc = oci.parse_document(data, artifact, media_type)
-    wanted_p = [oci.Platform.parse(p) for p in wanted] if wanted else None
-    top = Blob(digest, len(data), media_type, data, origin)
-
-    if isinstance(doc, oci.ImageManifest):
-        plats: list[str] = []
-        if wanted_p:
-            plat, config = _platform_of_manifest(origin, doc, artifact)
-            if plat is None or not any(w.matches(plat) for w in wanted_p):
-                raise SpecError(artifact, f"image is for {plat or 'an unknown platform'}, spec asks for {', '.join(wanted)}")
-            plats = [str(plat)]
-        else:
-            config = _config(origin, doc, artifact)
-        blobs = [Blob(d.digest, d.size, d.media_type, None, origin) for d in doc.blobs()]
-        blobs[0].cached = config  # doc.blobs() starts with the config
-        return digest, media_type, len(data), [top], blobs, plats, None
-
-    # A multi-arch index.
-    children = []
-    for d in doc.manifests:
-        if d.media_type in oci.INDEX_TYPES:
-            raise FormatError(artifact, "nested image indexes are not supported")
-        if wanted_p is None or (d.platform and any(w.matches(d.platform) for w in wanted_p)):
-            children.append(d)
-    if wanted_p:
-        missing = [w for w in wanted if not any(oci.Platform.parse(w).matches(d.platform) for d in children if d.platform)]
-        if missing:
-            available = sorted(str(d.platform) for d in doc.manifests if d.platform)
-            raise SpecError(artifact, f"platform {', '.join(missing)} not in the index (available: {', '.join(available)})")
-    documents: list[Blob] = []
-    blobs: list[Blob] = []
-    for d in children:
-        child = origin.get_document(d)
-        cdoc = oci.parse_document(child, f"{artifact}@{d.digest}", d.media_type)
-        assert isinstance(cdoc, oci.ImageManifest)
-        documents.append(Blob(d.digest, d.size, d.media_type, child, origin))
-        child_blobs = [Blob(b.digest, b.size, b.media_type, None, origin) for b in cdoc.blobs()]
-        child_blobs[0].cached = _config(origin, cdoc, f"{artifact}@{d.digest}")
-        blobs.extend(child_blobs)
-    platforms = [str(d.platform) for d in children if d.platform]
-    if wanted_p is None or len(children) == len(doc.manifests):
-        return digest, media_type, len(data), [top, *documents], blobs, platforms, None
-    if len(children) == 1:
-        # A strict subset of one platform: carry that platform's manifest, unchanged,
-        # and record the index it came from.  Rewriting the index would change the
-        # digest that runs.
-        only = children[0]
-        return only.digest, only.media_type, only.size, documents, blobs, platforms, digest
-    raise SpecError(artifact, "choose one platform or all of them: a subset of several would need a rewritten index")
-
-
 # --------------------------------------------------------------------------- layout
 
 
@@ -297,31 +114,21 @@ class PlannedMember:
     sha256: str
     mode: int
     data: bytes | None = None  # small members written from memory
-    blob: Blob | None = None  # downloaded into place
+    blob: Blob | None = None  # downloaded into place (or, if blob.stored, taken from the Documents store)
     file: Path | None = None  # copied from the spec's directory
     header_offset: int = 0
 
 
-def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, int, str]], skip: set[str]) -> tuple[list[PlannedMember], list[tuple[str, int]]]:
+def plan_members(images: list[ImageRecord], blobs: dict[str, Blob], files: list[tuple[str, Path, int, int, str]],
+                 skip: set[str]) -> tuple[list[PlannedMember], list[tuple[str, int]]]:
     """Order and describe every member (except manifest and signatures)."""
-    index_entries = []
-    for img in images:
-        r = img.record
-        index_entries.append(
-            {"mediaType": r.media_type, "digest": r.digest, "size": r.size, "annotations": {oci.REF_NAME: r.layout_ref}}
-        )
+    index_entries = [
+        {"mediaType": r.media_type, "digest": r.digest, "size": r.size, "annotations": {oci.REF_NAME: r.layout_ref}}
+        for r in images
+    ]
     index_entries.sort(key=lambda e: e["annotations"][oci.REF_NAME])
     index_bytes = canonical_bytes({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": index_entries})
     layout_bytes = oci.layout_file()
-
-    blobs: dict[str, Blob] = {}
-    for img in images:
-        for b in (*img.documents, *img.blobs):
-            prev = blobs.get(b.digest)
-            if prev is not None and prev.size != b.size:
-                raise IntegrityError(b.digest, f"two descriptors disagree on its size ({prev.size} and {b.size})")
-            if prev is None or (prev.data is None and b.data is not None) or (prev.cached is None and b.cached is not None):
-                blobs[b.digest] = b
     external: list[tuple[str, int]] = []
     members = [
         PlannedMember("oci-layout", len(layout_bytes), hashlib.sha256(layout_bytes).hexdigest(), 0o644, data=layout_bytes),
@@ -331,13 +138,10 @@ def plan_members(images: list[ResolvedImage], files: list[tuple[str, Path, int, 
         b = blobs[digest]
         # Manifests are always carried, even in a differential bundle: they are what
         # import pushes last and they are tiny.
-        if digest in skip and b.data is None:
+        if digest in skip and not b.manifest:
             external.append((digest, b.size))
             continue
-        data = b.data if b.data is not None else b.cached
-        members.append(
-            PlannedMember(oci.blob_path(digest), b.size, digest.split(":", 1)[1], 0o644, data=data, blob=None if data is not None else b)
-        )
+        members.append(PlannedMember(oci.blob_path(digest), b.size, digest.split(":", 1)[1], 0o644, blob=b))
     for dest, src, size, mode, sha in sorted(files):
         members.append(PlannedMember("files/" + dest, size, sha, mode, file=src))
     return members, external
@@ -389,51 +193,67 @@ def write_bundle(
     members: list[PlannedMember],
     envelope_bytes: bytes,
     *,
+    documents: Documents,
+    check: Callable[[Path], None],
     workers: int = 4,
     progress: ByteProgress | None = None,
 ) -> None:
-    """Write the archive to a temporary file next to *out*, then rename it into place."""
+    """Write the archive to a temporary file next to *out*; rename it into place
+    only after ``check(temporary path)`` passes.  On any failure nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     sig_offset = _layout_offsets(members, len(manifest_bytes))
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        def put(offset: int, data: bytes) -> None:
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(fd, view, offset)
-                offset += n
-                view = view[n:]
-
-        put(0, tarfmt.header(MANIFEST_MEMBER, len(manifest_bytes), 0o644) + manifest_bytes + tarfmt.padding(len(manifest_bytes)))
-        downloads: list[PlannedMember] = []
-        for m in members:
-            put(m.header_offset, tarfmt.header(m.path, m.size, m.mode))
-            pad = tarfmt.padding(m.size)
-            if pad:
-                put(m.header_offset + tarfmt.BLOCK + m.size, pad)
-            if m.data is not None:
-                put(m.header_offset + tarfmt.BLOCK, m.data)
-            elif m.file is not None:
-                _copy_file(m, fd)
-            else:
-                downloads.append(m)
-        tail = tarfmt.header(SIGNATURES_MEMBER, len(envelope_bytes), 0o644) + envelope_bytes + tarfmt.padding(len(envelope_bytes)) + tarfmt.END_OF_ARCHIVE
-        put(sig_offset, tail)
-        os.ftruncate(fd, sig_offset + len(tail))
-        _download_all(downloads, fd, workers, progress)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
+        try:
+            _write_members(fd, manifest_bytes, members, envelope_bytes, sig_offset, documents, workers, progress)
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
+        finally:
+            os.close(fd)
+        check(tmp)
         os.replace(tmp, out)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+    fsync_dir(out.parent)
+
+
+def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember], envelope_bytes: bytes,
+                   sig_offset: int, documents: Documents, workers: int, progress: ByteProgress | None) -> None:
+    def put(offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            offset += n
+            view = view[n:]
+
+    put(0, tarfmt.header(MANIFEST_MEMBER, len(manifest_bytes), 0o644) + manifest_bytes + tarfmt.padding(len(manifest_bytes)))
+    downloads: list[PlannedMember] = []
+    for m in members:
+        put(m.header_offset, tarfmt.header(m.path, m.size, m.mode))
+        pad = tarfmt.padding(m.size)
+        if pad:
+            put(m.header_offset + tarfmt.BLOCK + m.size, pad)
+        data = m.data if m.data is not None or m.blob is None or not m.blob.stored else documents.get(m.blob.digest)
+        if data is not None:
+            if len(data) != m.size:  # pragma: no cover - the store holds only checked documents
+                raise IntegrityError(m.path, f"{len(data)} bytes where {m.size} were planned")
+            put(m.header_offset + tarfmt.BLOCK, data)
+        elif m.file is not None:
+            _copy_file(m, fd)
+        else:
+            downloads.append(m)
+    tail = tarfmt.header(SIGNATURES_MEMBER, len(envelope_bytes), 0o644) + envelope_bytes + tarfmt.padding(len(envelope_bytes)) + tarfmt.END_OF_ARCHIVE
+    put(sig_offset, tail)
+    os.ftruncate(fd, sig_offset + len(tail))
+    _download_all(downloads, fd, workers, progress)
 
 
 def _copy_file(m: PlannedMember, fd: int) -> None:
@@ -503,6 +323,8 @@ def build(
     *,
     plain_http: bool = False,
     ca_file: str | None = None,
+    auth_file: str | None = None,
+    limits: Limits | None = None,
     created: str | None = None,
     since: str | None = None,
     workers: int = 4,
@@ -511,7 +333,7 @@ def build(
     log: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build and sign a bundle from a spec; see the module docstring."""
-    from airgap import sovereignty
+    from airgap import dsse
     from airgap import spec as specmod
 
     spec_path = Path(spec_path)
@@ -519,99 +341,137 @@ def build(
     t0 = build_time(created)
     # Relative expiry counts from the creation time, not the clock: same inputs, same bytes.
     spec = specmod.load_spec(spec_path, now=t0)
-    expires = spec.metadata.expires_at
-    policy = sovereignty.SovereigntyPolicy.load()
-    factory = registry_client_factory or _default_client_factory(plain_http, ca_file)
-    clients: dict[str, object] = {}
     skip, base = load_since(since)
+    factory = registry_client_factory or _default_client_factory(plain_http, ca_file, auth_file, limits)
+    clients: dict[str, object] = {}
+    documents = Documents(out.parent)
+    try:
+        resolver = Resolver(documents)
+        records = _resolve_images(spec, resolver, clients, factory, log)
+        files = collect_files(spec)
+        warnings: list[str] = []
+        if getattr(spec, "wheels", None):
+            files.extend(_wheel_files(spec, warnings))
+        members, external = plan_members(records, resolver.blobs, files, skip)
+        manifest = BundleManifest(
+            name=spec.metadata.name,
+            version=spec.metadata.version,
+            target=spec.metadata.target,
+            created=format_time(t0),
+            expires=format_time(spec.metadata.expires_at),
+            spec_name=spec_path.name,
+            spec_sha256=spec.digest.split(":")[-1],
+            toolkit_version=__version__,
+            images=tuple(records),
+            members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in members),
+            base=base,
+            external_blobs=tuple(sorted(external)),
+            description=spec.metadata.description,
+        )
+        # The manifest is checked as verify will read it before a byte of content is
+        # fetched: a build that cannot be accepted stops here, having written nothing.
+        manifest = _own_manifest(manifest.to_bytes(), out)
+        envelope = dsse.Envelope(manifest.to_bytes())
+        envelope.add_signature(signing_key, artifact=SIGNATURES_MEMBER)
+        blob_bytes = sum(m.size for m in members if m.blob is not None and not m.blob.stored)
+        with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
+            write_bundle(out, manifest.to_bytes(), members, envelope.to_bytes(), documents=documents,
+                         check=lambda tmp: _check_output(tmp, out, manifest.to_bytes(), signing_key.public_key),
+                         workers=workers, progress=bar)
+    finally:
+        documents.close()
+        for c in clients.values():
+            close = getattr(c, "close", None)
+            if close:
+                close()
+    return BuildResult(out, manifest, blob_bytes, len(external), tuple(warnings))
 
-    resolved: list[ResolvedImage] = []
+
+def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factory: Callable[[str], object],
+                    log: Callable[[str], None] | None) -> list[ImageRecord]:
+    """One record per spec image; *clients* gets one registry client per registry."""
+    from airgap import sovereignty
+
+    policy = sovereignty.SovereigntyPolicy.load()
+    records: list[ImageRecord] = []
     for img in spec.images:
         artifact = f"{img.field} {img.ref}"
+        sov = None
         if img.kind == "oci-layout":
             origin: ImageOrigin = LayoutOrigin(Path(img.layout_path))
-            reference = img.digest or img.tag
-            registry, repository, tag = "oci-layout", Path(img.layout_path).name, img.tag
-            sov = None
-            layout_ref = img.ref
+            reference, pinned = img.digest or img.tag, None
+            registry, repository, tag, layout_ref = "oci-layout", Path(img.layout_path).name, img.tag, img.ref
         else:
             ref = img.reference
-            sov = None
-            match = policy.check_image_source(ref.registry, img.allow_reason, artifact=f"{img.field} {img.ref}")
+            match = policy.check_image_source(ref.registry, img.allow_reason, artifact=artifact)
             if match is not None:
                 sov = {"provider": match.provider, "reason": img.allow_reason}
-            client = clients.get(ref.registry)
-            if client is None:
-                client = clients[ref.registry] = factory(ref.registry)
-            origin = RegistryOrigin(client, ref.repository)
-            reference = ref.digest or ref.tag
-            registry, repository, tag = ref.registry, ref.repository, ref.tag
-            layout_ref = str(ref)
+            if ref.registry not in clients:
+                clients[ref.registry] = factory(ref.registry)
+            origin = RegistryOrigin(clients[ref.registry], ref.repository)
+            reference, pinned = ref.digest or ref.tag, ref.digest
+            registry, repository, tag, layout_ref = ref.registry, ref.repository, ref.tag, str(ref)
         if log:
             log(f"resolving {img.ref}")
-        digest, media_type, size, documents, blobs, platforms, source_index = resolve_image(origin, reference, img.platforms, artifact)
-        if img.kind != "oci-layout" and ref.digest and source_index is None and digest != ref.digest:
-            raise IntegrityError(artifact, f"registry served {digest}, the spec pins {ref.digest}")
-        record = ImageRecord(
-            ref=img.ref,
-            layout_ref=layout_ref,
-            registry=registry,
-            repository=repository,
-            tag=tag,
-            digest=digest,
-            media_type=media_type,
-            size=size,
-            platforms=tuple(platforms),
-            source_index=source_index,
-            sovereignty=sov,
-        )
-        resolved.append(ResolvedImage(record, documents, blobs))
-    for c in clients.values():
-        close = getattr(c, "close", None)
-        if close:
-            close()
-
-    refs = [r.record.layout_ref for r in resolved]
+        try:
+            r = resolver.resolve(origin, reference, img.platforms, artifact)
+        except UnreachableError as exc:
+            raise UnreachableError(exc.host, str(exc) + _source_hint(spec, img, registry)) from None
+        if pinned and r.source_index is None and r.digest != pinned:
+            raise IntegrityError(artifact, f"registry served {r.digest}, the spec pins {pinned}")
+        records.append(ImageRecord(
+            ref=img.ref, layout_ref=layout_ref, registry=registry, repository=repository, tag=tag,
+            digest=r.digest, media_type=r.media_type, size=r.size, platforms=r.platforms,
+            source_index=r.source_index, sovereignty=sov,
+        ))
+    refs = [r.layout_ref for r in records]
     if len(set(refs)) != len(refs):
         raise SpecError("images", "the same image reference is listed twice")
-    files = collect_files(spec)
-    warnings: list[str] = []
-    if getattr(spec, "wheels", None):
-        files.extend(_wheel_files(spec, warnings))
-    members, external = plan_members(resolved, files, skip)
-    manifest = BundleManifest(
-        name=spec.metadata.name,
-        version=spec.metadata.version,
-        target=spec.metadata.target,
-        created=format_time(t0),
-        expires=format_time(expires),
-        spec_name=spec_path.name,
-        spec_sha256=spec.digest.split(":")[-1],
-        toolkit_version=__version__,
-        images=tuple(r.record for r in resolved),
-        members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in members),
-        base=base,
-        external_blobs=tuple(sorted(external)),
-        description=spec.metadata.description,
-    )
-    manifest_bytes = manifest.to_bytes()
-    # Build refuses what verify would refuse, before a byte is written.
-    checked = BundleManifest.from_bytes(manifest_bytes)
-    from airgap import dsse
-
-    envelope = dsse.Envelope(manifest_bytes)
-    envelope.add_signature(signing_key, artifact=SIGNATURES_MEMBER)
-    blob_bytes = sum(m.size for m in members if m.blob is not None)
-    with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
-        write_bundle(out, manifest_bytes, members, envelope.to_bytes(), workers=workers, progress=bar)
-    return BuildResult(out, checked, blob_bytes, len(external), tuple(warnings))
+    return records
 
 
-def _default_client_factory(plain_http: bool, ca_file: str | None):
+def _source_hint(spec, img, registry: str) -> str:
+    """Where an unreachable registry's address came from, and what to set instead."""
+    for name, value in getattr(spec, "variables", {}).items():
+        if value != registry or f"${{{name}" not in getattr(img, "spec_ref", ""):
+            continue
+        if os.environ.get(name):
+            return f"; {img.field} takes the registry from {name}={value}: check that variable"
+        return (f"; {img.field} takes the registry from ${{{name}}}, which is not set, so the spec's default "
+                f"{value} was used: set {name}=host:port of your connected-side registry "
+                "(and add --plain-http if it serves plain HTTP)")
+    return ""
+
+
+def _own_manifest(manifest_bytes: bytes, out: Path) -> BundleManifest:
+    try:
+        return BundleManifest.from_bytes(manifest_bytes)
+    except FormatError as exc:
+        raise FormatError(str(out), f"not written: its manifest would be refused by verify ({exc})") from None
+
+
+def _check_output(tmp: Path, out: Path, manifest_bytes: bytes, builder_key) -> None:
+    """verify's structural checks, on the file about to become *out*."""
+    from airgap import dsse, verify
+    from airgap.exceptions import AirgapError
+
+    try:
+        manifest, signatures = verify.check_structure(tmp)
+        envelope = dsse.Envelope.from_bytes(signatures, SIGNATURES_MEMBER)
+        if manifest.to_bytes() != manifest_bytes or envelope.payload != manifest_bytes:
+            raise IntegrityError(MANIFEST_MEMBER, "differs from the manifest this build signed")
+        if envelope.payload_type != dsse.PAYLOAD_TYPE or len(envelope.signatures) != 1:
+            raise FormatError(SIGNATURES_MEMBER, "not the one builder signature this build made")
+        builder_key.verify(envelope.signatures[0].sig, envelope.pae(), artifact=SIGNATURES_MEMBER)
+    except AirgapError as exc:
+        raise IntegrityError(str(out), f"not written: the bundle failed its own check ({exc})") from None
+
+
+def _default_client_factory(plain_http: bool, ca_file: str | None, auth_file: str | None, limits: Limits | None):
     from airgap.registry import RegistryClient
 
     def make(registry: str):
-        return RegistryClient(registry, plain_http=plain_http, ca_file=ca_file)
+        return RegistryClient(registry, plain_http=plain_http, ca_file=ca_file, auth_file=auth_file, limits=limits)
 
     return make
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import socket
 import sys
@@ -94,9 +95,16 @@ def cmd_keygen(args) -> int:
     return 0
 
 
+def _limits(args):
+    from airgap.registry import Limits, parse_rate
+
+    return Limits(min_rate=parse_rate(args.min_rate)) if args.min_rate else None
+
+
 def cmd_build(args) -> int:
     from airgap import build
 
+    limits = _limits(args)
     key = _load_key(args.key)
     result = build.build(
         args.spec,
@@ -104,6 +112,8 @@ def cmd_build(args) -> int:
         key,
         plain_http=args.plain_http,
         ca_file=args.ca_file,
+        auth_file=args.auth_file,
+        limits=limits,
         created=args.created,
         since=args.since,
         workers=args.jobs,
@@ -627,7 +637,8 @@ def cmd_inventory(args) -> int:
     from airgap import inventory
     from airgap.registry import RegistryClient
 
-    with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args)) as client:
+    with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args),
+                        auth_file=args.auth_file, limits=_limits(args)) as client:
         doc = inventory.collect(client)
     digest = inventory.write(doc, args.output)
     _emit(args, {"inventory": args.output, "digest": digest, "repositories": len(doc["repositories"]), "blobs": len(doc["blobs"])},
@@ -658,6 +669,19 @@ def cmd_lab(args) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document for automation")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, less output")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+
+
+_DEBUG_HELP = "log registry requests, redirects and token realms (and where credentials go) to stderr"
+
+
+def _source_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--auth-file", metavar="FILE",
+                   help="registry credentials (auths.<host[:port]>, as podman/skopeo/docker write them); default: "
+                        "$REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json, "
+                        "~/.docker/config.json")
+    p.add_argument("--min-rate", metavar="RATE",
+                   help="abandon a transfer slower than this (default 100KiB/s; every request gets at least 30 s)")
 
 
 def _registry_flags(p: argparse.ArgumentParser) -> None:
@@ -685,6 +709,7 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -703,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
     _registry_flags(p)
+    _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_build)
 
@@ -915,6 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username")
     p.add_argument("--password-file")
     _registry_flags(p)
+    _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inventory)
 
@@ -935,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = _debug_log(args.debug)
     try:
         return int(args.func(args) or 0)
     except AirgapError as exc:
@@ -951,3 +979,20 @@ def main(argv: list[str] | None = None) -> int:
         # Disk full, permission denied, ...: the operation failed and said where.
         print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        if debug is not None:
+            logger = logging.getLogger("airgap")
+            logger.removeHandler(debug)
+            logger.setLevel(logging.NOTSET)
+
+
+def _debug_log(on: bool) -> logging.Handler | None:
+    """``--debug``: the library's debug log (``airgap.*`` loggers) on stderr, for this run only."""
+    if not on:
+        return None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("airgap: debug: %(message)s"))
+    logger = logging.getLogger("airgap")
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    return handler

@@ -125,6 +125,22 @@ class RegistryError(OperationError):
     """A registry refused a request or answered something unusable."""
 
 
+class NotFoundError(RegistryError):
+    """The registry answered 404 for a manifest, blob or repository."""
+
+
+class UnreachableError(RegistryError):
+    """No HTTP conversation with a registry was possible (refused, DNS, TLS mismatch).
+
+    ``host`` is the ``host[:port]`` that could not be reached, so a caller that
+    knows where the address came from (a spec variable) can say what to set.
+    """
+
+    def __init__(self, host: str, message: str):
+        self.host = host
+        super().__init__(message)
+
+
 class TransferError(OperationError):
     """Moving a file between machines failed."""
 

@@ -19,7 +19,7 @@ from typing import Any
 from airgap import oci
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
-from airgap.exceptions import FormatError, InputError
+from airgap.exceptions import FormatError, InputError, NotFoundError
 
 _TYPE = "airgap-inventory"
 MAX_INVENTORY_BYTES = 64 * 1024 * 1024
@@ -93,9 +93,10 @@ def _walk(client, repo: str, data: bytes, media_type: str, digest: str, manifest
             if d.digest in manifests:
                 continue
             try:
-                child = client.get_manifest(repo, d.digest)
-            except Exception:  # noqa: BLE001 - a platform not imported is simply not held
-                continue
+                # Checked against the index's descriptor (size, digest, media type) like any fetch.
+                child = client.get_manifest(repo, d.digest, (d.media_type,), size=d.size)
+            except NotFoundError:
+                continue  # a platform not imported is simply not held; wrong content is an error
             _walk(client, repo, child.data, child.media_type, child.digest, manifests, blobs)
     else:
         for b in doc.blobs():

@@ -26,6 +26,10 @@ LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
 MAX_INDEX_BYTES = 4 * 1024 * 1024
+# The largest blob a bundle may carry: the manifest schema's member size cap
+# (schemas/manifest.schema.json, $defs.size).  Build refuses a descriptor above it
+# before a byte is fetched, so a claimed 2^62-byte layer costs nothing.
+MAX_BLOB_BYTES = 1 << 40
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # configs are parsed too (Go reads them); real ones are kilobytes
 _MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 

@@ -260,6 +260,19 @@ def check_content(path: str | os.PathLike, report: VerifyReport, *, progress: bo
     return report
 
 
+def check_structure(path: str | os.PathLike) -> tuple[BundleManifest, bytes]:
+    """The checks that need no trust policy: archive dialect, manifest, member list, OCI layout.
+
+    Build runs them on its output before renaming it into place.  Returns the
+    parsed manifest and the raw signatures member.
+    """
+    with Bundle.open(path) as bundle:
+        manifest = bundle.manifest()
+        _check_members(bundle, manifest)
+        _check_layout(bundle, manifest, None)
+        return manifest, bundle.signatures_bytes
+
+
 def _check_part_index(bundle: Bundle, policy, report: VerifyReport) -> None:
     """A signed part index must be signed by a key of the policy (any role, not revoked).
 

@@ -23,16 +23,8 @@ from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.images import build_oci_layout, pilot_images, skopeo_inspect_raw
 
 
-@pytest.fixture(autouse=True)
-def isolated_auth_files(tmp_path_factory, monkeypatch):
-    """Never pick up the machine's real credentials."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.delenv("DOCKER_CONFIG", raising=False)
-    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
-    return home
+# Never pick up the machine's real credentials.
+pytestmark = pytest.mark.usefixtures("isolated_auth_files")
 
 
 def client(host: str, **kw) -> RegistryClient:
@@ -365,7 +357,10 @@ def test_push_resumes_interrupted_session(registry, fault_proxy, tmp_path):
     state = tmp_path / "upload.json"
     with pytest.raises(_Crash):
         c.push_blob("app/big", digest, 300_000, Opener(src, fail_at=2 * chunk), state_path=state)
-    assert state.exists()
+    # Written atomically (no temporary file left beside it), readable by its owner only.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "registry", "upload.json"]
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert json.loads(state.read_text())["digest"] == digest
     fault_proxy.reset()
     resumed = Opener(src)
     assert client(fault_proxy.host, chunk_size=chunk).push_blob(
