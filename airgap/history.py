@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import cmp_to_key
 from pathlib import Path
 
+from airgap import sbom
 from airgap._internal.fsutil import atomic_write
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import AirgapError, FormatError, InputError
@@ -45,6 +46,8 @@ class Previous:
     source: str  # "history record PATH" or "PATH (--against)"
     signatures: str | None = None  # "builder 1 of 1, officer 1 of 1" under the policy, or None without one
     problem: str | None = None  # why its signatures do not meet the policy (only for --against)
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom, as its manifest pins them
+    sbom_problem: str | None = None  # why its SBOMs could not be read (packages are then not compared)
 
 
 def _judge(envelope: Envelope, policy: TrustPolicy | None, artifact: str) -> tuple[str | None, str | None]:
@@ -69,10 +72,28 @@ def from_bundle(path: str | os.PathLike, policy: TrustPolicy | None) -> Previous
     with Bundle.open(path) as bundle:
         envelope = bundle.envelope()
         manifest = bundle.manifest()
+        sboms = sbom.read_bundle(bundle, manifest)
     if envelope.payload != manifest.to_bytes():
         raise InputError(f"{path}: its signatures are not over its manifest; it cannot serve as the previous bundle")
     summary, problem = _judge(envelope, policy, os.fspath(path))
-    return Previous(manifest, f"{path} (--against)", summary, problem)
+    return Previous(manifest, f"{path} (--against)", summary, problem, sboms)
+
+
+class MemberBytes:
+    """Members given as bytes, for readers that take a bundle (``member``/``read``): the
+    SBOMs kept in the history, checked against their manifest like a bundle's."""
+
+    def __init__(self, members: dict[str, bytes]):
+        self._members = members
+
+    def member(self, name: str) -> str | None:
+        return name if name in self._members else None
+
+    def read(self, member: str, cap: int) -> bytes:
+        data = self._members[member]
+        if len(data) > cap:
+            raise FormatError(member, f"{len(data)} bytes exceeds the cap of {cap}")
+        return data
 
 
 @dataclass
@@ -86,12 +107,18 @@ class History:
     def _dir(self, name: str) -> Path:
         return self.directory / self.target / name
 
-    def record(self, envelope: Envelope) -> Path:
-        """Keep the signed envelope of a bundle just signed (atomic; the same bundle overwrites itself)."""
+    def record(self, envelope: Envelope, sboms: dict[str, bytes] | None = None) -> Path:
+        """Keep the signed envelope of a bundle just signed, and its SBOM members (for the next
+        review's package changes) next to it; atomic, the same bundle overwrites itself."""
         manifest = _manifest_of(envelope, "signatures.json")
         d = self._dir(manifest.name)
         d.mkdir(parents=True, exist_ok=True)
         path = d / f"{manifest.version}_{manifest.digest.split(':')[1][:16]}.json"
+        if sboms:
+            kept = _sbom_dir(path)
+            kept.mkdir(exist_ok=True)
+            for member, data in sboms.items():
+                atomic_write(kept / member.rsplit("/", 1)[1], data)
         atomic_write(path, envelope.to_bytes())
         return path
 
@@ -124,7 +151,27 @@ class History:
             return None
         # Highest version; of two builds of one version, the one signed last.
         best = max(candidates, key=lambda c: (_version_key(c[0].version), c[1].stat().st_mtime_ns))
-        return Previous(best[0], f"history record {best[1]}", best[2])
+        previous = Previous(best[0], f"history record {best[1]}", best[2])
+        try:
+            previous.sboms = sbom.read_bundle(MemberBytes(_read_sboms(best[0], _sbom_dir(best[1]))), best[0])
+        except (AirgapError, OSError) as exc:
+            previous.sbom_problem = f"its SBOMs in {_sbom_dir(best[1])} cannot be used: {exc}"
+        return previous
+
+
+def _sbom_dir(record: Path) -> Path:
+    return record.with_name(record.name[: -len(".json")] + ".sbom")
+
+
+def _read_sboms(manifest: BundleManifest, directory: Path) -> dict[str, bytes]:
+    """The kept SBOM members the manifest lists (missing ones are left to the reader to name)."""
+    out = {}
+    for record in manifest.members:
+        if record.path.startswith(sbom.PREFIX):
+            f = directory / record.path.rsplit("/", 1)[1]
+            if f.is_file() and not f.is_symlink():
+                out[record.path] = f.read_bytes()
+    return out
 
 
 _version_key = cmp_to_key(compare_versions)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airgap import sbom
 from airgap._internal.text import escape
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
@@ -36,6 +37,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: 
         envelope = bundle.envelope()
         total = bundle.source.size
         plan, _ = review.for_bundle(bundle, manifest, policy, against=against, history_dir=history_dir)
+        sboms = plan.sboms
     blobs = [m for m in manifest.members if m.path.startswith("blobs/")]
     files = [m for m in manifest.members if m.path.startswith("files/")]
     out: dict[str, Any] = {
@@ -53,6 +55,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: 
         },
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
         "review": plan.to_dict(),
+        "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,
     }
     if policy is not None:
@@ -101,6 +104,50 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sbom_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """``inspect --sbom``: every image's packages, from the SBOMs the manifest pins."""
+    with Bundle.open(path) as bundle:
+        manifest = bundle.manifest()
+        sboms = sbom.read_bundle(bundle, manifest)
+    images = []
+    for i in manifest.images:
+        s = sboms.get(i.digest)
+        images.append({
+            "ref": i.ref,
+            "digest": i.digest,
+            "sbom": sbom.member_path(i.digest) if s else None,
+            "summary": sbom.count_text(s),
+            "incomplete": s.incomplete if s else None,
+            "notes": s.notes if s else [],
+            "packages": sbom.package_rows(s) if s else [],
+        })
+    return {"bundle": os.fspath(path), "manifest_digest": manifest.digest, "images": images, "verified": False}
+
+
+def format_sbom(d: dict[str, Any]) -> str:
+    lines = []
+    for img in d["images"]:
+        lines.append(f"{img['ref']}  {img['digest']}")
+        lines.append(f"  {img['summary']}" + (f"  ({img['sbom']})" if img["sbom"] else ""))
+        if img["packages"]:
+            width = max(len(p["name"]) for p in img["packages"])
+            vwidth = max(len(p["version"]) for p in img["packages"])
+            multi = _multi(img)
+            lines.append(f"  {'TYPE':5} {'NAME':{width}}  {'VERSION':{vwidth}}  ARCH")
+            for p in img["packages"]:
+                plats = f"  [{', '.join(p['platforms'])}]" if multi else ""
+                lines.append(f"  {p['type']:5} {p['name']:{width}}  {p['version']:{vwidth}}  {p['arch'] or '-'}{plats}")
+        for note in img["notes"]:
+            lines.append(f"  note: {note}")
+        lines.append("")
+    lines.append("Not verified: run 'airgap verify' to check signatures, content and policy.")
+    return "\n".join(lines)
+
+
+def _multi(img: dict[str, Any]) -> bool:
+    return len({tuple(p["platforms"]) for p in img["packages"]}) > 1 or any(len(p["platforms"]) > 1 for p in img["packages"])
+
+
 def _images(m: BundleManifest) -> dict[str, Any]:
     return {i.ref: i for i in m.images}
 
@@ -112,6 +159,7 @@ def _files(m: BundleManifest) -> dict[str, Any]:
 def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]:
     with Bundle.open(path_a) as a, Bundle.open(path_b) as b:
         ma, mb = a.manifest(), b.manifest()
+        sa, sb = sbom.read_bundle(a, ma), sbom.read_bundle(b, mb)
     ia, ib = _images(ma), _images(mb)
     fa, fb = _files(ma), _files(mb)
     blobs_a = {x.path: x.size for x in ma.members if x.path.startswith("blobs/")}
@@ -134,6 +182,11 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
             "removed": sorted(set(fa) - set(fb)),
             "changed": sorted(p for p in set(fa) & set(fb) if (fa[p].sha256, fa[p].mode) != (fb[p].sha256, fb[p].mode)),
         },
+        "packages": {
+            r: sbom.diff_packages(sa.get(ia[r].digest), sb.get(ib[r].digest))
+            for r in sorted(set(ia) & set(ib))
+            if ia[r].digest != ib[r].digest
+        },
         "blobs": {
             "shared": len(set(blobs_a) & set(blobs_b)),
             "new": len(new_blobs),
@@ -155,6 +208,12 @@ def format_diff(d: dict[str, Any]) -> str:
     lines += [f"+ file  {p}" for p in fl["added"]]
     lines += [f"- file  {p}" for p in fl["removed"]]
     lines += [f"~ file  {p}" for p in fl["changed"]]
+    for ref, pk in d.get("packages", {}).items():
+        def what(x):
+            return f"{x['type']} {x['name']}" + (f" ({x['arch']})" if x["arch"] else "") + (f" [{x['platform']}]" if x["platform"] else "")
+        lines += [f"+ pkg   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
+        lines += [f"- pkg   {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
+        lines += [f"~ pkg   {ref}  {what(x)} {x['from']} -> {x['to']}" for x in pk["changed"]]
     if len(lines) == 1:
         lines.append("  no image or file differs")
     bl = d["blobs"]
@@ -163,4 +222,5 @@ def format_diff(d: dict[str, Any]) -> str:
 
 
 def has_differences(d: dict[str, Any]) -> bool:
-    return any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
+    return (any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
+            or any(v for pk in d.get("packages", {}).values() for v in pk.values()))

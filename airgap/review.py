@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from airgap import history, toolkit
+from airgap import history, sbom, toolkit
 from airgap._internal.text import escape
 from airgap.history import History, Previous
 from airgap.manifest import BundleManifest, ImageRecord, MemberRecord
@@ -116,6 +116,9 @@ class Context:
     manifest: BundleManifest
     previous: BundleManifest | None
     coverage: toolkit.Coverage | None
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom of this bundle
+    previous_sboms: dict = field(default_factory=dict)
+    previous_sbom_problem: str | None = None
 
 
 @dataclass
@@ -125,6 +128,8 @@ class Review:
     sections: list[Section]
     notes: list[str] = field(default_factory=list)
     coverage: toolkit.Coverage | None = None
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom (for inspect's counts)
+    sbom_members: dict = field(default_factory=dict)  # member path -> bytes, kept in the history by sign
 
     @property
     def code_to_approve(self) -> list[Item]:
@@ -196,6 +201,9 @@ def _render_item(item: dict[str, Any]) -> list[str]:
         else:
             state = new or old
             lines.append(f"      {escape(state['ref'])}  {state['digest']}")
+    elif item["kind"] == "package":
+        desc = f"{old['version']} -> {new['version']}" if item["status"] == CHANGED else (new or old)["version"]
+        lines = [f"  {mark} package {escape(item['name'])}  {escape(desc)}"]
     else:
         desc = f"{_state(old)} -> {_state(new)}" if item["status"] == CHANGED else _state(new or old)
         lines = [f"  {mark} {item['kind']} {escape(item['name'])}  {desc}"]
@@ -276,18 +284,53 @@ def _image_key(images: tuple[ImageRecord, ...], other: tuple[ImageRecord, ...]):
     return lambda i: i.repository if mine[i.repository] == 1 and theirs[i.repository] <= 1 else i.ref
 
 
-def _images_section(ctx: Context) -> Section:
+def _image_pairs(ctx: Context):
+    """(key, status, old image state, new image state) for every image of either bundle."""
     old_images = ctx.previous.images if ctx.previous else ()
     key_new = _image_key(ctx.manifest.images, old_images)
     key_old = _image_key(old_images, ctx.manifest.images)
     new = {key_new(i): {"ref": i.ref, "digest": i.digest} for i in ctx.manifest.images}
     old = {key_old(i): {"ref": i.ref, "digest": i.digest} for i in old_images}
-    items = []
     for key, status, a, b in _pair(new, old):
         if status == CHANGED and a["digest"] == b["digest"]:
             status = UNCHANGED  # the same content under another tag or registry name
-        items.append(Item("image", key, status, a, b))
+        yield key, status, a, b
+
+
+def _images_section(ctx: Context) -> Section:
+    items = []
+    for key, status, a, b in _image_pairs(ctx):
+        item = Item("image", key, status, a, b)
+        if b is not None and ctx.sboms is not None:
+            item.notes.append(f"SBOM: {sbom.count_text(ctx.sboms.get(b['digest']))}")
+        items.append(item)
     return Section("images", "Images", items)
+
+
+def _packages_section(ctx: Context) -> Section | None:
+    """What the SBOMs say changed inside each changed image: packages added, removed, other versions."""
+    section = Section("packages", "Packages in changed images (from the SBOMs)")
+    for key, status, a, b in _image_pairs(ctx):
+        if status != CHANGED:
+            continue
+        new, old = ctx.sboms.get(b["digest"]), ctx.previous_sboms.get(a["digest"])
+        if new is None or old is None:
+            why = ctx.previous_sbom_problem or "the previous bundle carries no SBOM for it" if old is None else \
+                "this bundle carries no SBOM for it"
+            section.lines.append(f"{escape(key)}: packages not compared: {why}")
+            continue
+        d = sbom.diff_packages(old, new)
+        for status_, rows in ((ADDED, d["added"]), (REMOVED, d["removed"]), (CHANGED, d["changed"])):
+            for r in rows:
+                name = f"{key}: {r['type']} {r['name']}" + (f" ({r['arch']})" if r["arch"] else "") + (
+                    f" [{r['platform']}]" if r["platform"] else "")
+                if status_ == CHANGED:
+                    section.items.append(Item("package", name, CHANGED, {"version": r["from"]}, {"version": r["to"]}))
+                else:
+                    state = {"version": r["version"]}
+                    section.items.append(Item("package", name, status_, None if status_ == ADDED else state,
+                                              state if status_ == ADDED else None))
+    return section if section.items or section.lines else None
 
 
 def _other_files_section(ctx: Context) -> Section:
@@ -295,18 +338,21 @@ def _other_files_section(ctx: Context) -> Section:
 
 
 #: The section builders, in the order they are printed (code first).  Another
-#: member class adds its builder here; SBOM package changes are the next one.
-SECTIONS: list[Callable[[Context], Section | None]] = [_code_section, _images_section, _other_files_section]
+#: member class adds its builder here.
+SECTIONS: list[Callable[[Context], Section | None]] = [_code_section, _images_section, _packages_section,
+                                                      _other_files_section]
 
 
 def build(manifest: BundleManifest, *, previous: Previous | None, policy=None, statement: bytes | None = None,
-          notes: list[str] | None = None) -> Review:
-    """The plan for *manifest*: *statement* is the toolkit release member's bytes (None: not carried)."""
+          notes: list[str] | None = None, sboms: dict | None = None) -> Review:
+    """The plan for *manifest*: *statement* is the toolkit release member's bytes (None: not carried),
+    *sboms* its SBOMs by image digest."""
     carries_wheels = bool(toolkit.bundle_wheels(manifest)) or statement is not None
     coverage = toolkit.coverage(manifest, policy, statement) if carries_wheels else None
-    ctx = Context(manifest, previous.manifest if previous else None, coverage)
+    ctx = Context(manifest, previous.manifest if previous else None, coverage, sboms or {},
+                  previous.sboms if previous else {}, previous.sbom_problem if previous else None)
     sections = [s for s in (builder(ctx) for builder in SECTIONS) if s is not None]
-    return Review(manifest, previous, sections, list(notes or []), coverage)
+    return Review(manifest, previous, sections, list(notes or []), coverage, sboms or {})
 
 
 def for_bundle(bundle, manifest: BundleManifest, policy=None, *, against: str | os.PathLike | None = None,
@@ -314,6 +360,9 @@ def for_bundle(bundle, manifest: BundleManifest, policy=None, *, against: str | 
     """The plan for an opened bundle: compared with *against*, else with the history (which
     needs the policy, to judge its records).  Returns the history too, for ``sign`` to record in."""
     statement = toolkit.read_member_checked(bundle, manifest, toolkit.RELEASE_MEMBER, toolkit.MAX_RELEASE_BYTES)
+    members = {m.path: toolkit.read_member_checked(bundle, manifest, m.path, sbom.MAX_SBOM_BYTES)
+               for m in manifest.members if m.path.startswith(sbom.PREFIX)}
+    sboms = sbom.read_bundle(history.MemberBytes(members), manifest)
     notes: list[str] = []
     hist = History(Path(history_dir), manifest.target) if history_dir is not None and policy is not None else None
     previous = None
@@ -331,4 +380,6 @@ def for_bundle(bundle, manifest: BundleManifest, policy=None, *, against: str | 
             notes.append(f"no earlier bundle of {manifest.name} signed under this policy in {hist.directory}")
     else:
         notes.append("no trust policy, so no history to compare with: give --trust, or --against PREVIOUS")
-    return build(manifest, previous=previous, policy=policy, statement=statement, notes=notes), hist
+    plan = build(manifest, previous=previous, policy=policy, statement=statement, notes=notes, sboms=sboms)
+    plan.sbom_members = members
+    return plan, hist

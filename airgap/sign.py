@@ -146,7 +146,7 @@ class SignPlan(_Plan):
         """Keep the signed envelope in the history (after :meth:`commit`); None without a history."""
         if self.history is None or self.signed is None:
             return None
-        return self.history.record(self.signed)
+        return self.history.record(self.signed, self.review.sbom_members)
 
 
 @dataclass

@@ -35,6 +35,11 @@ def _release_dir(d: Path, policy, keyring, wheels: dict[str, bytes]) -> Path:
     return d
 
 
+STANZA = b"Package: %s\nStatus: install ok installed\nVersion: %s\nArchitecture: amd64\n\n"
+PACKAGES = {"1.0": STANZA % (b"bash", b"5.2.15-2") + STANZA % (b"curl", b"7.88.1-10"),
+            "1.1": STANZA % (b"bash", b"5.2.15-3") + STANZA % (b"zsh", b"5.9-4")}
+
+
 def _spec(base: Path, version: str, *, conf: bytes, image: bytes, extra_exec: bool) -> Path:
     d = base / f"spec-{version}"
     cfg = d / "configs"
@@ -46,7 +51,8 @@ def _spec(base: Path, version: str, *, conf: bytes, image: bytes, extra_exec: bo
         (cfg / "bin").mkdir()
         (cfg / "bin" / "rotate.sh").write_text("#!/bin/sh\necho rotate the logs\n")
         os.chmod(cfg / "bin" / "rotate.sh", 0o755)
-    build_oci_layout(d / "images" / "layout", {"app": ImageSpec(layers=[layer({"opt/app/version": image})])})
+    files = {"opt/app/version": image, "var/lib/dpkg/status": PACKAGES[image.decode().strip()]}
+    build_oci_layout(d / "images" / "layout", {"app": ImageSpec(layers=[layer(files)])})
     return write_spec(d, version=version, images=[{"ref": "oci:images/layout:app", "platforms": ["linux/amd64"]}],
                       files=[{"src": "configs/", "dest": "configs/"}], extra={"wheels": True})
 
@@ -90,6 +96,8 @@ def test_history_record_is_kept_next_to_the_policy(two_versions):
     base, trust, _, _ = two_versions
     records = list((trust.parent / "review-history" / "geheim-pilot" / "geheim-pilot").glob("1.0.0_*.json"))
     assert len(records) == 1
+    # With its SBOMs, so the next review can compare packages.
+    assert [p.name.endswith(".cdx.json") for p in records[0].with_suffix(".sbom").iterdir()] == [True]
 
 
 def test_sign_plan_lists_what_changed_code_first(tmp_path, two_versions, keyring):
@@ -120,8 +128,14 @@ def test_sign_plan_lists_what_changed_code_first(tmp_path, two_versions, keyring
     files = out[files_at:]
     assert "~ file configs/pilot.conf  0644 18 B sha256:" in files and "-> 0644 30 B sha256:" in files
     # The image with its old and new digest.
-    images = out[images_at:files_at]
+    images = out[images_at:out.index("Packages in changed images")]
     assert "~ image layout" in images and images.count("sha256:") == 2 and "-> oci:images/layout:app" in images
+    assert "SBOM: 2 packages (deb 2)" in images
+    # What changed inside the image, from the SBOMs (the previous one's kept in the history).
+    packages = out[out.index("Packages in changed images"):files_at]
+    assert "~ package layout: deb bash (amd64)  5.2.15-2 -> 5.2.15-3" in packages
+    assert "+ package layout: deb zsh (amd64)  5.9-4" in packages
+    assert "- package layout: deb curl (amd64)  7.88.1-10" in packages
 
 
 def test_code_needs_its_own_yes_on_a_terminal(tmp_path, two_versions, keyring):
