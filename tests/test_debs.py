@@ -205,7 +205,10 @@ def test_an_unknown_package_is_a_spec_error(tmp_path, upstream, keyring):
 def test_inspect_lists_the_packages(built):
     r = airgap("inspect", built)
     assert r.code == 0, r.err
-    assert "OS packages (4 .deb files" in r.out and "airgap-test-net 3:1.5~rc1+ds-2 (all)" in r.out
+    assert "OS packages for the nodes (dependency-closed by apt) (4 added):" in r.out
+    assert "asked for: airgap-test-app" in r.out and "+ package airgap-test-net (all)  3:1.5~rc1+ds-2" in r.out
+    # The .deb files themselves are listed as code to approve.
+    assert "+ CODE file packages/airgap-test-net_1.5~rc1+ds-2_all.deb" in r.out
 
 
 def test_same_inputs_same_bundle(tmp_path, upstream, keyring, built):

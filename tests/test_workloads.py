@@ -174,14 +174,15 @@ def test_inspect_and_sign_show_workloads_and_their_digests(wbundle, tmp_path):
     digest = wbundle.seeded.images["pilot/notes"].digest
     r = airgap("inspect", wbundle.path)
     assert r.code == 0, r.err
-    assert "Workloads (2" in r.out
+    assert "Workloads (Kubernetes manifests): the digest each container runs (4 added):" in r.out
     assert "pilot-status: Deployment/pilot-status, ConfigMap/pilot-status, Service/pilot-status" in r.out
-    assert f"Pod/pilot-notes spec.containers[0].image: ${{AIRGAP_SOURCE_REGISTRY:-127.0.0.1:5000}}/pilot/notes:1.0 -> {digest}" in r.out
+    assert "+ pilot-notes: Pod/pilot-notes spec.containers[0].image" in r.out
+    assert f"${{AIRGAP_SOURCE_REGISTRY:-127.0.0.1:5000}}/pilot/notes:1.0 -> {digest}" in r.out
     copy = tmp_path / "b.tar"
     shutil.copyfile(wbundle.path, copy)
     r = airgap("sign", copy, "--key", wbundle.keyring.key_path("officer-2"), "--trust", wbundle.trust, "--yes")
     assert r.code == 0, r.err
-    assert "Pod/pilot-notes spec.containers[0].image" in r.out and digest in r.out
+    assert "+ pilot-notes: Pod/pilot-notes spec.containers[0].image" in r.out and digest in r.out
 
 
 # --------------------------------------------------------------------------- render
