@@ -194,20 +194,15 @@ def _render_item(item: dict[str, Any]) -> list[str]:
     mark = _MARK[item["status"]] + (" CODE" if item["code"] else "")
     old, new = item["old"], item["new"]
     # Names come from the bundle: escaped, so the officer reads what the machine will use.
-    if item["kind"] == "image":
-        lines = [f"  {mark} image {escape(item['name'])}"]
+    if item["kind"] in ("image", "workload"):
+        # A workload's item is one image reference as written, and the digest it runs.
+        label, sep = ("image ", "  ") if item["kind"] == "image" else ("", " -> ")
+        lines = [f"  {mark} {label}{escape(item['name'])}"]
         if item["status"] == CHANGED:
-            lines += [f"      {escape(old['ref'])}  {old['digest']}", f"   -> {escape(new['ref'])}  {new['digest']}"]
+            lines += [f"      {escape(old['ref'])}{sep}{old['digest']}", f"   -> {escape(new['ref'])}{sep}{new['digest']}"]
         else:
             state = new or old
-            lines.append(f"      {escape(state['ref'])}  {state['digest']}")
-    elif item["kind"] == "workload":
-        lines = [f"  {mark} {escape(item['name'])}"]
-        if item["status"] == CHANGED:
-            lines += [f"      {escape(old['ref'])} -> {old['digest']}", f"   -> {escape(new['ref'])} -> {new['digest']}"]
-        else:
-            state = new or old
-            lines.append(f"      {escape(state['ref'])} -> {state['digest']}")
+            lines.append(f"      {escape(state['ref'])}{sep}{state['digest']}")
     elif item["kind"] == "package":
         desc = f"{old['version']} -> {new['version']}" if item["status"] == CHANGED else (new or old)["version"]
         lines = [f"  {mark} package {escape(item['name'])}  {escape(desc)}"]
