@@ -192,6 +192,25 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
             "new": len(new_blobs),
             "new_bytes": sum(blobs_b[p] for p in new_blobs),
         },
+        "workloads": _changes(_workload_images(ma), _workload_images(mb)),
+        "os_packages": _changes(_package_versions(ma), _package_versions(mb)),
+    }
+
+
+def _workload_images(m: BundleManifest) -> dict[str, str]:
+    """``workload object field`` -> the digest it runs."""
+    return {f"{w.name} {i.object} {i.field}": i.digest for w in m.workloads for i in w.images}
+
+
+def _package_versions(m: BundleManifest) -> dict[str, str]:
+    return {f"{d.package}:{d.architecture}": d.version for d in (m.packages.debs if m.packages else ())}
+
+
+def _changes(a: dict[str, str], b: dict[str, str]) -> dict[str, list]:
+    return {
+        "added": [{"name": k, "value": b[k]} for k in sorted(set(b) - set(a))],
+        "removed": [{"name": k, "value": a[k]} for k in sorted(set(a) - set(b))],
+        "changed": [{"name": k, "from": a[k], "to": b[k]} for k in sorted(set(a) & set(b)) if a[k] != b[k]],
     }
 
 
@@ -214,6 +233,11 @@ def format_diff(d: dict[str, Any]) -> str:
         lines += [f"+ pkg   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
         lines += [f"- pkg   {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
         lines += [f"~ pkg   {ref}  {what(x)} {x['from']} -> {x['to']}" for x in pk["changed"]]
+    for section, what in (("workloads", "runs"), ("os_packages", "os package")):
+        ch = d.get(section) or {"added": [], "removed": [], "changed": []}
+        lines += [f"+ {what} {x['name']}  {x['value']}" for x in ch["added"]]
+        lines += [f"- {what} {x['name']}  {x['value']}" for x in ch["removed"]]
+        lines += [f"~ {what} {x['name']}  {x['from']} -> {x['to']}" for x in ch["changed"]]
     if len(lines) == 1:
         lines.append("  no image or file differs")
     bl = d["blobs"]
@@ -223,4 +247,5 @@ def format_diff(d: dict[str, Any]) -> str:
 
 def has_differences(d: dict[str, Any]) -> bool:
     return (any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
-            or any(v for pk in d.get("packages", {}).values() for v in pk.values()))
+            or any(v for pk in d.get("packages", {}).values() for v in pk.values())
+            or any(v for section in ("workloads", "os_packages") for v in d[section].values()))
