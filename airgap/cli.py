@@ -215,6 +215,8 @@ def cmd_build(args) -> int:
         since=args.since,
         workers=args.jobs,
         progress=_progress(args),
+        apt_sources=args.apt_sources,
+        apt_baseline=args.apt_baseline,
     )
     m = result.manifest
     data = {
@@ -226,7 +228,10 @@ def cmd_build(args) -> int:
         "blob_bytes": result.blob_bytes,
         "external_blobs": result.external_blobs,
         "signed_by": key.public_key.keyid,
+        "warnings": list(result.warnings),
     }
+    for w in result.warnings:
+        print(f"airgap: warning: {w}", file=sys.stderr)
     lines = [f"built {result.path}: {m.name} {m.version} ({len(m.images)} images, {len(m.members)} members)"]
     lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
     if result.external_blobs:
@@ -245,7 +250,7 @@ def cmd_inspect(args) -> int:
         d = inspect.sbom_summary(args.bundle)
         _emit(args, d, inspect.format_sbom(d))
         return 0
-    s = inspect.summary(args.bundle, trust_path=args.trust)
+    s = inspect.summary(args.bundle, trust_path=args.trust, against=args.against, history_dir=_history_dir(args))
     _emit(args, s, inspect.format_summary(s))
     return 0
 
@@ -274,30 +279,65 @@ UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked:
                  "Give --trust TRUST.json to check the key first.")
 
 
-def cmd_sign(args) -> int:
-    from airgap import sign
+def _history_dir(args) -> str | None:
+    """--history, else review-history/ next to --trust (only a policy can judge the records)."""
+    if args.history:
+        return args.history
+    if args.trust:
+        from airgap.history import default_dir
 
-    key = _load_key(args, args.key)
-    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
-    if not args.json:
-        print(escape_lines(plan.describe()))
+        return str(default_dir(args.trust))
+    return None
+
+
+def _approve_signing(args, plan, key) -> bool:
+    """The code first (its own typed yes), then the signature; --yes answers both."""
     name = f"{plan.manifest.name} {plan.manifest.version}"
+    if not args.trust:
+        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
+    code = plan.code_to_approve
+    if code and not _confirm(args, f"{len(code)} item(s) marked CODE above will run as code on the isolated hosts "
+                                   f"({', '.join(i.name for i in code[:3])}{', …' if len(code) > 3 else ''}). "
+                                   "Type 'yes' to approve them: ",
+                             "refusing to sign: the bundle adds or changes code that runs on the isolated hosts "
+                             "(marked CODE in the plan); approve it on a terminal or pass --yes", typed_yes=True):
+        print("not signed: the code was not approved", file=sys.stderr)
+        return False
     if args.trust:
         ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
                       "refusing to sign without confirmation: run on a terminal or pass --yes")
     else:
-        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
         ok = _confirm(args, f"Sign {name} with the unchecked key {key.public_key.label}? Type 'yes': ",
                       "refusing to sign with a key whose role was not checked: give --trust TRUST.json "
                       "(or --yes to sign unchecked)", typed_yes=True)
     if not ok:
         print("not signed", file=sys.stderr)
+    return ok
+
+
+def cmd_sign(args) -> int:
+    from airgap import sign
+
+    key = _load_key(args, args.key)
+    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now(),
+                        against=args.against, history_dir=_history_dir(args))
+    if not args.json:
+        print(escape_lines(plan.describe()))
+    if not _approve_signing(args, plan, key):
         return 1
     env = plan.commit()
     status = plan.thresholds(env)
+    try:
+        kept = plan.record()
+    except (AirgapError, OSError) as exc:
+        kept = None
+        print(f"airgap: warning: signed, but the review history was not updated: {exc}", file=sys.stderr)
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
-            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
+            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status,
+            "review": plan.review.to_dict(), "history_record": str(kept) if kept else None}
     human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    if kept:
+        human += f"\nkept for the next review: {kept}"
     _emit(args, data, human)
     return 0
 
@@ -425,6 +465,7 @@ def _role_args(args) -> dict[str, Any]:
         "roots": args.root, "root_threshold": args.root_threshold,
         "builders": args.builder, "builder_threshold": args.builder_threshold,
         "officers": args.officer, "officer_threshold": args.officer_threshold,
+        "toolkit": args.toolkit, "toolkit_threshold": args.toolkit_threshold,
     }
 
 
@@ -495,6 +536,90 @@ def cmd_trust_show(args) -> int:
 
     policy = trust.TrustPolicy.load(args.policy, now=_now() if not args.ignore_expiry else None)
     _emit(args, policy.to_dict(), policy.describe())
+    return 0
+
+
+def _statement_lines(statement, policy, path: str) -> tuple[dict[str, Any], list[str]]:
+    release = statement.release
+    lines = [f"toolkit release {release.short}"]
+    lines += [f"  {w.file}  {w.size} bytes  sha256:{w.sha256}" for w in release.wheels]
+    data: dict[str, Any] = {"release": path, **release.to_dict(), "signatures": len(statement.envelope.signatures)}
+    if policy is not None:
+        report = statement.report(policy)
+        role = report.roles["toolkit"]
+        data.update(thresholds=report.to_dict(), complete=report.ok)
+        lines.append(f"  signed: {statement.status(policy)}")
+        if not report.ok and role.missing:
+            lines.append(f"INCOMPLETE: {role.missing} more toolkit signature(s) needed before any isolated host "
+                         f"installs these wheels; each toolkit key holder runs: airgap toolkit sign {path} "
+                         f"--key <toolkit key> --trust {policy.artifact}")
+    return data, lines
+
+
+def cmd_toolkit_release(args) -> int:
+    from airgap import toolkit, trust
+
+    if args.key and not args.trust:
+        raise UsageError("--key needs --trust TRUST.json, so the key is checked to be a toolkit key of the policy")
+    release = toolkit.make_release(args.wheels, args.version, args.commit)
+    statement = toolkit.ReleaseStatement.unsigned(release, args.output)
+    policy = trust.TrustPolicy.load(args.trust, now=_now()) if args.trust else None
+    return _sign_statement(args, statement, policy, _signers(args, args.key), args.output, f"wrote {args.output}")
+
+
+def _sign_statement(args, statement, policy, signers: list, path: str, done: str) -> int:
+    """Every signer is checked before anything is written (a refusal leaves the file as it was)."""
+    for signer in signers:
+        statement.sign(policy, signer)
+    statement.write(path)
+    data, lines = _statement_lines(statement, policy, path)
+    _emit(args, data, "\n".join([done, *lines]))
+    return 0
+
+
+def cmd_toolkit_sign(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    signer = _signers(args, [args.key])[0]
+    return _sign_statement(args, statement, policy, [signer], args.release,
+                           f"signed {args.release} with {signer.public_key.label}")
+
+
+def cmd_toolkit_verify(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    statement.verify(policy)
+    data, lines = _statement_lines(statement, policy, args.release)
+    if args.wheels:
+        problems = toolkit.check_wheels_dir(statement.release, args.wheels)
+        if problems:
+            raise toolkit.ToolkitRefused(args.wheels, problems)
+        lines.append(f"  every wheel in {args.wheels} is listed with its size and sha256, and every listed wheel is there")
+    data["result"] = "verified"
+    _emit(args, data, "\n".join([*lines, f"VERIFIED: toolkit release {statement.release.version} ({args.release})"]))
+    return 0
+
+
+def cmd_toolkit_wheels(args) -> int:
+    from airgap import toolkit_wheels, trust
+
+    if (args.bundle is None) == (args.release is None):
+        raise UsageError("give a bundle or --release DIR (one of them)")
+    if args.release:
+        policy = trust.TrustPolicy.load(args.trust, now=_now())
+        result = toolkit_wheels.from_release_dir(args.release, policy, args.output)
+    else:
+        result = toolkit_wheels.from_bundle(args.bundle, trust_path=args.trust, state_dir=args.state, now=_now(),
+                                            out=args.output, progress=_progress(args))
+    r = result.release
+    _emit(args, {"result": "written", **result.to_dict()},
+          f"wrote the {len(result.wheels)} wheels of toolkit release {r.version} (commit {r.commit[:12]}) from "
+          f"{result.source} to {result.output}, with {toolkit_wheels.REQUIREMENTS} for pip --require-hashes\n"
+          f"  signed: {result.signers}")
     return 0
 
 
@@ -679,6 +804,26 @@ def cmd_inventory(args) -> int:
     return 0
 
 
+def cmd_manifests_render(args) -> int:
+    from airgap import render
+
+    result = render.render_bundle(args.bundle, trust_path=args.trust, registry=args.registry, out=args.output,
+                                  state_dir=args.state, now=_now(), force=args.force)
+    _emit(args, result.to_dict(), "" if args.quiet else result.to_text())
+    return 0
+
+
+def cmd_packages_export(args) -> int:
+    from airgap import debs
+
+    result = debs.export(args.bundle, trust_path=args.trust, out=args.output, state_dir=args.state, now=_now(),
+                         force=args.force)
+    human = (f"{result['output']}: the apt repository of {result['bundle']} ({len(result['packages'])} packages, "
+             f"{len(result['written'])} file(s) written)\n  apt source: {result['sources_line']}")
+    _emit(args, result, "" if args.quiet else human)
+    return 0
+
+
 def cmd_lab(args) -> int:
     from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
 
@@ -723,6 +868,13 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
 
 
+def _review_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--against", metavar="PREVIOUS", help="compare with this bundle (file or media parts) instead of "
+                                                          "the history")
+    p.add_argument("--history", metavar="DIR", help="the officer's record of signed bundles (default: review-history/ "
+                                                    "next to --trust); sign keeps each bundle it signs there")
+
+
 class _KeyArg(argparse.Action):
     """A private key argument (file or pkcs11: URI); remembers its position so that
     the --passphrase-file / --pin-file after it belong to it."""
@@ -761,6 +913,20 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
         p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
         p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
+    p.add_argument("--toolkit", action="append", default=[], metavar="PUB",
+                   help="public key file of a toolkit key (repeat): who may sign toolkit releases; disjoint from "
+                        "the builder keys. Without it the policy accepts no toolkit release")
+    p.add_argument("--toolkit-threshold", type=int, default=None, metavar="N", help="default 1")
+
+
+def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
+    """A verb that verifies BUNDLE, then writes what it carries into a directory."""
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
+    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--force", action="store_true", help=force_help)
+    _common(p)
 
 
 class _Unused:
@@ -824,6 +990,8 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
+    p.add_argument("--apt-sources", help="apt sources file to resolve packages: with (instead of the spec's)")
+    p.add_argument("--apt-baseline", help="dpkg status of the target's base system (instead of the spec's)")
     _registry_flags(p)
     _source_flags(p)
     _common(p)
@@ -832,6 +1000,7 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
     p.add_argument("bundle")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    _review_flags(p)
     p.add_argument("--sbom", action="store_true", help="list every image's packages (from the bundle's CycloneDX SBOMs)")
     _common(p)
     p.set_defaults(func=cmd_inspect)
@@ -849,7 +1018,10 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                     "(a builder, root-only, revoked or unknown key) is refused before anything is written: "
                     "its signature would be no officer's approval, or would make every verify reject the "
                     "bundle. Without --trust the "
-                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'.",
+                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'. "
+                    "First it shows the review plan: what changed since the last bundle of the same name "
+                    "signed under the policy (the history next to --trust, or --against PREVIOUS), code first; "
+                    "added or changed code needs its own typed 'yes'.",
         epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
                "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
                "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
@@ -858,7 +1030,9 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("bundle", help="the bundle file (not its media parts)")
     _key_flags(p, required=True, help="the officer's private key: key file or pkcs11: URI")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _review_flags(p)
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (neither for the code nor for the signature)")
     _common(p)
     p.set_defaults(func=cmd_sign)
 
@@ -924,6 +1098,55 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--ignore-expiry", action="store_true")
     _common(p)
     p.set_defaults(func=cmd_trust_show)
+
+    toolkit_p = sub.add_parser(
+        "toolkit", help="toolkit releases: the wheels the toolkit role allows to install airgap",
+        description="A toolkit release lists the wheels (file, size, sha256) of airgap and its dependencies, "
+                    "its version and source commit, signed by the trust policy's toolkit role. Isolated hosts "
+                    "install only wheels a valid release lists. See docs/trust-model.md, 'The toolkit role'.")
+    ksub = toolkit_p.add_subparsers(dest="toolkit_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    p = ksub.add_parser("release", help="write a release statement for a directory of wheels (and sign it)",
+                        epilog="Exit codes: 0 written (INCOMPLETE says how many signatures are missing); 2 usage or "
+                               "input error, including a key that is not a toolkit key of --trust.")
+    p.add_argument("--wheels", required=True, metavar="DIR", help="the wheels of the release (scripts/build-wheel.sh output)")
+    p.add_argument("--version", required=True, help="the toolkit's version; DIR must hold its airgap wheel")
+    p.add_argument("--commit", required=True, help="the source commit the wheels were built from (git rev-parse TAG^{commit})")
+    _key_flags(p, repeat=True, help="a toolkit private key to sign with, key file or pkcs11: URI; needs --trust")
+    p.add_argument("--trust", help="trust policy: the keys must be toolkit keys of it")
+    p.add_argument("-o", "--output", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_release)
+    p = ksub.add_parser("sign", help="add one toolkit key's signature to a release statement (each holder in turn)")
+    p.add_argument("release")
+    _key_flags(p, required=True, help="a toolkit private key of --trust, key file or pkcs11: URI; others are "
+                                      "refused (exit 2)")
+    p.add_argument("--trust", required=True)
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_sign)
+    p = ksub.add_parser("verify", help="check a release's toolkit signatures (and a directory of wheels against it)",
+                        epilog="Exit codes: 0 verified; 1 rejected (threshold, revoked or wrong-role key, a wheel not "
+                               "listed or with another digest); 2 usage or input error.")
+    p.add_argument("release")
+    p.add_argument("--trust", required=True)
+    p.add_argument("--wheels", metavar="DIR", help="also check that DIR holds exactly the listed wheels")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_verify)
+    p = ksub.add_parser(
+        "wheels", help="write the wheels a host may install: a bundle's, if a valid toolkit release covers them",
+        description="Verify the bundle (or, with --release, a toolkit release directory) with this toolkit and "
+                    "write into OUTPUT exactly the wheels a valid toolkit release lists, the statement and a "
+                    "requirements.txt for 'pip install --no-index --require-hashes'. Anything not covered: "
+                    "nothing is written and every wheel is named with what is missing.",
+        epilog="Exit codes: 0 written; 1 refused (bundle rejected, a wheel not covered, statement missing or "
+               "not meeting the toolkit threshold); 2 usage or input error.")
+    p.add_argument("bundle", nargs="?", help="bundle file, parts index or directory of parts")
+    p.add_argument("--release", metavar="DIR", help="a toolkit release directory instead of a bundle (first install)")
+    p.add_argument("--trust", required=True)
+    p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy)")
+    p.add_argument("-o", "--output", required=True, help="directory to write (replaced as a whole)")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_wheels)
 
     p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
@@ -1003,6 +1226,36 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inventory)
+
+    man_p = sub.add_parser("manifests", help="the Kubernetes workloads a bundle carries")
+    msub = man_p.add_subparsers(dest="manifests_command", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    p = msub.add_parser(
+        "render", help="verify, then write the workloads with every image pinned to the internal registry by digest",
+        description="Verify the bundle, then write each workload it carries as DIR/<workload>.yaml: the Kubernetes "
+                    "objects as signed, every image reference (containers, init and ephemeral containers, image "
+                    "volumes) replaced by REGISTRY/<internal repository>@sha256:... of the bundle image it was "
+                    "resolved to at build. Same bundle and registry, same bytes. Apply the files with the "
+                    "cluster's own tooling (kubectl apply -f DIR) or run them with podman kube play.",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected, or its workload files differ from what its "
+               "manifest records; 2 usage or input error (existing DIR without --force, bad --registry, "
+               "a bundle without workloads).")
+    p.add_argument("--registry", required=True, help="internal registry host:port the images were imported into")
+    _verified_output(p, "write into an existing directory (files replaced atomically)")
+    p.set_defaults(func=cmd_manifests_render)
+
+    pkg_p = sub.add_parser("packages", help="the OS packages a bundle carries")
+    psub = pkg_p.add_subparsers(dest="packages_command", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    p = psub.add_parser(
+        "export", help="verify, then write the bundle's apt repository (the .deb files, Packages, Release)",
+        description="Verify the bundle, then write its files/packages/ into DIR, each file hashed against the "
+                    "signed manifest as it is written: a flat apt repository for 'deb [trusted=yes] file:DIR ./' "
+                    "(its trust is the bundle's signatures).",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected; 2 usage or input error (existing DIR without "
+               "--force, a bundle without packages).")
+    _verified_output(p, "update an existing directory (unchanged files are kept)")
+    p.set_defaults(func=cmd_packages_export)
 
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)

@@ -97,7 +97,10 @@ class Demo:
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     source: SourceRegistry | None = None
     lab: object = None
+    release_dir: Path | None = None  # the toolkit release the builder carries (make_toolkit_release)
     officer_token: bool = False
+    runtime: str = "podman"
+    apt: tuple[Path, Path] | None = None  # the connected side's apt sources and the target's baseline
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -150,13 +153,16 @@ class Demo:
             env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(Path(self.lab.workdir) / "ansible-facts")
         if self.source:
             env["AIRGAP_SOURCE_REGISTRY"] = self.source.host
+        if self.release_dir:
+            env["AIRGAP_WHEELHOUSE"] = str(self.release_dir)
         return env
 
-    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
         if netns:
             argv = ["ip", "netns", "exec", self.lab_name, *argv]
-        self.log("$ " + " ".join(str(a) for a in argv))
-        proc = subprocess.run([str(a) for a in argv], cwd=REPO, env=self.env(), text=True,
+        self.log(("$ " if cwd is None else f"$ (cd {cwd} && ") + " ".join(str(a) for a in argv) + ("" if cwd is None else ")"))
+        proc = subprocess.run([str(a) for a in argv], cwd=cwd or REPO, env=self.env(), text=True,
                               capture_output=capture)
         if check and proc.returncode != 0:
             detail = (proc.stderr or "").strip()[-2000:] if capture else ""
@@ -180,6 +186,39 @@ class Demo:
             shutil.rmtree(layout)
         self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
 
+    def make_apt_mirror(self, spec: str = "bundle.yaml") -> None:
+        """The connected side's Debian mirror, for the spec's ``packages:``: here a local copy.
+
+        The tests and the demo may not reach the internet, so the mirror is the
+        .deb files apt already fetched on this machine (scripts/setup.sh keeps
+        them), indexed by dpkg-scanpackages; the target's baseline is this
+        machine's dpkg status without those packages (lab nodes are copies of
+        it), so the bundle carries exactly them.
+        """
+        from airgap.spec import load_spec
+
+        names = load_spec(REPO / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages.names
+        self.step(f"Connected side: a local Debian mirror for the nodes' packages ({', '.join(names)})")
+        mirror = self.workdir / "apt-mirror"
+        if mirror.exists():
+            shutil.rmtree(mirror)
+        mirror.mkdir(parents=True)
+        for name in names:
+            debs = sorted(Path("/var/cache/apt/archives").glob(f"{name}_*.deb"))
+            if not debs:
+                raise OperationError(f"no {name} .deb in /var/cache/apt/archives: run scripts/setup.sh")
+            for deb in debs:
+                shutil.copyfile(deb, mirror / deb.name)
+        index = self.run(["dpkg-scanpackages", "--multiversion", "."], capture=True, cwd=mirror)
+        (mirror / "Packages").write_text(index.stdout)
+        sources = self.workdir / "apt-sources.list"
+        sources.write_text(f"deb [trusted=yes] file:{mirror} ./\n")
+        keep = [p for p in Path("/var/lib/dpkg/status").read_text().split("\n\n")
+                if p.strip() and p.split("\n", 1)[0].removeprefix("Package: ") not in names]
+        baseline = self.workdir / "target-baseline.status"
+        baseline.write_text("\n\n".join(keep) + "\n")
+        self.apt = (sources, baseline)
+
     @property
     def controller_state(self) -> Path:
         """The controller's own verification state (rollback), per work directory."""
@@ -194,7 +233,7 @@ class Demo:
                 f.write(DEMO_PASSPHRASE + "\n")
         self.log(f"the demo keys' throw-away passphrase is in {self.passphrase_file} "
                  f"(also set as AIRGAP_PASSPHRASE for the demo's commands; never use it for real keys)")
-        for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1"):
+        for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1", "toolkit-1"):
             if not (self.keys / f"{name}.key").exists():
                 self.airgap("keygen", name, "--dir", self.keys, "--quiet")
         if self.officer_token:
@@ -219,15 +258,41 @@ class Demo:
         self.log(f"the token's throw-away user PIN is in {pin}")
 
     def make_trust(self) -> None:
-        self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1)")
-        if self.trust.exists():
+        self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1, toolkit 1)")
+        if self.trust.exists() and b'"toolkit"' in self.trust.read_bytes():
             return
         k = self.keys
         self.airgap("trust", "init", "--target", "geheim-pilot", "--expires", "365d",
                     "--root", k / "root-1.pub", "--root", k / "root-2.pub", "--root", k / "root-3.pub", "--root-threshold", "2",
                     "--builder", k / "builder-1.pub", "--builder-threshold", "1",
                     "--officer", self.officer_pub, "--officer-threshold", "1",
+                    "--toolkit", k / "toolkit-1.pub", "--toolkit-threshold", "1",
                     "--key", k / "root-1.key", "--key", k / "root-2.key", "-o", self.trust)
+
+    def make_toolkit_release(self, directory: Path | None = None, wheels_from: Path | None = None) -> Path:
+        """The toolkit role releases the toolkit: its wheels and a signed statement listing them.
+
+        A rehearsal: the airgap wheel is built from this working tree (the same
+        reproducible build as scripts/build-wheel.sh), and the statement names
+        the checkout's HEAD commit.  The builder then carries this directory.
+        """
+        from airgap import __version__, wheels
+
+        self.step("Toolkit role: release the toolkit (reproducible wheels, statement signed by the toolkit key)")
+        rel = directory or self.workdir / "toolkit-release"
+        if rel.exists():
+            shutil.rmtree(rel)
+        rel.mkdir(parents=True)
+        source = wheels_from or wheels.wheelhouse().directory
+        for wheel in sorted(source.glob("*.whl")):
+            shutil.copyfile(wheel, rel / wheel.name)
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+        version = next(rel.glob("airgap-*.whl")).name.split("-")[1] if wheels_from else __version__
+        self.airgap("toolkit", "release", "--wheels", rel, "--version", version,
+                    "--commit", commit.stdout.strip() if commit.returncode == 0 else "0" * 40,
+                    "--key", self.keys / "toolkit-1.key", "--trust", self.trust, "-o", rel / "toolkit-release.json")
+        self.release_dir = rel
+        return rel
 
     def build(self, spec: str = "bundle.yaml", version: str = "1.0.0") -> Path:
         """Build, inspect and countersign one bundle (the source registry must be up)."""
@@ -235,7 +300,9 @@ class Demo:
         out = self.workdir / "dist" / f"geheim-pilot-{version}.tar"
         if out.exists():
             out.unlink()
-        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
+        apt = ["--apt-sources", self.apt[0], "--apt-baseline", self.apt[1]] if self.apt else []
+        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key",
+                    "--plain-http", *apt)
         self.airgap("inspect", out, "--trust", self.trust)
         self.airgap("sign", out, *self.officer_key_args(), "--trust", self.trust, "--yes")
         return out
@@ -292,9 +359,18 @@ class Demo:
         return self.run([str(self.venv_bin / "ansible-playbook"), "-i", str(self.inventory_path()), f"playbooks/{name}", *extra],
                         netns=True, check=check, capture=capture)
 
+    def runtime_args(self) -> list[str]:
+        """The container hosts' runtime, when not the default (podman)."""
+        return ["-e", f"airgap__runtime={self.runtime}"] if self.runtime != "podman" else []
+
     def rollout_args(self, bundle: Path) -> list[str]:
         return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
-                "-e", f"airgap__controller_state_dir={self.controller_state}"]
+                "-e", f"airgap__controller_state_dir={self.controller_state}", *self.runtime_args()]
+
+    def stage(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+        """Only the bundle stage of site.yml: copy, install the toolkit (if released), verify there."""
+        self.step(f"Operator: ansible-playbook stages/10-bundle.yml (bundle {bundle.name})")
+        return self.playbook("stages/10-bundle.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
 
     def rollout(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
@@ -312,8 +388,8 @@ class Demo:
         if report_json.exists():
             report_json.unlink()  # never judge an earlier run's report
         proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}",
-                             "-e", f"airgap__controller_state_dir={self.controller_state}", *extra,
-                             check=False, capture=capture)
+                             "-e", f"airgap__controller_state_dir={self.controller_state}", *self.runtime_args(),
+                             *extra, check=False, capture=capture)
         if not report_json.exists():
             detail = (proc.stdout or "")[-3000:] if capture else ""
             raise OperationError(f"check.yml wrote no report (exit {proc.returncode}) {detail}")
@@ -346,6 +422,13 @@ class Demo:
             answers.append(text)
         return answers
 
+    def show_containerd(self) -> None:
+        """What a containerd node holds and where it may pull from (as kubelet would find it)."""
+        self.step("A containerd node: the signed images in k8s.io, the internal registry as its only server")
+        ssh = self.lab.ssh_argv("node-1")
+        self.run([*ssh, "ctr -n k8s.io images ls -q"], netns=True, check=False)
+        self.run([*ssh, "cat /etc/containerd/certs.d/docker.io/hosts.toml"], netns=True, check=False)
+
     def stop(self) -> None:
         if self.source:
             self.source.stop()
@@ -359,10 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down", action="store_true", help="bring the lab down at the end")
     p.add_argument("--officer-token", action="store_true",
                    help="keep the officer's key on a SoftHSM2 token (PKCS#11) instead of in a key file")
+    p.add_argument("--runtime", choices=("podman", "containerd"), default="podman",
+                   help="the container hosts' runtime: podman runs the workloads (podman kube play); containerd "
+                        "is prepared as a Kubernetes node's runtime (every signed image pre-pulled by digest)")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir, officer_token=args.officer_token)
+    demo = Demo(workdir, officer_token=args.officer_token, runtime=args.runtime)
     # The controller's rollback state belongs to this run's freshly built bundles.
     shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:
@@ -370,18 +456,26 @@ def main(argv: list[str] | None = None) -> int:
         demo.make_images()
         demo.make_keys()
         demo.make_trust()
+        demo.make_toolkit_release()
+        demo.make_apt_mirror()
         bundle = demo.build()
         media = demo.carry(bundle)
         demo.lab_up(fresh=True)
         joined = demo.join_inside(media, bundle.name)
         demo.rollout(joined)
         report = demo.check()
-        answers = demo.ask_pilot()
-        if any(a.startswith("no answer") for a in answers):
-            raise OperationError("a pilot application did not answer")
+        if demo.runtime == "containerd":
+            demo.show_containerd()
+        else:
+            answers = demo.ask_pilot()
+            if any(a.startswith("no answer") for a in answers):
+                raise OperationError("a pilot application did not answer")
         demo.step("The security officer's report (check.yml)")
         demo.log(demo.summary(report))
-        demo.log("\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out, checked: all PASS.")
+        what = ("containerd nodes prepared (every signed image in k8s.io by digest, nothing pullable from outside)"
+                if demo.runtime == "containerd" else "the workloads run from their Kubernetes manifests")
+        demo.log(f"\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out ({what}), "
+                 "checked: PASS (the lab's expected Haven failures are listed in the report).")
         if args.down:
             demo.log(f"The lab is brought down (--down).  Work files: {workdir}")
         else:

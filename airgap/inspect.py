@@ -25,12 +25,19 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[str, Any]:
+def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: str | None = None,
+            history_dir: str | None = None) -> dict[str, Any]:
+    """The manifest, totals, signatures and the review plan (:mod:`airgap.review`) of a bundle."""
+    from airgap import review, trust
+
+    # Inspection reports who signed even under an expired policy; verify judges expiry.
+    policy = trust.TrustPolicy.load(trust_path, now=None) if trust_path else None
     with Bundle.open(path) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
         total = bundle.source.size
-        sboms = sbom.read_bundle(bundle, manifest)
+        plan, _ = review.for_bundle(bundle, manifest, policy, against=against, history_dir=history_dir)
+        sboms = plan.sboms
     blobs = [m for m in manifest.members if m.path.startswith("blobs/")]
     files = [m for m in manifest.members if m.path.startswith("files/")]
     out: dict[str, Any] = {
@@ -49,14 +56,11 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[s
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
         # The exact names import writes (REGISTRY is the --registry of the import).
         "destinations": [{"ref": i.ref, "repository": i.destination, "tag": i.tag, "digest": i.digest} for i in manifest.images],
+        "review": plan.to_dict(),
         "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,
     }
-    if trust_path:
-        from airgap import trust
-
-        # Inspection reports who signed even under an expired policy; verify judges expiry.
-        policy = trust.TrustPolicy.load(trust_path, now=None)
+    if policy is not None:
         report = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
         out["trust"] = report.to_dict()
         out["trust_summary"] = report.summary()
@@ -78,24 +82,19 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
-    lines.append("")
-    lines.append(f"Images ({t['images']}, {t['blobs']} blobs, {human_size(t['blob_bytes'])}):")
-    for img, dest in zip(m["images"], s["destinations"]):
+    lines.append(f"Content   {t['images']} images ({t['blobs']} blobs, {human_size(t['blob_bytes'])}), "
+                 f"{t['files']} files ({human_size(t['file_bytes'])})")
+    for img in m["images"]:
         plats = ", ".join(img["platforms"]) or "-"
-        tag = f":{dest['tag']}" if dest["tag"] else " (no tag)"
-        lines.append(f"  {img['ref']}")
-        lines.append(f"      {img['digest']}  [{plats}]")
-        lines.append(f"      import writes REGISTRY/{dest['repository']}{tag} @ {dest['digest']}")
-        if img["source_index"]:
-            lines.append(f"      chosen from index {img['source_index']}")
+        extra = [f"chosen from index {img['source_index']}"] if img["source_index"] else []
         if img["sovereignty"]:
-            lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
-        if img["ref"] in s.get("packages", {}):
-            lines.append(f"      SBOM: {escape(s['packages'][img['ref']])}")
-    lines.append(f"Files ({t['files']}, {human_size(t['file_bytes'])}):")
-    for f in m["members"]:
-        if f["path"].startswith("files/"):
-            lines.append(f"  {oct(f['mode'])[2:]:>4}  {human_size(f['size']):>10}  {f['path'][6:]}")
+            extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
+        if extra or plats != "-":
+            lines.append(f"  {img['ref']}  [{plats}]" + "".join(f"; {e}" for e in extra))
+    lines.append("")
+    from airgap.review import render
+
+    lines += render(s["review"], show_unchanged=True, limit=None)
     lines.append("")
     if "trust" in s:
         lines.append("Signatures (against the trust policy):")
@@ -195,6 +194,25 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
             "new": len(new_blobs),
             "new_bytes": sum(blobs_b[p] for p in new_blobs),
         },
+        "workloads": _changes(_workload_images(ma), _workload_images(mb)),
+        "os_packages": _changes(_package_versions(ma), _package_versions(mb)),
+    }
+
+
+def _workload_images(m: BundleManifest) -> dict[str, str]:
+    """``workload object field`` -> the digest it runs."""
+    return {f"{w.name} {i.object} {i.field}": i.digest for w in m.workloads for i in w.images}
+
+
+def _package_versions(m: BundleManifest) -> dict[str, str]:
+    return {f"{d.package}:{d.architecture}": d.version for d in (m.packages.debs if m.packages else ())}
+
+
+def _changes(a: dict[str, str], b: dict[str, str]) -> dict[str, list]:
+    return {
+        "added": [{"name": k, "value": b[k]} for k in sorted(set(b) - set(a))],
+        "removed": [{"name": k, "value": a[k]} for k in sorted(set(a) - set(b))],
+        "changed": [{"name": k, "from": a[k], "to": b[k]} for k in sorted(set(a) & set(b)) if a[k] != b[k]],
     }
 
 
@@ -217,6 +235,11 @@ def format_diff(d: dict[str, Any]) -> str:
         lines += [f"+ pkg   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
         lines += [f"- pkg   {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
         lines += [f"~ pkg   {ref}  {what(x)} {x['from']} -> {x['to']}" for x in pk["changed"]]
+    for section, what in (("workloads", "runs"), ("os_packages", "os package")):
+        ch = d.get(section) or {"added": [], "removed": [], "changed": []}
+        lines += [f"+ {what} {x['name']}  {x['value']}" for x in ch["added"]]
+        lines += [f"- {what} {x['name']}  {x['value']}" for x in ch["removed"]]
+        lines += [f"~ {what} {x['name']}  {x['from']} -> {x['to']}" for x in ch["changed"]]
     if len(lines) == 1:
         lines.append("  no image or file differs")
     bl = d["blobs"]
@@ -226,4 +249,5 @@ def format_diff(d: dict[str, Any]) -> str:
 
 def has_differences(d: dict[str, Any]) -> bool:
     return (any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
-            or any(v for pk in d.get("packages", {}).values() for v in pk.values()))
+            or any(v for pk in d.get("packages", {}).values() for v in pk.values())
+            or any(v for section in ("workloads", "os_packages") for v in d[section].values()))
