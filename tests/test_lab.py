@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from airgap import lab as labmod
-from airgap._internal import ns
+from airgap.lab import ns
+from airgap.lab import nodes as labnodes
 from airgap.lab import Lab
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def _mountinfo() -> list[str]:
 
 
 def _pids_in_netns(inode: int) -> list[int]:
-    return labmod._pids_in_netns(inode)
+    return labnodes.pids_in_netns(inode)
 
 
 # --- the isolated network ----------------------------------------------------
