@@ -176,10 +176,6 @@ class Bundle:
         """A member's bytes, unchecked (for showing and comparing; use a VerifiedBundle to use them)."""
         return _read_capped(self.source, member, cap)
 
-    def stream(self, member: tarfmt.Member, chunk: int = CHUNK) -> Iterator[bytes]:
-        """A member's bytes in chunks, unchecked (see :meth:`read`)."""
-        yield from stream(self.source, member.data_offset, member.size, chunk, artifact=member.name)
-
     def envelope(self):
         from airgap import dsse
 

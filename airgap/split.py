@@ -29,7 +29,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from airgap import caps
 from airgap._internal.fsutil import fsync_dir
@@ -368,20 +368,6 @@ def _remove_stale_parts(out: Path, name: str, keep: set[str]) -> None:
 # --- reading ----------------------------------------------------------------
 
 
-class BundleReader(Protocol):
-    """What verify/import need: a read-only seekable stream plus thread-safe pread."""
-
-    name: str
-    size: int
-
-    def read(self, n: int = -1, /) -> bytes: ...
-    def readinto(self, b: Any, /) -> int | None: ...
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-    def tell(self) -> int: ...
-    def pread(self, offset: int, n: int) -> bytes: ...
-    def close(self) -> None: ...
-
-
 class _PositionalReader(io.RawIOBase):
     """Shared read/seek/tell built on :meth:`pread`; subclasses supply pread and size."""
 
@@ -445,7 +431,7 @@ class _PositionalReader(io.RawIOBase):
 
 
 class FileBundle(_PositionalReader):
-    """A plain bundle file behind the :class:`BundleReader` interface."""
+    """A plain bundle file behind the positional reader interface."""
 
     def __init__(self, path: str | os.PathLike[str]):
         super().__init__()
@@ -597,17 +583,6 @@ class PartsReader(_PositionalReader):
             if k == want:
                 i += 1
         return max(0, end - offset)
-
-    def verify_digest(self) -> None:
-        """Stream the whole bundle once and compare with the index's bundle sha256."""
-        digest = hashlib.sha256()
-        pos = 0
-        while pos < self.size:
-            chunk = self.pread(pos, CHUNK)
-            digest.update(chunk)
-            pos += len(chunk)
-        if digest.hexdigest() != self.index.bundle_sha256:
-            raise IntegrityError(self.name, "sha256 of the joined parts does not match the index")
 
     def close(self) -> None:
         if not self.closed:
