@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 from airgap import __version__, caps, oci
-from airgap._internal import tarfmt
-from airgap._internal.fsutil import fsync_dir
+from airgap._internal import tarfmt, timefmt
+from airgap._internal.fsutil import atomic_writer
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
 from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
@@ -48,10 +47,6 @@ from airgap.registry.limits import Limits
 FILE_CHUNK = 1024 * 1024
 
 
-def format_time(t: datetime) -> str:
-    return t.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_time(created: str | None = None) -> datetime:
     """The bundle's creation time: explicit, else SOURCE_DATE_EPOCH, else now.
 
@@ -59,7 +54,7 @@ def build_time(created: str | None = None) -> datetime:
     """
     if created:
         try:
-            t = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            t = timefmt.to_datetime(created)
         except ValueError:
             raise InputError(f"--created {created!r}: expected an RFC 3339 UTC time like 2026-11-23T12:00:00Z") from None
         return t
@@ -217,29 +212,17 @@ def write_bundle(
     """Write the archive to a temporary file next to *out*; rename it into place
     only after ``check(temporary path)`` passes.  On any failure nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     sig_offset = _layout_offsets(members, len(manifest_bytes))
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
+    with atomic_writer(out) as f:
         try:
-            _write_members(fd, manifest_bytes, members, envelope_bytes, sig_offset, documents, workers, progress)
-            os.fsync(fd)
+            _write_members(f.fileno(), manifest_bytes, members, envelope_bytes, sig_offset, documents, workers,
+                           progress)
+            os.fsync(f.fileno())
         except OSError as exc:
             if exc.filename is not None:
                 raise
             raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
-        finally:
-            os.close(fd)
-        check(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(out.parent)
-
+        check(Path(f.name))
 
 def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember], envelope_bytes: bytes,
                    sig_offset: int, documents: Documents, workers: int, progress: ByteProgress | None) -> None:
@@ -386,8 +369,8 @@ def build(
                 name=spec.metadata.name,
                 version=spec.metadata.version,
                 target=spec.metadata.target,
-                created=format_time(t0),
-                expires=format_time(spec.metadata.expires_at),
+                created=timefmt.format_time(t0),
+                expires=timefmt.format_time(spec.metadata.expires_at),
                 spec_name=spec_path.name,
                 spec_sha256=spec.digest.split(":")[-1],
                 toolkit_version=__version__,

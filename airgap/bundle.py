@@ -23,7 +23,7 @@ from typing import Iterator
 
 from airgap import caps
 from airgap._internal import tarfmt
-from airgap._internal.fsutil import display
+from airgap._internal.fsutil import atomic_write, display
 from airgap.exceptions import ArchiveError, FormatError, InputError, OperationError
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
 
@@ -263,12 +263,7 @@ def replace_signatures(path: str | os.PathLike, envelope_bytes: bytes) -> None:
         + tarfmt.END_OF_ARCHIVE
     )
     journal = _journal(path)
-    tmp = journal.with_name(journal.name + ".tmp")
-    with open(tmp, "wb") as j:
-        j.write(sig.header_offset.to_bytes(8, "big") + old_tail)
-        j.flush()
-        os.fsync(j.fileno())
-    os.replace(tmp, journal)
+    atomic_write(journal, sig.header_offset.to_bytes(8, "big") + old_tail)
     try:
         with open(path, "r+b") as f:
             f.seek(sig.header_offset)

@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from airgap._internal import fsutil
 from airgap.exceptions import IntegrityError, OperationError, SpecError
 
 __all__ = ["DebRecord", "PackageSet", "ResolvedDeb", "resolve", "private_apt_root", "packages_index", "release_file",
@@ -280,8 +281,6 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
     appears under its name only complete and matching the signed manifest
     (temporary file, then rename).  Returns what was written.
     """
-    import os
-
     from airgap import verify
     from airgap.exceptions import InputError, UsageError
 
@@ -305,18 +304,9 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
             if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
                     and _sha256_file(target) == record.sha256:
                 continue  # already there, checked
-            tmp = target.with_name(f".{target.name}.airgap-{os.getpid()}.tmp")
-            try:
-                with open(tmp, "xb") as f:
-                    for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
-                        f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with fsutil.atomic_writer(target) as f:
+                for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
+                    f.write(chunk)
             written.append(target.name)
         verified.content_used(f"{len(wanted)} package files hashed as they were written")
     return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),

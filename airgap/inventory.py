@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import oci
+from airgap._internal import timefmt
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, NotFoundError
@@ -79,7 +80,7 @@ def collect(client, *, now: datetime | None = None, repositories: list[str] | No
     return {
         "_type": _TYPE,
         "registry": client.registry,
-        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": timefmt.format_time(now),
         "repositories": repos,
         "blobs": [{"digest": d, "size": blobs[d]} for d in sorted(blobs)],
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airgap import caps
+from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError
 
@@ -33,14 +34,13 @@ MAX_BLOB_BYTES = caps.MAX_MEMBER_BYTES
 MAX_CONFIG_BYTES = caps.MAX_DOCUMENT_BYTES  # configs are parsed too (Go reads them); real ones are kilobytes
 _MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z")
 
 
 def check_digest(value: Any, artifact: str, where: str = "digest") -> str:
     if not isinstance(value, str):
         raise FormatError(artifact, f"{where} is not a string")
-    if not _DIGEST.match(value):
+    if not _digest.is_digest(value):
         algo = value.split(":", 1)[0] if ":" in value else value
         if algo != "sha256":
             raise FormatError(artifact, f"{where} {value!r}: unsupported digest algorithm (only sha256)")

@@ -57,7 +57,7 @@ import jsonschema
 import jsonschema.exceptions
 
 from airgap import caps
-from airgap._internal import strictyaml
+from airgap._internal import fsutil, strictyaml, timefmt
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, SpecError
 from airgap.reference import Reference, parse_reference
@@ -223,7 +223,7 @@ def resolve_expires(expires: str, now: datetime) -> datetime:
         if m:
             delta = timedelta(**{_DURATION_UNITS[m.group(2)]: int(m.group(1))})
             return (now.astimezone(UTC) + delta).replace(microsecond=0)
-        return datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return timefmt.to_datetime(expires)
     except OverflowError:
         raise SpecError("metadata.expires", f"{expires!r} lies beyond the year 9999") from None
     except ValueError:
@@ -267,7 +267,7 @@ def load_spec(
     if expires_at <= now:
         raise SpecError(
             "metadata.expires",
-            f"{md['expires']} ({_iso(expires_at)}) is not in the future (now is {_iso(now)})",
+            f"{md['expires']} ({timefmt.format_time(expires_at)}) is not in the future (now is {timefmt.format_time(now)})",
         )
     metadata = Metadata(
         name=md["name"],
@@ -311,14 +311,7 @@ def spec_schema() -> dict:
 
 
 def _read_spec_bytes(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the bundle spec ({exc.strerror or exc})") from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError("", f"{path}: larger than {MAX_SPEC_BYTES} bytes; not a bundle spec")
-    return data
+    return fsutil.read_capped(path, MAX_SPEC_BYTES, "the bundle spec", too_large=lambda msg: SpecError("", msg))
 
 
 def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, str]]:
@@ -687,5 +680,3 @@ def _walk(root: Path, base_dir: Path, where: str, src_rel: str):
                 raise SpecError(where, f"{src_rel}{rel} is not a regular file (device, FIFO or socket)")
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import jsonschema
 
 from airgap import keyroles
-from airgap._internal.fsutil import atomic_write
+from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.dsse import Envelope
 from airgap.exceptions import FormatError, InputError, IntegrityError, RejectedError, SignatureError
@@ -189,12 +189,7 @@ class ReleaseStatement:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ReleaseStatement:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RELEASE_BYTES + 1)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-        return cls.from_bytes(data, os.fspath(path))
+        return cls.from_bytes(read_capped(path, MAX_RELEASE_BYTES, "a toolkit release statement"), os.fspath(path))
 
     def to_bytes(self) -> bytes:
         return self.envelope.to_bytes()

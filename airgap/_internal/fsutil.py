@@ -24,13 +24,15 @@ bytes in hex).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
-from airgap.exceptions import UnsafePathError
+from airgap.exceptions import InputError, UnsafePathError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -184,16 +186,21 @@ class Dir:
 
     def write_atomic(self, name: str, data: bytes, mode: int = 0o644) -> None:
         """Replace *name* with *data*, atomically and durably; a link at *name* is refused."""
+        with self.atomic_writer(name, mode) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def atomic_writer(self, name: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
+        """A file that replaces *name* when the block ends without an error (see :func:`atomic_writer`)."""
         self.refuse_link(name)
-        tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        tmp = _temp_name(name)
         fd = self.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            try:
+            with os.fdopen(fd, "wb") as f:
                 os.fchmod(fd, mode)  # an odd umask must not widen or narrow it
-                _write_all(fd, data)
+                yield f
+                f.flush()
                 os.fsync(fd)
-            finally:
-                os.close(fd)
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException:
             self.unlink(tmp)
@@ -256,16 +263,14 @@ def _one_component(name: str) -> None:
         raise ValueError(f"{name!r} is not a single path component")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def open_under(root: str | os.PathLike, rel: str | os.PathLike = "", *, create: bool = False, mode: int = 0o755) -> Dir:
     """Open ``root/rel``: *root* as given, every component of *rel* never followed."""
     with Dir.open_root(root, create=create, mode=mode) as top:
         return top.walk(rel, create=create, mode=mode)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, root: str | os.PathLike | None = None) -> None:
@@ -275,21 +280,36 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, roo
     and *path* may be a link, and neither may *path* itself; missing
     directories are created.
     """
+    with atomic_writer(path, mode, root=root) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike, mode: int = 0o644, *, root: str | os.PathLike | None = None
+) -> Iterator[IO[bytes]]:
+    """A binary file that replaces *path* when the ``with`` block ends without an error.
+
+    The file is a temporary one next to *path* (``f.name`` while it is open),
+    created exclusively with *mode*; at the end of the block it is flushed,
+    fsynced, renamed over *path* and the directory fsynced.  An exception in
+    the block (a failed check included) removes it and leaves *path* as it
+    was.  *root*: as for :func:`atomic_write`.
+    """
     path = Path(path)
     if root is not None:
         rel = path.relative_to(root)
-        with open_under(root, rel.parent, create=True) as d:
-            d.write_atomic(rel.name, data, mode)
+        with open_under(root, rel.parent, create=True) as d, d.atomic_writer(rel.name, mode) as f:
+            yield f
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    tmp = path.with_name(_temp_name(path.name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        try:
-            os.fchmod(fd, mode)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "wb", opener=lambda p, _: os.open(p, flags, mode)) as f:
+            os.fchmod(f.fileno(), mode)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -298,6 +318,25 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, roo
             pass
         raise
     fsync_dir(path.parent)
+
+
+def read_capped(
+    path: str | os.PathLike, cap: int, what: str, *, too_large: Callable[[str], Exception] = InputError
+) -> bytes:
+    """The whole file at *path*, which is *what* (``the bundle spec``) and at most *cap* bytes.
+
+    Never reads more than ``cap + 1`` bytes.  :class:`InputError` names the file
+    and the reason when it cannot be read; ``too_large(message)`` is raised
+    when it is larger than *cap*.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except OSError as exc:
+        raise InputError(f"{display(path)}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise too_large(f"{display(path)}: larger than {cap} bytes, too large for {what}")
+    return data
 
 
 def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644, *, root: str | os.PathLike | None = None) -> int:

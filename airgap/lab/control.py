@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import shutil
 import signal
@@ -10,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from airgap._internal import fsutil
+from airgap._internal import fsutil, timefmt
 from airgap.exceptions import OperationError, UsageError
 from airgap.lab import nodes as nodemod
 from airgap.lab import ns
@@ -71,7 +70,7 @@ class Lab(LabHandle):
             "workdir_created": workdir_created,
             "inventory": str(inventory),
             "inventory_previous": inv_previous,
-            "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created": timefmt.now(),
             "nodes": [LabNode(n, a, g).to_dict() for n, a, g in layout],
         }
 
