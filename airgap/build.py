@@ -20,11 +20,11 @@ import hashlib
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 from airgap import __version__, caps, oci
 from airgap._internal import tarfmt, timefmt
@@ -44,6 +44,21 @@ from airgap.manifest import (
 from airgap.pull import Blob, Documents, ImageOrigin, LayoutOrigin, RegistryOrigin, Resolver
 from airgap.registry.limits import Limits
 
+__all__ = [
+    "BuildResult",
+    "FILE_CHUNK",
+    "PlannedMember",
+    "RegionWriter",
+    "build",
+    "build_time",
+    "check_caps",
+    "collect_files",
+    "hash_file",
+    "load_since",
+    "plan_members",
+    "write_bundle",
+]
+
 FILE_CHUNK = 1024 * 1024
 
 
@@ -62,8 +77,8 @@ def build_time(created: str | None = None) -> datetime:
     if epoch:
         if not epoch.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds")
-        return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
-    return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.fromtimestamp(int(epoch), tz=UTC)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------- sinks

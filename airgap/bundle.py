@@ -17,15 +17,28 @@ never touched.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from airgap import caps
 from airgap._internal import tarfmt
 from airgap._internal.fsutil import atomic_write, display
 from airgap.exceptions import ArchiveError, FormatError, InputError, OperationError
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
+
+__all__ = [
+    "Bundle",
+    "CHUNK",
+    "Ends",
+    "ends_of",
+    "open_source",
+    "read_ends",
+    "recover_interrupted_sign",
+    "replace_signatures",
+    "scan_members",
+    "stream",
+]
 
 CHUNK = 1024 * 1024
 _TAIL_WINDOW = 64 * 1024
@@ -149,7 +162,7 @@ class Bundle:
     signatures_bytes: bytes
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Bundle":
+    def open(cls, path: str | os.PathLike) -> Bundle:
         source = open_source(path)
         try:
             members = scan_members(source, os.fspath(path))

@@ -27,10 +27,11 @@ import hashlib
 import os
 import subprocess
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from airgap._internal import fsutil
 from airgap.exceptions import IntegrityError, OperationError, SpecError
@@ -69,7 +70,7 @@ class PackageSet:
                 "debs": [d.to_dict() for d in self.debs], "index": list(self.index)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PackageSet":
+    def from_dict(cls, d: dict[str, Any]) -> PackageSet:
         return cls(d["release"], d["architecture"], tuple(d["names"]),
                    tuple(DebRecord(x["package"], x["version"], x["architecture"], x["path"]) for x in d["debs"]),
                    tuple(d["index"]))
@@ -244,7 +245,7 @@ def packages_index(debs: list[ResolvedDeb]) -> bytes:
 
 def release_file(packages: bytes, *, release: str, architecture: str, label: str, date: datetime) -> bytes:
     """The repository's ``Release``: names the index by size and SHA256 (apt checks ``Packages`` against it)."""
-    when = date.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S UTC")
+    when = date.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S UTC")
     digest = hashlib.sha256(packages).hexdigest()
     text = (
         "Origin: airgap\n"

@@ -27,6 +27,18 @@ from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, SignatureError
 
+__all__ = [
+    "Envelope",
+    "MAX_ENVELOPE_SIZE",
+    "MAX_SIGNATURES",
+    "PAYLOAD_TYPE",
+    "SIGNATURE_SIZE",
+    "Signature",
+    "b64decode_strict",
+    "b64encode",
+    "pae",
+]
+
 PAYLOAD_TYPE = "application/vnd.airgap.manifest.v1+json"
 
 SIGNATURE_SIZE = 64

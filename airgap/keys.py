@@ -21,9 +21,10 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -36,6 +37,36 @@ from airgap._internal import digest as _digest
 from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, KeyFileError, SignatureError
+
+__all__ = [
+    "KDF_MIN",
+    "KDF_MODERATE",
+    "KDF_SENSITIVE",
+    "KEYTYPE",
+    "KeyOptions",
+    "PASSPHRASE_ENV",
+    "PASSPHRASE_FILE_ENV_PREFIX",
+    "PRIVATE_KEY_TYPE",
+    "PROMPT_TRIES",
+    "PUBLIC_KEY_TYPE",
+    "PassphraseSource",
+    "PublicKey",
+    "SCHEME",
+    "SIGNATURE_SIZE",
+    "SigningKey",
+    "UNENCRYPTED_WARNING",
+    "is_pkcs11_uri",
+    "key_env_name",
+    "keygen",
+    "keygen_check_name",
+    "load_public",
+    "load_signing_key",
+    "passphrase_from_env_or_tty",
+    "public_file_bytes",
+    "read_secret_file",
+    "short_keyid",
+    "write_public",
+]
 
 KEYTYPE = "ed25519"
 SCHEME = "ed25519"

@@ -19,6 +19,17 @@ from dataclasses import dataclass, replace
 from airgap._internal import digest as _digest
 from airgap.exceptions import InputError
 
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "DEFAULT_TAG",
+    "Reference",
+    "internal_name",
+    "internal_reference",
+    "internal_repository",
+    "parse_reference",
+    "validate_digest",
+]
+
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
 

@@ -26,15 +26,27 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
 from airgap._internal import endpoints
 from airgap.exceptions import InputError, SovereigntyError
+
+__all__ = [
+    "CATEGORIES",
+    "Entry",
+    "Match",
+    "Provider",
+    "SovereigntyPolicy",
+    "check_image_source",
+    "default_policy",
+    "match",
+    "normalise_endpoint",
+]
 
 CATEGORIES = (
     "registry",

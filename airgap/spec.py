@@ -47,11 +47,12 @@ import posixpath
 import re
 import stat
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
@@ -61,6 +62,25 @@ from airgap._internal import fsutil, strictyaml, timefmt
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, SpecError
 from airgap.reference import Reference, parse_reference
+
+__all__ = [
+    "ALLOWED_VARIABLES",
+    "API_VERSION",
+    "BundleSpec",
+    "FileSource",
+    "ImageSource",
+    "KIND",
+    "MAX_FILES",
+    "MAX_SPEC_BYTES",
+    "Metadata",
+    "PackagesSource",
+    "RESERVED_DESTS",
+    "WorkloadSource",
+    "load_spec",
+    "resolve_expires",
+    "spec_digest",
+    "spec_schema",
+]
 
 API_VERSION = "airgap/v1"
 KIND = "Bundle"

@@ -37,6 +37,25 @@ from airgap._internal.fsutil import atomic_write, atomic_writer, fsync_dir, read
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, IntegrityError
 
+__all__ = [
+    "CHUNK",
+    "FileBundle",
+    "INDEX_SUFFIX",
+    "INDEX_TYPE",
+    "MAX_PARTS",
+    "PAYLOAD_TYPE",
+    "PartIndex",
+    "PartInfo",
+    "PartsReader",
+    "SIGNATURE_SUFFIX",
+    "join",
+    "open_bundle",
+    "parse_size",
+    "sign_index",
+    "split",
+    "verify_index_signature",
+]
+
 INDEX_TYPE = "airgap-parts"
 INDEX_SUFFIX = ".parts.json"
 SIGNATURE_SUFFIX = ".dsse"

@@ -39,6 +39,19 @@ from airgap import __version__
 from airgap._internal import fsutil
 from airgap.exceptions import AirgapError, InputError, OperationError
 
+__all__ = [
+    "CONSTRAINTS",
+    "ENV",
+    "RELEASE_FILE",
+    "Wheelhouse",
+    "build_toolkit_wheel",
+    "commit_of",
+    "download_dependencies",
+    "main",
+    "normalise_wheel",
+    "wheelhouse",
+]
+
 ENV = "AIRGAP_WHEELHOUSE"
 RELEASE_FILE = "toolkit-release.json"
 CONSTRAINTS = "scripts/wheel-build-constraints.txt"

@@ -100,8 +100,8 @@ def main() -> int:
         print("rollout.py needs root (the lab uses namespaces)", file=sys.stderr)
         return 2
 
-    from airgap.lab.demo import Demo
     from airgap.lab import Lab
+    from airgap.lab.demo import Demo
 
     with c.Bench("rollout", args) as b:
         inventory_dir = b.path("inventory")

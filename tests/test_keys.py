@@ -9,8 +9,8 @@ import stat
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from securesystemslib.signer import Signature as SSlibSignature
 from securesystemslib.exceptions import UnverifiedSignatureError
+from securesystemslib.signer import Signature as SSlibSignature
 from securesystemslib.signer import SSlibKey
 
 from airgap import keys as keys_mod

@@ -19,9 +19,8 @@ import pytest
 import yaml
 
 from airgap import lab as labmod
-from airgap.lab import ns
+from airgap.lab import Lab, ns
 from airgap.lab import nodes as labnodes
-from airgap.lab import Lab
 
 pytestmark = pytest.mark.slow
 

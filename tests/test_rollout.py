@@ -87,8 +87,8 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from airgap.lab.demo import Demo
     from airgap.lab import Lab
+    from airgap.lab.demo import Demo
 
     _require_lab_host()
     base = tmp_path_factory.mktemp("rollout")

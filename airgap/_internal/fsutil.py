@@ -106,7 +106,7 @@ class Dir:
 
     # -- opening ----------------------------------------------------------
     @classmethod
-    def open_root(cls, path: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def open_root(cls, path: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> Dir:
         """Open the directory the operator named (links in *its* path are the operator's)."""
         path = Path(path)
         if create:
@@ -122,7 +122,7 @@ class Dir:
             raise UnsafePathError(display(path), "is not a directory") from None
         return cls(fd, path)
 
-    def child(self, name: str, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def child(self, name: str, *, create: bool = False, mode: int = 0o755) -> Dir:
         """The directory *name* inside this one (one component), created if asked; never a link."""
         _one_component(name)
         path = self.path / name
@@ -146,7 +146,7 @@ class Dir:
                 raise _refusal(path, self.fd, name) from None
             raise
 
-    def walk(self, rel: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def walk(self, rel: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> Dir:
         """The directory at relative path *rel*, each component opened with O_NOFOLLOW."""
         parts = [p for p in PurePosixPath(os.fspath(rel)).parts if p not in ("", ".")]
         current = Dir(os.dup(self.fd), self.path)
@@ -251,7 +251,7 @@ class Dir:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Dir":
+    def __enter__(self) -> Dir:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -22,7 +22,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import IO, Mapping
+from collections.abc import Mapping
+from typing import IO
 from urllib.parse import urlsplit
 
 # Large socket writes matter for multi-GiB uploads: http.client's default of 8 KiB

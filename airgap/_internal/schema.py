@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "$comment"}
 _KEYWORDS = {"type", "properties", "required", "additionalProperties", "propertyNames", "maxProperties", "items",

@@ -15,7 +15,8 @@ returns the exception, ``where`` being a field path such as
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 

@@ -49,7 +49,7 @@ class Demo(DemoRunner):
         layout = self.workdir / "layout"
         if layout.exists():  # make-images.sh wants a new directory; the images are rebuilt identically
             shutil.rmtree(layout)
-        self.run(["bash", self.repo / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
+        self.run(["bash", self.repo / "bundles/geheim-pilot/make-images.sh", layout, self.source_host()])
 
     def make_apt_mirror(self, spec: str = "bundle.yaml") -> None:
         """The connected side's Debian mirror, for the spec's ``packages:``: here a local copy.
@@ -62,7 +62,10 @@ class Demo(DemoRunner):
         """
         from airgap.spec import load_spec
 
-        names = load_spec(self.repo / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages.names
+        packages = load_spec(self.repo / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages
+        if packages is None:
+            raise OperationError(f"bundles/geheim-pilot/{spec} lists no packages")
+        names = packages.names
         self.step(f"Connected side: a local Debian mirror for the nodes' packages ({', '.join(names)})")
         mirror = self.workdir / "apt-mirror"
         if mirror.exists():
@@ -198,17 +201,17 @@ class Demo(DemoRunner):
         self.step("Isolated side: bring the lab up (network namespace with only loopback, 3 nodes)")
         if self.lab is None:
             self.lab = Lab(self.lab_dir or DEFAULT_WORKDIR, name=self.lab_name, inventory=self.inventory or DEFAULT_INVENTORY)
-        else:
-            self.lab_name = self.lab.name
-        if fresh and self.lab.status().up:
-            self.log(f"lab {self.lab.name} is up from an earlier run: bringing it down for a fresh site")
-            self.lab.down()
-        info = self.lab.up()
+        lab = self.lab
+        self.lab_name = lab.name
+        if fresh and lab.status().up:
+            self.log(f"lab {lab.name} is up from an earlier run: bringing it down for a fresh site")
+            lab.down()
+        info = lab.up()
         self.log(info.to_text())
         return info
 
     def inventory_path(self) -> Path:
-        return Path(self.lab.info().inventory)
+        return Path(self.the_lab().info().inventory)
 
     def join_inside(self, media: Path, bundle_name: str) -> Path:
         self.step("Isolated side: check every part and join them (no network route exists here)")
@@ -290,7 +293,7 @@ class Demo(DemoRunner):
     def show_containerd(self) -> None:
         """What a containerd node holds and where it may pull from (as kubelet would find it)."""
         self.step("A containerd node: the signed images in k8s.io, the internal registry as its only server")
-        ssh = self.lab.ssh_argv("node-1")
+        ssh = self.the_lab().ssh_argv("node-1")
         self.run([*ssh, "ctr -n k8s.io images ls -q"], netns=True, check=False)
         self.run([*ssh, "cat /etc/containerd/certs.d/docker.io/hosts.toml"], netns=True, check=False)
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airgap.exceptions import OperationError
 from airgap.lab.source import SourceRegistry
+
+if TYPE_CHECKING:
+    from airgap.lab.control import Lab
 
 # A demo passphrase, used only for the demo's throw-away keys (never for real keys).
 DEMO_PASSPHRASE = "airgap-demo-only"
@@ -35,7 +39,7 @@ class DemoRunner:
     log: Callable[[str], None] = print
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     source: SourceRegistry | None = None
-    lab: object = None
+    lab: Lab | None = None
     release_dir: Path | None = None  # the toolkit release the builder carries (make_toolkit_release)
     officer_token: bool = False
     runtime: str = "podman"
@@ -95,7 +99,7 @@ class DemoRunner:
             env["AIRGAP_WHEELHOUSE"] = str(self.release_dir)
         return env
 
-    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False,
+    def run(self, argv: Sequence[object], *, netns: bool = False, check: bool = True, capture: bool = False,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
         if netns:
             argv = ["ip", "netns", "exec", self.lab_name, *argv]
@@ -109,3 +113,15 @@ class DemoRunner:
 
     def airgap(self, *args, **kw) -> subprocess.CompletedProcess:
         return self.run([str(self.venv_bin / "airgap"), *map(str, args)], **kw)
+
+    def the_lab(self) -> Lab:
+        """The lab, once :meth:`Demo.lab_up` brought it up (or it was given)."""
+        if self.lab is None:
+            raise OperationError("the demo's lab is not up yet (lab_up)")
+        return self.lab
+
+    def source_host(self) -> str:
+        """The source registry's address, once it was started."""
+        if self.source is None:
+            raise OperationError("the demo's source registry is not started (start_source_registry)")
+        return self.source.host

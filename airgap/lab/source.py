@@ -25,7 +25,7 @@ class SourceRegistry:
     host: str = ""
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "SourceRegistry":
+    def start(self) -> SourceRegistry:
         port = free_port()
         self.host = f"127.0.0.1:{port}"
         self.root.mkdir(parents=True, exist_ok=True)

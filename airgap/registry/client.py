@@ -19,10 +19,10 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import quote, urljoin
 
 from airgap import oci
