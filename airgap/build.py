@@ -16,6 +16,7 @@ signed bundle behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tempfile
@@ -330,6 +331,28 @@ def load_since(path: str | None) -> tuple[set[str], BaseRecord | None]:
     return inv.blob_digests(), BaseRecord(inv.kind, inv.digest, inv.description)
 
 
+def _manifest_bytes(spec, spec_path: Path, t0: datetime, records, base, external, workload_records, packages,
+                    planned: list[PlannedMember]) -> bytes:
+    """The manifest of a build whose members are *planned* (made twice: before and after the SBOMs)."""
+    return BundleManifest(
+        name=spec.metadata.name,
+        version=spec.metadata.version,
+        target=spec.metadata.target,
+        created=timefmt.format_time(t0),
+        expires=timefmt.format_time(spec.metadata.expires_at),
+        spec_name=spec_path.name,
+        spec_sha256=spec.digest.split(":")[-1],
+        toolkit_version=__version__,
+        images=tuple(records),
+        members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in planned),
+        base=base,
+        external_blobs=tuple(sorted(external)),
+        description=spec.metadata.description,
+        workloads=workload_records,
+        packages=packages,
+    ).to_bytes()
+
+
 def build(
     spec_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -378,25 +401,8 @@ def build(
         packages, package_files = _package_files(spec, Path(work.name), t0, log, apt_sources, apt_baseline)
         files += workload_files + package_files
         members, external = plan_members(records, resolver.blobs, files, skip)
-
-        def manifest_of(planned: list[PlannedMember]) -> bytes:
-            return BundleManifest(
-                name=spec.metadata.name,
-                version=spec.metadata.version,
-                target=spec.metadata.target,
-                created=timefmt.format_time(t0),
-                expires=timefmt.format_time(spec.metadata.expires_at),
-                spec_name=spec_path.name,
-                spec_sha256=spec.digest.split(":")[-1],
-                toolkit_version=__version__,
-                images=tuple(records),
-                members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in planned),
-                base=base,
-                external_blobs=tuple(sorted(external)),
-                description=spec.metadata.description,
-                workloads=workload_records,
-                packages=packages,
-            ).to_bytes()
+        manifest_of = functools.partial(_manifest_bytes, spec, spec_path, t0, records, base, external,
+                                        workload_records, packages)
 
         # The manifest is checked as verify will read it before a byte of layer content
         # is fetched (a build that cannot be accepted stops here, having written
