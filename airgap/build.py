@@ -28,9 +28,10 @@ from typing import Callable
 
 from airgap import __version__, oci
 from airgap._internal import tarfmt
-from airgap._internal.fsutil import fsync_dir
+from airgap._internal.fsutil import check_output, fsync_dir, place
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
 from airgap.manifest import (
     MANIFEST_MEMBER,
@@ -197,9 +198,11 @@ def write_bundle(
     check: Callable[[Path], None],
     workers: int = 4,
     progress: ByteProgress | None = None,
+    force: bool = False,
 ) -> None:
     """Write the archive to a temporary file next to *out*; rename it into place
-    only after ``check(temporary path)`` passes.  On any failure nothing is left."""
+    only after ``check(temporary path)`` passes (over an existing *out* only with
+    *force*).  On any failure nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     sig_offset = _layout_offsets(members, len(manifest_bytes))
@@ -215,7 +218,7 @@ def write_bundle(
         finally:
             os.close(fd)
         check(tmp)
-        os.replace(tmp, out)
+        place(tmp, out, overwrite=force)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -244,7 +247,7 @@ def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember],
         data = m.data if m.data is not None or m.blob is None or not m.blob.stored else documents.get(m.blob.digest)
         if data is not None:
             if len(data) != m.size:  # pragma: no cover - the store holds only checked documents
-                raise IntegrityError(m.path, f"{len(data)} bytes where {m.size} were planned")
+                raise IntegrityError(m.path, f"{plural(len(data), 'byte')} where {m.size} were planned")
             put(m.header_offset + tarfmt.BLOCK, data)
         elif m.file is not None:
             _copy_file(m, fd)
@@ -330,13 +333,17 @@ def build(
     progress: bool = False,
     registry_client_factory: Callable[..., object] | None = None,
     log: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> BuildResult:
-    """Build and sign a bundle from a spec; see the module docstring."""
+    """Build and sign a bundle from a spec; see the module docstring.
+
+    An existing *out* is replaced only with *force* (refused before anything is pulled).
+    """
     from airgap import dsse
     from airgap import spec as specmod
 
     spec_path = Path(spec_path)
-    out = Path(out)
+    out = check_output(out, force=force)
     t0 = build_time(created)
     # Relative expiry counts from the creation time, not the clock: same inputs, same bytes.
     spec = specmod.load_spec(spec_path, now=t0)
@@ -375,7 +382,9 @@ def build(
         with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
             write_bundle(out, manifest.to_bytes(), members, envelope.to_bytes(), documents=documents,
                          check=lambda tmp: _check_output(tmp, out, manifest.to_bytes(), signing_key.public_key),
-                         workers=workers, progress=bar)
+                         workers=workers, progress=bar, force=force)
+    except SpecError as exc:  # found while resolving: say where the spec asks for it
+        raise spec.locate(exc) from None
     finally:
         documents.close()
         for c in clients.values():

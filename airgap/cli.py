@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from airgap import __version__
-from airgap._internal.text import escape, escape_lines
+from airgap._internal.fsutil import check_output, os_error
+from airgap._internal.text import article, escape, escape_lines, plural
 from airgap.exceptions import AirgapError, InputError, UsageError
 
 
@@ -30,9 +31,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _emit(args, data: dict[str, Any], human: str) -> None:
+def _emit(args, data: dict[str, Any], human: str, summary: str | None = None) -> None:
+    """*data* as JSON with --json; else *human*, or with --quiet only *summary* (default: its first line)."""
     if getattr(args, "json", False):
         print(json.dumps(data, indent=2, sort_keys=True))
+    elif getattr(args, "quiet", False):
+        line = summary if summary is not None else human.split("\n", 1)[0]
+        if line:
+            print(escape(line))
     elif human:
         print(escape_lines(human))
 
@@ -73,7 +79,10 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
         return
     from airgap.audit import AuditLog
 
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, Path(log).parent, "make the audit log's directory") from None
     AuditLog(log).append(action, obj, result, actor=_actor(keyid), detail=detail)
 
 
@@ -81,13 +90,11 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
 
 
 def cmd_keygen(args) -> int:
-    from airgap.keys import keygen, passphrase_from_env_or_tty
+    from airgap.keys import check_keygen, keygen, load_public, passphrase_from_env_or_tty
 
+    check_keygen(args.name, args.dir, force=args.force)  # before asking for a passphrase
     passphrase = None if args.no_passphrase else passphrase_from_env_or_tty(f"Passphrase for {args.name}: ", confirm=True)
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    key_path, pub_path = keygen(args.name, args.dir, passphrase)
-    from airgap.keys import load_public
-
+    key_path, pub_path = keygen(args.name, args.dir, passphrase, force=args.force)
     pub = load_public(pub_path)
     data = {"private_key": str(key_path), "public_key": str(pub_path), "keyid": pub.keyid, "encrypted": passphrase is not None}
     human = f"wrote {key_path} (0600, {'encrypted' if passphrase else 'NOT ENCRYPTED'}) and {pub_path}\nkeyid {pub.keyid}"
@@ -118,6 +125,7 @@ def cmd_build(args) -> int:
         since=args.since,
         workers=args.jobs,
         progress=_progress(args),
+        force=args.force,
     )
     m = result.manifest
     data = {
@@ -130,10 +138,11 @@ def cmd_build(args) -> int:
         "external_blobs": result.external_blobs,
         "signed_by": key.public_key.keyid,
     }
-    lines = [f"built {result.path}: {m.name} {m.version} ({len(m.images)} images, {len(m.members)} members)"]
+    lines = [f"built {result.path}: {m.name} {m.version} ({plural(len(m.images), 'image')}, "
+             f"{plural(len(m.members), 'member')})"]
     lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
     if result.external_blobs:
-        lines.append(f"  differential: {result.external_blobs} blobs left out (present at the base)")
+        lines.append(f"  differential: {plural(result.external_blobs, 'blob')} left out (present at the base)")
     lines.append(f"manifest {m.digest}, signed by builder key {key.public_key.keyid[:16]}")
     _emit(args, data, "\n".join(lines))
     return 0
@@ -151,8 +160,14 @@ def cmd_diff(args) -> int:
     from airgap import inspect
 
     d = inspect.diff(args.a, args.b)
-    _emit(args, d, inspect.format_diff(d))
+    _emit(args, d, inspect.format_diff(d), inspect.diff_summary(d))
     return 0
+
+
+def _show_plan(args, plan) -> None:
+    """The plan is shown unless it is not wanted (--json) or nobody will be asked (--quiet with --yes)."""
+    if not args.json and not (args.quiet and args.yes):
+        print(escape_lines(plan.describe()))
 
 
 def _confirm(args, question: str, refusal: str, *, typed_yes: bool = False) -> bool:
@@ -174,10 +189,10 @@ UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked:
 def cmd_sign(args) -> int:
     from airgap import sign
 
+    sign.check_bundle_file(args.bundle, "sign")  # media parts are refused before a passphrase is asked
     key = _load_key(args.key)
     plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
-    if not args.json:
-        print(escape_lines(plan.describe()))
+    _show_plan(args, plan)
     name = f"{plan.manifest.name} {plan.manifest.version}"
     if args.trust:
         ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
@@ -194,7 +209,7 @@ def cmd_sign(args) -> int:
     status = plan.thresholds(env)
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
             "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
-    human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    human = f"signed: {plural(plan.signature_count, 'signature')} on {args.bundle}" + (f" ({status})" if status else "")
     _emit(args, data, human)
     return 0
 
@@ -203,8 +218,7 @@ def cmd_unsign(args) -> int:
     from airgap import sign
 
     plan = sign.prepare_unsign(args.bundle, args.keyid, trust_path=args.trust)
-    if not args.json:
-        print(escape_lines(plan.describe()))
+    _show_plan(args, plan)
     removed = plan.removed
     if not _confirm(args, f"Remove signature {plan.index + 1} (keyid {removed.keyid[:16]}…) from "
                           f"{plan.manifest.name} {plan.manifest.version}? [y/N] ",
@@ -302,6 +316,7 @@ def _policy_written(args, policy, path: str, done: str, previous=None, previous_
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
+    check_output(args.output, force=args.force)
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
@@ -309,7 +324,7 @@ def cmd_trust_init(args) -> int:
         signing_keys=_signers(args.key),
         now=_now(),
     )
-    policy.write(args.output)
+    policy.write(args.output, overwrite=args.force)
     _policy_written(args, policy, args.output, f"wrote {args.output}")
     return 0
 
@@ -317,6 +332,7 @@ def cmd_trust_init(args) -> int:
 def cmd_trust_rotate(args) -> int:
     from airgap import trust
 
+    check_output(args.output, force=args.force)
     old = trust.TrustPolicy.load(args.policy, now=None)
     new = trust.rotate_policy(
         old,
@@ -326,7 +342,7 @@ def cmd_trust_rotate(args) -> int:
         signing_keys=_signers(args.key),
         now=_now(),
     )
-    new.write(args.output)
+    new.write(args.output, overwrite=args.force)
     _policy_written(args, new, args.output, f"wrote {args.output}", old, args.policy)
     return 0
 
@@ -349,6 +365,10 @@ def cmd_trust_show(args) -> int:
     from airgap import trust
 
     policy = trust.TrustPolicy.load(args.policy, now=_now() if not args.ignore_expiry else None)
+    if args.keyid:
+        key = trust.describe_key(policy, args.keyid)
+        _emit(args, key, trust.format_key(key))
+        return 0
     _emit(args, policy.to_dict(), policy.describe())
     return 0
 
@@ -404,10 +424,10 @@ def cmd_split(args) -> int:
     from airgap import split
 
     key = _load_key(args.key) if args.key else None
-    index = split.split(args.bundle, args.output, args.size, signing_key=key)
+    index = split.split(args.bundle, args.output, args.size, signing_key=key, force=args.force)
     data = index.to_dict()
-    lines = [f"split {args.bundle} into {len(index.parts)} parts in {args.output}"]
-    lines += [f"  {p.name}  {p.size} bytes  sha256:{p.sha256}" for p in index.parts]
+    lines = [f"split {args.bundle} into {plural(len(index.parts), 'part')} in {args.output}"]
+    lines += [f"  {p.name}  {plural(p.size, 'byte')}  sha256:{p.sha256}" for p in index.parts]
     _emit(args, data, "\n".join(lines))
     return 0
 
@@ -422,7 +442,7 @@ def cmd_join(args) -> int:
             raise InputError(f"{parts}: expected exactly one *{split.INDEX_SUFFIX} in the directory, "
                              f"found {', '.join(e.name for e in indexes) or 'none'}")
         parts = indexes[0]
-    digest = split.join(parts, args.output)
+    digest = split.join(parts, args.output, force=args.force)
     _emit(args, {"bundle": args.output, "sha256": digest}, f"joined into {args.output} (sha256:{digest})")
     return 0
 
@@ -449,13 +469,18 @@ def cmd_transfer(args) -> int:
         known_hosts=args.known_hosts,
         accept_new_host_key=args.accept_new_host_key,
         progress=progress,
+        force=args.force,
     )
     for b in bar.values():
         b.close()
     data = {"destination": args.destination, "files": [r.__dict__ for r in results]}
-    lines = [f"{'skipped' if r.skipped else 'sent'} {r.name} ({r.size} bytes, sha256:{r.sha256}, remote check: {r.hash_method}"
-             + (f", resumed at {r.resumed_from}" if r.resumed_from else "") + ")" for r in results]
-    _emit(args, data, "\n".join(lines))
+    lines = [f"{'skipped' if r.skipped else 'sent'} {r.name} ({plural(r.size, 'byte')}, sha256:{r.sha256}, "
+             f"remote check: {r.hash_method}" + (f", resumed at {r.resumed_from}" if r.resumed_from else "") + ")"
+             for r in results]
+    skipped = sum(r.skipped for r in results)
+    summary = (f"{plural(len(results), 'file')} at {args.destination}, each checked by sha256"
+               + (f" ({skipped} already there)" if skipped else ""))
+    _emit(args, data, "\n".join(lines), summary)
     return 0
 
 
@@ -476,7 +501,7 @@ def cmd_audit_verify(args) -> int:
         raise InputError(f"{path}: no such audit log")
     count = AuditLog(path).verify(expect_head=anchor)
     data = {"log": str(path), "entries": count, "result": "intact"}
-    human = f"INTACT: {path}: {count} entries, hash chain unbroken"
+    human = f"INTACT: {path}: {plural(count, 'entry')}, hash chain unbroken"
     if anchor is not None:
         data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
         human += f", entry {anchor[0]} is the anchored head"
@@ -496,16 +521,19 @@ def cmd_audit_head(args) -> int:
 
 
 def cmd_audit_show(args) -> int:
-    from airgap.audit import AuditLog, format_entry
+    from airgap.audit import AuditLog, entries_by_key, format_entry
 
     path = _audit_log_path(args)
     if not path.exists():
         raise InputError(f"{path}: no such audit log")
     entries = list(AuditLog(path).entries())
+    shown = entries_by_key(entries, args.keyid, str(path)) if args.keyid else entries
     if args.json:
-        print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in entries], indent=2, sort_keys=True, default=str))
+        print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in shown], indent=2, sort_keys=True, default=str))
+    elif args.quiet:
+        print(f"{plural(len(shown), 'entry')} of {len(entries)} in {escape(str(path))}, hash chain unbroken")
     else:
-        for e in entries:
+        for e in shown:
             print(escape(format_entry(e)))
     return 0
 
@@ -514,19 +542,21 @@ def cmd_inventory(args) -> int:
     from airgap import inventory
     from airgap.registry import RegistryClient
 
+    check_output(args.output, force=args.force)
     with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args),
                         auth_file=args.auth_file, limits=_limits(args)) as client:
         doc = inventory.collect(client)
-    digest = inventory.write(doc, args.output)
+    digest = inventory.write(doc, args.output, force=args.force)
     _emit(args, {"inventory": args.output, "digest": digest, "repositories": len(doc["repositories"]), "blobs": len(doc["blobs"])},
-          f"wrote {args.output}: {len(doc['repositories'])} repositories, {len(doc['blobs'])} blobs ({digest})")
+          f"wrote {args.output}: {plural(len(doc['repositories']), 'repository')}, {plural(len(doc['blobs']), 'blob')} ({digest})")
     return 0
 
 
 def cmd_lab(args) -> int:
-    from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
+    from airgap.lab import DEFAULT_INVENTORY, DEFAULT_NAME, DEFAULT_WORKDIR, Lab
 
-    lab = Lab(args.dir or DEFAULT_WORKDIR, inventory=getattr(args, "inventory", None) or DEFAULT_INVENTORY)
+    lab = Lab(args.dir or DEFAULT_WORKDIR, name=getattr(args, "name", None) or DEFAULT_NAME,
+              inventory=getattr(args, "inventory", None) or DEFAULT_INVENTORY)
     if args.lab_command == "up":
         info = lab.up(nodes=args.nodes)
         _emit(args, info.to_dict(), info.to_text())
@@ -545,11 +575,33 @@ def cmd_lab(args) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document for automation")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, less output")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the result line: no progress bars, no listing, no notes (errors still go to stderr)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
 _DEBUG_HELP = "log registry requests, redirects and token realms (and where credentials go) to stderr"
+
+
+def _force(p: argparse.ArgumentParser, what: str = "the output") -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} if it exists (otherwise refused, exit 2)")
+
+
+def _exit_codes(done: str, rejected: str | None, usage: str = "") -> str:
+    """The epilog every verb carries; tests hold each verb to the codes it names."""
+    codes = [f"0 {done}"] + ([f"1 {rejected}"] if rejected else [])
+    codes.append("2 usage or input error" + (f" ({usage})" if usage else ""))
+    return "Exit codes: " + "; ".join(codes) + "."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -566,47 +618,89 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
 
 
+def _login_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--username", help="registry user (with --password-file)")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the registry password (never on the command line)")
+
+
+def _override_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-expired", action="store_true",
+                   help="officer override: accept an expired bundle or trust policy (needs --reason and --override-key; audited)")
+    p.add_argument("--reason", help="the officer's written reason for the override (goes to the audit log)")
+    p.add_argument("--override-key", metavar="KEY", help="the officer's private key that signs the override")
+
+
 def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
-        p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
-        p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
+        if required:
+            key_help = f"public key file of {article(role)} key (repeat for each key; at least one)"
+        else:
+            key_help = (f"the {role} keys of the new version: public key files, or keyids (8+ hex digits) of keys the "
+                        f"current version lists (repeat; replaces the {role} keys; default: unchanged)")
+        p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=key_help)
+        p.add_argument(f"--{role}-threshold", type=_positive_int, default=None if not required else 1, metavar="N",
+                       help=f"how many distinct {role} keys must sign" + (" (default 1)" if required else " (default: unchanged)"))
+
+
+def _all_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(verb words, its parser) for every verb, e.g. (("trust", "init"), parser): what tests walk."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from _all_verbs(sub, (*prefix, name))
+                else:
+                    yield (*prefix, name), sub
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
-    parser.add_argument("--version", action="version", version=f"airgap {__version__}")
+    parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.",
+                     epilog="Every verb exits 0 when done or accepted, 1 when rejected or when an operation failed "
+                            "(disk, network), 2 on a usage or input error. 'airgap VERB --help' names its cases.")
+    parser.add_argument("--version", action="version", version=f"airgap {__version__}", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)")
-    p.add_argument("name")
-    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub")
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)",
+                       epilog=_exit_codes("written", None, "NAME.key or NAME.pub exists without --force, a bad name, "
+                                          "passphrases that differ"))
+    p.add_argument("name", help="key name: letters, digits, '.', '_', '-' (becomes NAME.key and NAME.pub)")
+    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub (made if missing)")
     p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
+    _force(p, "an existing NAME.key and NAME.pub (the old key is lost)")
     _common(p)
     p.set_defaults(func=cmd_keygen)
 
-    p = sub.add_parser("build", help="build and sign a bundle from a spec")
-    p.add_argument("spec")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("build", help="build and sign a bundle from a spec",
+                       epilog=_exit_codes("built", "a source registry failed or served something refused "
+                                          "(digest mismatch, sovereignty)", "an invalid spec (FILE:LINE: field: problem), "
+                                          "an existing output without --force, an unusable key"))
+    p.add_argument("spec", help="the bundle spec (YAML, see docs/spec-reference.md)")
+    p.add_argument("-o", "--output", required=True, help="the bundle file to write (.tar)")
     p.add_argument("--key", required=True, help="builder's private key")
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="blobs downloaded in parallel (default 4)")
+    _force(p)
     _registry_flags(p)
     _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
-    p.add_argument("bundle")
+    p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)",
+                       epilog=_exit_codes("shown", "the bundle is malformed, or the policy's root signatures do not "
+                                          "verify", "a missing file, a --trust file that is no trust policy"))
+    p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("diff", help="images and files added, removed, changed between two bundles")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser("diff", help="images and files added, removed, changed between two bundles",
+                       epilog=_exit_codes("compared (whether or not they differ)", "a bundle is malformed",
+                                          "a missing file"))
+    p.add_argument("a", help="the older bundle (tar, parts index or directory of parts)")
+    p.add_argument("b", help="the newer bundle")
     _common(p)
     p.set_defaults(func=cmd_diff)
 
@@ -617,12 +711,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "(a builder, root-only, revoked or unknown key) is refused before anything is written: "
                     "its signature would be no officer's approval, or would make every verify reject the "
                     "bundle. Without --trust the "
-                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'.",
+                    "key cannot be checked: sign warns and needs --yes or a typed 'yes'. "
+                    "Sign the bundle file before 'airgap split': media parts cannot be signed.",
         epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
                "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
-               "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
-               "it already signed): the key is the caller's input, and nothing was written. "
-               "A stray signature is removed with 'airgap unsign'.")
+               "including media parts instead of the bundle file and a key that cannot sign this bundle "
+               "(wrong role, revoked, not in the policy, or it already signed): the key is the caller's input, "
+               "and nothing was written. A stray signature is removed with 'airgap unsign'.")
     p.add_argument("bundle", help="the bundle file (not its media parts)")
     p.add_argument("--key", required=True, help="the officer's private key")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
@@ -644,114 +739,151 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_unsign)
 
-    p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted")
+    p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted",
+                       epilog=_exit_codes("accepted (VERIFIED)", "rejected: the report names the artifact and why",
+                                          "a missing file, a --trust file that is no trust policy, --record "
+                                          "without --state, an override without a reason"))
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--state", help="state directory (rollback state, trusted policy, audit log)")
     p.add_argument("--record", action="store_true", help="record the accepted version in --state (verify-only sites)")
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
-    p.add_argument("--allow-expired", action="store_true", help="officer override of an expired bundle or policy")
-    p.add_argument("--reason", help="the officer's written reason for the override")
-    p.add_argument("--override-key", help="the officer's private key for the override")
+    _override_flags(p)
     _common(p)
     p.set_defaults(func=cmd_verify)
 
     trust_p = sub.add_parser("trust", help="create, rotate and show trust policies")
     tsub = trust_p.add_subparsers(dest="trust_command", metavar="ACTION", parser_class=_Parser)
     tsub.required = True
-    p = tsub.add_parser("init", help="create trust policy version 1")
-    p.add_argument("--target", required=True)
-    p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
+    p = tsub.add_parser("init", help="create trust policy version 1",
+                        epilog=_exit_codes("written", None, "a role without keys, a threshold above its key count, "
+                                           "an --expires that is neither 365d nor an RFC 3339 time, a private key "
+                                           "given as --root, a --key that is not a root key, an existing output "
+                                           "without --force"))
+    p.add_argument("--target", required=True, help="the enclave this policy is for (bundles name it; others are refused)")
+    p.add_argument("--expires", required=True, help="duration (365d, 8w, 12h) or RFC 3339 UTC time")
     _role_flags(p, required=True)
     p.add_argument("--key", action="append", default=[],
                    help="root private key to sign with (repeat); a key that is not one of --root is refused (exit 2)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the policy file to write (trust.json)")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_trust_init)
-    p = tsub.add_parser("rotate", help="make the next version, signed by old and new root thresholds")
-    p.add_argument("policy")
-    p.add_argument("--expires")
+    p = tsub.add_parser("rotate", help="make the next version, signed by old and new root thresholds",
+                        epilog=_exit_codes("written (possibly INCOMPLETE: then 'trust sign' adds root signatures)",
+                                           "the current version's root signatures do not verify",
+                                           "a threshold above its key count, an unknown or ambiguous keyid, an "
+                                           "existing output without --force"))
+    p.add_argument("policy", help="the current trust policy")
+    p.add_argument("--expires", help="new expiry: duration (365d) or RFC 3339 UTC time (default: unchanged)")
     _role_flags(p, required=False)
     p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB",
                    help="revoke a key: keyid (8+ hex digits suffice if unique) or public key file (repeat)")
     p.add_argument("--key", action="append", default=[],
                    help="private key to sign with (repeat): a root key of the new or the current version "
                         "(both root thresholds must be met); any other key is refused (exit 2)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the new version's file (the current one is kept)")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
-    p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
-    p.add_argument("policy")
+    p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)",
+                        epilog=_exit_codes("signed", "the policy (or --successor-of) is malformed or its signatures "
+                                           "do not verify", "a key that is not a root key, or that already signed"))
+    p.add_argument("policy", help="the policy file to add a signature to (rewritten in place)")
     p.add_argument("--key", required=True, help="a root private key of the policy (or of --successor-of); others are refused (exit 2)")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)
-    p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures")
-    p.add_argument("policy")
-    p.add_argument("--ignore-expiry", action="store_true")
+    p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures",
+                        epilog=_exit_codes("shown", "root signatures below threshold, or expired (see --ignore-expiry)",
+                                           "a missing file, a file that is no trust policy, an unknown keyid"))
+    p.add_argument("policy", help="the trust policy file")
+    p.add_argument("--ignore-expiry", action="store_true", help="show an expired policy (signatures are still checked)")
+    p.add_argument("--keyid", help="show only this key: its name, roles and whether it is revoked (8+ hex digits)")
     _common(p)
     p.set_defaults(func=cmd_trust_show)
 
-    p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
+    p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files",
+                       epilog=_exit_codes("imported (or already present)", "rejected by verify, or the registry "
+                                          "failed", "a missing file, a --trust file that is no trust policy, "
+                                          "--username without --password-file"))
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
-    p.add_argument("--trust", required=True)
+    p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--registry", required=True, help="internal registry host:port")
     p.add_argument("--state", required=True, help="state directory (rollback state, trusted policy, audit log)")
     p.add_argument("--files-dir", help="where the bundle's files/ are unpacked (versions/ + current link)")
-    p.add_argument("--username", help="registry user")
-    p.add_argument("--password-file", help="file holding the registry password")
+    _login_flags(p)
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
-    p.add_argument("--allow-expired", action="store_true")
-    p.add_argument("--reason")
-    p.add_argument("--override-key")
+    _override_flags(p)
     _registry_flags(p)
     _common(p)
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("split", help="cut a bundle into media-sized parts with a part index")
-    p.add_argument("bundle")
+    p = sub.add_parser("split", help="cut a signed bundle into media-sized parts with a part index",
+                       description="Cut a bundle into parts of at most --size bytes plus a part index "
+                                   "(BUNDLE.parts.json). Split after every signature is on the bundle: "
+                                   "parts cannot be signed.",
+                       epilog=_exit_codes("split", None, "a bad --size, a missing bundle, parts of this bundle "
+                                          "already in the directory without --force"))
+    p.add_argument("bundle", help="the bundle file, signed by builder and officer")
     p.add_argument("--size", required=True, help="part size: bytes or K/M/G/T (binary), e.g. 4480M")
-    p.add_argument("-o", "--output", required=True, help="directory for the parts")
+    p.add_argument("-o", "--output", required=True, help="directory for the parts (made if missing)")
     p.add_argument("--key", help="sign the part index with this key")
+    _force(p, "parts and the index of the same bundle already in the directory")
     _common(p)
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("join", help="check every part, then join them into one bundle")
+    p = sub.add_parser("join", help="check every part, then join them into one bundle",
+                       epilog=_exit_codes("joined", "a part is missing, damaged or not the one the index names",
+                                          "no single index in the directory, an existing output without --force"))
     p.add_argument("parts", help="parts index (*.parts.json) or its directory")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the bundle file to write")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_join)
 
-    p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check")
+    p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check",
+                       epilog=_exit_codes("every file is at the destination with the same sha256",
+                                          "the connection kept failing (rerun to resume), the host key was refused, "
+                                          "or the remote copy hashed differently",
+                                          "a missing source, an ssh:// destination without --identity and "
+                                          "--known-hosts, a destination file with other content without --force"))
     p.add_argument("source", help="bundle file or directory of parts")
     p.add_argument("destination", help="ssh://user@host:port/dir or a local directory")
     p.add_argument("--identity", help="private key for SSH")
     p.add_argument("--known-hosts", help="known_hosts file; unknown host keys are refused")
     p.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown host key and record it")
+    _force(p, "a destination file that holds other content")
     _common(p)
     p.set_defaults(func=cmd_transfer)
 
     audit_p = sub.add_parser("audit", help="show or verify the audit log")
     asub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
     asub.required = True
-    for name, func, help_ in (("verify", cmd_audit_verify, "check the hash chain; names the first broken entry"),
-                              ("show", cmd_audit_show, "print the entries (after checking the chain)"),
-                              ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box")):
-        p = asub.add_parser(name, help=help_)
+    for name, func, help_, done in (
+            ("verify", cmd_audit_verify, "check the hash chain; names the first broken entry", "intact"),
+            ("show", cmd_audit_show, "print the entries (after checking the chain)", "shown"),
+            ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box", "printed")):
+        rejected = "the hash chain is broken" + (", or the log no longer holds --expect-head" if name == "verify" else "")
+        p = asub.add_parser(name, help=help_, epilog=_exit_codes(done, rejected, "no --log or --state, no log there"))
         p.add_argument("--log", help="audit log file")
         p.add_argument("--state", help="state directory (log at STATE/audit.log)")
         if name == "verify":
             p.add_argument("--expect-head", metavar="SEQ:HASH",
                            help="a head printed earlier by 'airgap audit head' and kept elsewhere: exit 1 unless "
                                 "the log still holds exactly that entry (not cut, deleted or forked)")
+        if name == "show":
+            p.add_argument("--keyid", help="only the entries made with this key (8+ hex digits suffice if unique)")
         _common(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("inventory", help="export what the internal registry holds (input for build --since)")
-    p.add_argument("--registry", required=True)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--username")
-    p.add_argument("--password-file")
+    p = sub.add_parser("inventory", help="export what the internal registry holds (input for build --since)",
+                       epilog=_exit_codes("written", "the registry failed or answered something unusable",
+                                          "an existing output without --force, --username without --password-file"))
+    p.add_argument("--registry", required=True, help="the internal registry host:port")
+    p.add_argument("-o", "--output", required=True, help="the inventory file to write (JSON)")
+    _login_flags(p)
+    _force(p)
     _registry_flags(p)
     _source_flags(p)
     _common(p)
@@ -760,15 +892,27 @@ def build_parser() -> argparse.ArgumentParser:
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)
     lsub.required = True
-    for name, help_ in (("up", "bring the lab up"), ("down", "remove everything the lab made"), ("status", "show the nodes")):
-        p = lsub.add_parser(name, help=help_)
+    for name, help_, codes in (
+            ("up", "bring the lab up", _exit_codes("up (or already up)", None, "a bad --nodes, --name or --dir")),
+            ("down", "remove everything the lab made", _exit_codes("down (or nothing was up)", None, "a bad --dir")),
+            ("status", "show the nodes", _exit_codes("up", "not up, or degraded", "a bad --dir"))):
+        p = lsub.add_parser(name, help=help_, epilog=codes)
         p.add_argument("--dir", help="lab work directory (default /var/lib/airgap-lab)")
         if name == "up":
             p.add_argument("--nodes", type=int, default=3, help="number of nodes: one registry host, the rest container hosts")
             p.add_argument("--inventory", help="where to write the inventory (default inventories/lab/hosts.yml)")
+            p.add_argument("--name", help="network namespace name (default airgap-lab; kept in the work directory)")
         _common(p)
         p.set_defaults(func=cmd_lab)
     return parser
+
+
+def report_error(args, exc: AirgapError) -> int:
+    """Say what failed (as JSON too with --json) and return the verb's exit code."""
+    if getattr(args, "json", False):
+        print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
+    print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+    return exc.exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -778,19 +922,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except AirgapError as exc:
-        if getattr(args, "json", False):
-            print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
-        print(f"airgap: {escape(str(exc))}", file=sys.stderr)
-        return exc.exit_code
+        return report_error(args, exc)
     except KeyboardInterrupt:
         print("airgap: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
     except OSError as exc:
-        # Disk full, permission denied, ...: the operation failed and said where.
-        print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        # The library turns the OSErrors it expects into AirgapErrors (a test holds it
+        # to that); anything else still gets the same codes: a path to fix (2) or a
+        # failed operation such as a full disk (1).
+        return report_error(args, os_error(exc))
     finally:
         if debug is not None:
             logger = logging.getLogger("airgap")

@@ -37,6 +37,7 @@ from airgap import oci
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import pretty_bytes
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.bundle import Bundle, stream
 from airgap.exceptions import (
     AirgapError,
@@ -391,7 +392,7 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
                     bar.update(d.size)
                     continue
                 if log:
-                    log(f"pushing {d.digest} ({d.size} bytes) to {repo}")
+                    log(f"pushing {d.digest} ({plural(d.size, 'byte')}) to {repo}")
                 client.push_blob(repo, d.digest, d.size, opener, progress=bar.update,
                                  state_path=_upload_state_path(uploads_dir, repo, d) if uploads_dir else None)
                 home = home or repo
@@ -504,7 +505,7 @@ def _unpack_files(bundle: Bundle, manifest: BundleManifest, files_dir: Path, log
 
 def format_result(r: ImportResult) -> str:
     lines = [f"IMPORTED: {r.name} {r.version} (manifest {r.manifest_digest}) into {r.registry}"]
-    lines.append(f"  blobs: {r.uploaded_blobs} uploaded ({r.uploaded_bytes} bytes), {r.skipped_blobs} already present")
+    lines.append(f"  blobs: {r.uploaded_blobs} uploaded ({plural(r.uploaded_bytes, 'byte')}), {r.skipped_blobs} already present")
     lines.append(f"  manifests: {r.manifests} ({r.manifests_new} new), tags: {r.tags}")
     for img in r.images:
         lines.append(f"  {img['ref']} -> {img['internal_ref']}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airgap._internal.text import escape
+from airgap._internal.text import escape, plural
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
 
@@ -74,7 +74,7 @@ def format_summary(s: dict[str, Any]) -> str:
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
     lines.append("")
-    lines.append(f"Images ({t['images']}, {t['blobs']} blobs, {human_size(t['blob_bytes'])}):")
+    lines.append(f"Images ({t['images']}, {plural(t['blobs'], 'blob')}, {human_size(t['blob_bytes'])}):")
     for img in m["images"]:
         plats = ", ".join(img["platforms"]) or "-"
         lines.append(f"  {img['ref']}")
@@ -106,6 +106,35 @@ def _files(m: BundleManifest) -> dict[str, Any]:
     return {x.path[6:]: x for x in m.members if x.path.startswith("files/")}
 
 
+def _repository(ref: str) -> str:
+    """*ref* without its tag and digest: what stays the same when an image is bumped."""
+    rest = (ref[len("oci:"):] if ref.startswith("oci:") else ref).split("@", 1)[0]
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest = rest[:colon]
+    return ("oci:" if ref.startswith("oci:") else "") + rest
+
+
+def _image_changes(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Added, removed and changed images: a changed digest under the same reference, or a new
+    tag or digest of the same repository (one on each side), is a change, not a removal and an addition."""
+    changed = [{"ref": r, "from": ia[r].digest, "to_ref": r, "to": ib[r].digest}
+               for r in sorted(set(ia) & set(ib)) if ia[r].digest != ib[r].digest]
+    only_a, only_b = sorted(set(ia) - set(ib)), sorted(set(ib) - set(ia))
+    for repo in sorted({_repository(r) for r in only_a}):
+        olds = [r for r in only_a if _repository(r) == repo]
+        news = [r for r in only_b if _repository(r) == repo]
+        if len(olds) == 1 and len(news) == 1:
+            changed.append({"ref": olds[0], "from": ia[olds[0]].digest, "to_ref": news[0], "to": ib[news[0]].digest})
+            only_a.remove(olds[0])
+            only_b.remove(news[0])
+    return {
+        "added": [{"ref": r, "digest": ib[r].digest} for r in only_b],
+        "removed": [{"ref": r, "digest": ia[r].digest} for r in only_a],
+        "changed": sorted(changed, key=lambda c: c["ref"]),
+    }
+
+
 def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]:
     with Bundle.open(path_a) as a, Bundle.open(path_b) as b:
         ma, mb = a.manifest(), b.manifest()
@@ -117,15 +146,7 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
     return {
         "a": {"name": ma.name, "version": ma.version, "manifest_digest": ma.digest},
         "b": {"name": mb.name, "version": mb.version, "manifest_digest": mb.digest},
-        "images": {
-            "added": [{"ref": r, "digest": ib[r].digest} for r in sorted(set(ib) - set(ia))],
-            "removed": [{"ref": r, "digest": ia[r].digest} for r in sorted(set(ia) - set(ib))],
-            "changed": [
-                {"ref": r, "from": ia[r].digest, "to": ib[r].digest}
-                for r in sorted(set(ia) & set(ib))
-                if ia[r].digest != ib[r].digest
-            ],
-        },
+        "images": _image_changes(ia, ib),
         "files": {
             "added": sorted(set(fb) - set(fa)),
             "removed": sorted(set(fa) - set(fb)),
@@ -140,23 +161,31 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
 
 
 def format_diff(d: dict[str, Any]) -> str:
-    lines = [f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"]
-    im = d["images"]
-    for x in im["added"]:
-        lines.append(f"+ image {x['ref']}  {x['digest']}")
-    for x in im["removed"]:
-        lines.append(f"- image {x['ref']}  {x['digest']}")
-    for x in im["changed"]:
-        lines.append(f"~ image {x['ref']}  {x['from']} -> {x['to']}")
-    fl = d["files"]
-    lines += [f"+ file  {p}" for p in fl["added"]]
-    lines += [f"- file  {p}" for p in fl["removed"]]
-    lines += [f"~ file  {p}" for p in fl["changed"]]
-    if len(lines) == 1:
-        lines.append("  no image or file differs")
+    lines = [diff_summary(d)]
+    im, fl = d["images"], d["files"]
+    if any(im.values()):
+        lines.append("images:")
+        for x in im["changed"]:
+            to = x["to"] if x["to_ref"] == x["ref"] else f"{x['to_ref']} {x['to']}"
+            lines.append(f"  changed: {x['ref']} {x['from']} → {to}")
+        lines += [f"  added:   {x['ref']} {x['digest']}" for x in im["added"]]
+        lines += [f"  removed: {x['ref']} {x['digest']}" for x in im["removed"]]
+    if any(fl.values()):
+        lines.append("files:")
+        lines += [f"  changed: {p}" for p in fl["changed"]]
+        lines += [f"  added:   {p}" for p in fl["added"]]
+        lines += [f"  removed: {p}" for p in fl["removed"]]
     bl = d["blobs"]
     lines.append(f"blobs: {bl['shared']} shared, {bl['new']} new ({human_size(bl['new_bytes'])})")
     return "\n".join(lines)
+
+
+def diff_summary(d: dict[str, Any]) -> str:
+    """One line: the two bundles and how many images and files differ."""
+    head = f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"
+    counts = [f"{plural(len(d[section][kind]), noun)} {kind}" for section, noun in (("images", "image"), ("files", "file"))
+              for kind in ("changed", "added", "removed") if d[section][kind]]
+    return f"{head}: {', '.join(counts)}" if counts else f"{head}: no image or file differs"
 
 
 def has_differences(d: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from typing import IO, Protocol
 
 from airgap import oci
 from airgap._internal.jsonutil import loads_strict
+from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
 from airgap.manifest import MAX_MEMBERS
 
@@ -164,7 +165,7 @@ class LayoutOrigin(ImageOrigin):
         if not matches:
             raise InputError(f"{self.label}: no image {reference!r} in index.json")
         if len(matches) > 1:
-            raise InputError(f"{self.label}: {reference!r} names {len(matches)} images in index.json")
+            raise InputError(f"{self.label}: {reference!r} names {plural(len(matches), 'image')} in index.json")
         desc = matches[0]
         return self.get_child(desc), desc.media_type, desc.digest
 

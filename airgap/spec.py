@@ -58,7 +58,7 @@ import jsonschema.exceptions
 import yaml
 
 from airgap._internal.text import escape, refusal
-from airgap.exceptions import InputError, SpecError
+from airgap.exceptions import InputError, InvalidValueError, SpecError
 from airgap.reference import Reference, parse_reference
 
 API_VERSION = "airgap/v1"
@@ -167,6 +167,12 @@ class BundleSpec:
     wheels: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
     """Variables substituted into image references (name -> value used)."""
+    lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Where each field is written (``images[0].ref`` -> line), for :meth:`locate`."""
+
+    def locate(self, exc: SpecError) -> SpecError:
+        """A SpecError raised after loading (while building) with this spec's file and line."""
+        return exc.located(str(self.path), line_of(self.lines, exc.field))
 
 
 # --- public functions ----------------------------------------------------------
@@ -185,7 +191,7 @@ def resolve_expires(expires: str, now: datetime) -> datetime:
     the result lies in the future (:func:`load_spec` does).
     """
     if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+        raise InvalidValueError("now must be timezone-aware")
     if not isinstance(expires, str):
         raise SpecError("metadata.expires", f"must be text, not {type(expires).__name__}")
     m = _DURATION_RE.fullmatch(expires)
@@ -219,14 +225,32 @@ def load_spec(
     now = now or datetime.now(UTC)
     env = os.environ if env is None else env
     raw = _read_spec_bytes(path)
+    lines: dict[str, int] = {}
+    try:
+        return _load(path, raw, now, env, lines)
+    except SpecError as exc:
+        raise exc.located(str(path), line_of(lines, exc.field)) from None
+
+
+def line_of(lines: Mapping[str, int], field: str) -> int | None:
+    """The line where *field* (``images[2].ref``) is written, else where its nearest parent is."""
+    where = field.split(" ", 1)[0]
+    while where:
+        if where in lines:
+            return lines[where]
+        where = where[: max(where.rfind("."), where.rfind("["), 0)]
+    return lines.get("")
+
+
+def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: dict[str, int]) -> BundleSpec:
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError("", f"{path}: not valid UTF-8 (byte {exc.start})") from None
-    data, scalars = _parse_yaml(text, path)
+        raise SpecError("", f"not valid UTF-8 (byte {exc.start})") from None
+    data, scalars = _parse_yaml(text, path, lines)
     if not isinstance(data, dict):
-        raise SpecError("", f"{path}: the spec must be a YAML mapping (apiVersion, kind, metadata, ...)")
+        raise SpecError("", "the spec must be a YAML mapping (apiVersion, kind, metadata, ...)")
     _check_text(data, "")
     variables, written = _substitute(data, env)
     _validate_schema(data, scalars)
@@ -261,6 +285,7 @@ def load_spec(
         files=files,
         wheels=wheels,
         variables=variables,
+        lines=lines,
     )
 
 
@@ -299,38 +324,46 @@ def _read_spec_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise InputError(f"{path}: cannot read the bundle spec ({exc.strerror or exc})") from None
     if len(data) > MAX_SPEC_BYTES:
-        raise SpecError("", f"{path}: larger than {MAX_SPEC_BYTES} bytes; not a bundle spec")
+        raise SpecError("", f"larger than {MAX_SPEC_BYTES} bytes; not a bundle spec", file=str(path))
     return data
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, str]]:
-    """Compose, check the node tree, construct.  Returns (data, {field: raw scalar})."""
+def _parse_yaml(text: str, path: Path, lines: dict[str, int]) -> tuple[Any, dict[str, str]]:
+    """Compose, check the node tree, construct.  Returns (data, {field: raw scalar});
+    *lines* gets the line of every field."""
     loader = _StrictLoader(text)
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
-            raise SpecError("", f"{path}: not valid YAML: {exc}") from None
+            raise _yaml_error(exc) from None
         if node is None:
-            raise SpecError("", f"{path}: the spec is empty")
+            raise SpecError("", "the spec is empty")
         scalars: dict[str, str] = {}
-        _check_nodes(node, "", scalars, set())
+        _check_nodes(node, "", scalars, set(), lines)
         try:
             data = loader.construct_document(node)
         except yaml.YAMLError as exc:
-            raise SpecError("", f"{path}: not valid YAML: {exc}") from None
+            raise _yaml_error(exc) from None
         return data, scalars
     finally:
         loader.dispose()
+
+
+def _yaml_error(exc: yaml.YAMLError) -> SpecError:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+    return SpecError("", f"not valid YAML: {problem}", line=mark.line + 1 if mark else None)
 
 
 def _line(node: yaml.Node) -> str:
     return f"line {node.start_mark.line + 1}"
 
 
-def _check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[int]) -> None:
+def _check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[int], lines: dict[str, int]) -> None:
+    lines.setdefault(where, node.start_mark.line + 1)
     if id(node) in seen:
-        raise SpecError(where, f"{_line(node)}: YAML aliases (*anchor) are not allowed in a bundle spec")
+        raise SpecError(where, "YAML aliases (*anchor) are not allowed in a bundle spec", line=node.start_mark.line + 1)
     seen.add(id(node))
     if isinstance(node, yaml.ScalarNode):
         if node.tag != _STR_TAG:
@@ -338,33 +371,30 @@ def _check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set
         return
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _check_nodes(item, f"{where}[{i}]", scalars, seen)
+            _check_nodes(item, f"{where}[{i}]", scalars, seen, lines)
         return
     if isinstance(node, yaml.MappingNode):
         keys: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
+            at = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise SpecError(where, f"{_line(key_node)}: mapping keys must be plain text")
+                raise SpecError(where, "mapping keys must be plain text", line=at)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise SpecError(where, f"{_line(key_node)}: YAML merge keys (<<) are not allowed in a bundle spec")
+                raise SpecError(where, "YAML merge keys (<<) are not allowed in a bundle spec", line=at)
             if key_node.tag != _STR_TAG:
                 kind = _YAML_KINDS.get(key_node.tag, key_node.tag)
-                raise SpecError(
-                    _join(where, key_node.value),
-                    f"{_line(key_node)}: YAML reads the key {key_node.value!r} as a {kind}; quote it",
-                )
+                raise SpecError(_join(where, key_node.value),
+                                f"YAML reads the key {key_node.value!r} as a {kind}; quote it", line=at)
             key = key_node.value
             child = _join(where, key)
             if key in keys:
-                raise SpecError(
-                    child,
-                    f"{_line(key_node)}: duplicate key {key!r} (first at {_line(keys[key])}); "
-                    "YAML would silently keep only the last one",
-                )
+                raise SpecError(child, f"duplicate key {key!r} (first at {_line(keys[key])}); "
+                                       "YAML would silently keep only the last one", line=at)
             keys[key] = key_node
-            _check_nodes(value_node, child, scalars, seen)
+            lines[child] = at  # the key's line: where the field is written
+            _check_nodes(value_node, child, scalars, seen, lines)
         return
-    raise SpecError(where, f"{_line(node)}: unsupported YAML node")  # pragma: no cover
+    raise SpecError(where, "unsupported YAML node", line=node.start_mark.line + 1)  # pragma: no cover
 
 
 def _join(where: str, key: str) -> str:

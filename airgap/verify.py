@@ -19,6 +19,7 @@ from typing import Any
 
 from airgap import oci
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.bundle import Bundle, stream
 from airgap.exceptions import (
     AirgapError,
@@ -28,6 +29,7 @@ from airgap.exceptions import (
     IntegrityError,
     RejectedError,
     TargetError,
+    UsageError,
 )
 from airgap.manifest import BundleManifest
 
@@ -68,6 +70,12 @@ class Override:
 
     reason: str
     signing_key: Any  # airgap.keys.SigningKey of an officer in the policy
+
+    def __post_init__(self) -> None:
+        # Checked before anything is read: a blank reason is no written decision.
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise UsageError("--reason must give the officer's reason for the override in words; it is written to "
+                             "the audit log (--reason \"renewal delayed, see ticket 123\")")
 
     @property
     def keyid(self) -> str:
@@ -140,12 +148,13 @@ def verify(
     current = "archive"
     try:
         with Bundle.open(path) as bundle:
-            report.set("archive", "pass", f"{len(bundle.members)} members, strict ustar"
-                       + (f" (read from {len(bundle.source.index.parts)} media parts)" if hasattr(bundle.source, "index_path") else ""))
+            report.set("archive", "pass", f"{plural(len(bundle.members), 'member')}, strict ustar"
+                       + (f" (read from {plural(len(bundle.source.index.parts), 'media part')})" if hasattr(bundle.source, "index_path") else ""))
             current = "manifest"
             manifest = bundle.manifest()
             report.manifest = manifest
-            report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
+            report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {plural(len(manifest.images), 'image')}, "
+                                           f"{plural(len(manifest.members), 'member')}")
 
             current = "trust-policy"
             policy = _load_policy(trust_path, state_dir, now, override, report)
@@ -194,11 +203,12 @@ def verify(
 
             current = "members"
             _check_members(bundle, manifest)
-            report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
+            report.set("members", "pass", f"{plural(len(manifest.members), 'member')} "
+                                          f"{'matches' if len(manifest.members) == 1 else 'match'} the manifest")
 
             current = "oci-layout"
             hashed = _check_layout(bundle, manifest, require_base)
-            report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
+            report.set("oci-layout", "pass", f"{plural(len(manifest.images), 'image')}, every referenced blob present")
 
             current = "content"
             report.hashed_paths = hashed
@@ -209,7 +219,7 @@ def verify(
                 report.set("content", "deferred", "not hashed yet")
                 return report
             report.bytes_hashed = _hash_members(bundle, manifest, hashed, progress, workers)
-            report.set("content", "pass", f"{report.bytes_hashed} bytes hashed, every sha256 matches")
+            report.set("content", "pass", f"{plural(report.bytes_hashed, 'byte')} hashed, every sha256 matches")
     except AirgapError as exc:
         report.set(current, "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
         report.error = exc
@@ -255,7 +265,7 @@ def check_content(path: str | os.PathLike, report: VerifyReport, *, progress: bo
         report.error = exc
         exc.report = report  # type: ignore[attr-defined]
         raise
-    report.set("content", "pass", f"{report.bytes_hashed} bytes hashed, every sha256 matches")
+    report.set("content", "pass", f"{plural(report.bytes_hashed, 'byte')} hashed, every sha256 matches")
     report.accepted = True
     return report
 
@@ -288,11 +298,11 @@ def _check_part_index(bundle: Bundle, policy, report: VerifyReport) -> None:
         return
     sig = Path(str(index_path) + split.SIGNATURE_SUFFIX)
     if not sig.exists():
-        report.media = f"{len(bundle.source.index.parts)} parts, index unsigned"
+        report.media = f"{plural(len(bundle.source.index.parts), 'part')}, index unsigned"
         return
     keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
     key = split.verify_index_signature(index_path, keys)
-    report.media = f"{len(bundle.source.index.parts)} parts, index signed by {key.label}"
+    report.media = f"{plural(len(bundle.source.index.parts), 'part')}, index signed by {key.label}"
 
 
 def _check_override(policy, override: Override, err: RejectedError) -> None:
@@ -372,7 +382,7 @@ def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set
         record = manifest.member(path)
         if record is not None:
             if record.size != desc.size:
-                raise IntegrityError(artifact, f"descriptor size {desc.size} but blob {desc.digest} has {record.size} bytes")
+                raise IntegrityError(artifact, f"descriptor size {desc.size} but blob {desc.digest} has {plural(record.size, 'byte')}")
             return
         if desc.digest in external:
             if external[desc.digest] != desc.size:
@@ -403,7 +413,7 @@ def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set
                     raise ArchiveError(artifact, f"index entry manifests[{i}] ({child.digest}) is absent")
                 member = manifest.member(cpath)
                 if member.size != child.size:
-                    raise IntegrityError(artifact, f"manifests[{i}] size {child.size} but blob has {member.size} bytes")
+                    raise IntegrityError(artifact, f"manifests[{i}] size {child.size} but blob has {plural(member.size, 'byte')}")
                 cdoc = oci.parse_document(_read_verified(bundle, manifest, cpath, oci.MAX_MANIFEST_BYTES), f"{artifact} ({child.digest})", child.media_type)
                 hashed.add(cpath)
                 if not isinstance(cdoc, oci.ImageManifest):

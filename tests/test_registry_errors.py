@@ -78,7 +78,7 @@ def test_a_tls_registry_names_plain_http_and_ca_file(tmp_path, keyring, test_ca,
     assert "give --ca-file CA.pem" in r.err
     r = build(tmp_path, ref, keyring, "--ca-file", test_ca.ca_pem)
     assert r.code == 0, r.err
-    r = build(tmp_path, ref, keyring, "--ca-file", tmp_path / "missing.pem")
+    r = build(tmp_path, ref, keyring, "--ca-file", tmp_path / "missing.pem", "--force")
     assert r.code == 2 and "missing.pem: no such CA file (--ca-file)" in error_line(r.err)
 
 

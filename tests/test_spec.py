@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -220,7 +221,48 @@ def test_schema_errors_name_the_field(specdir, change, field, needle):
     err = refused(specdir, mutate(change))
     assert err.field == field, str(err)
     assert needle in err.reason, str(err)
-    assert str(err).startswith(f"{field}: ")
+    assert str(err) == f"{specdir / 'bundle.yaml'}:{err.line}: {field}: {err.reason}"
+    assert_written_at(err, field)
+
+
+def assert_written_at(err: SpecError, field: str) -> None:
+    """err.line is where *field* is written, or (a missing field) where its parent is."""
+    written = Path(err.file).read_text().splitlines()[err.line - 1]
+    if field.endswith("]"):  # a list item
+        assert written.lstrip().startswith("- "), (field, err.line, written)
+        return
+    names = [n for n in re.split(r"[.\[\]]", field) if n and not n.isdigit()]
+    if err.reason == "required field is missing":
+        names = names[:-1]
+    assert f"{names[-1]}:" in written, (field, err.line, written)
+
+
+def test_spec_errors_say_file_line_field_problem(specdir):
+    """One of each kind: YAML syntax, YAML reading (duplicate key), schema, variables, semantic
+    (a file outside the spec's directory, a colliding destination) and a value in a list."""
+    text = base_text()
+    cases = [
+        (text + "files:\n  - {src: configs/, dest: a}\n", 0, "duplicate key 'files'"),
+        (text.replace("kind: Bundle", "kind: [Bundle"), 0, "not valid YAML"),
+        (text.replace("expires: 180d", "expires: 6 months"), 0, "metadata.expires: "),
+        (text.replace("  mode: '0644'\n", "  mode: '0644'\n- src: single.txt\n  dest: configs/a.conf\n"), 0,
+         "files[1].dest: configs/a.conf collides"),
+        (text.replace("src: configs/", "src: ../outside/"), 0, "files[0].src: "),
+    ]
+    for text_, _, needle in cases:
+        err = refused(specdir, text_)
+        assert err.file == str(specdir / "bundle.yaml") and err.line, str(err)
+        assert str(err).startswith(f"{err.file}:{err.line}: "), str(err)
+        assert needle in str(err), str(err)
+    err = refused(specdir, text.replace("  mode: '0644'\n", "  mode: '0644'\n- src: single.txt\n  dest: configs/a.conf\n"))
+    assert_written_at(err, "files[1].dest")
+    err = refused(specdir, text + "files:\n  - {src: configs/, dest: a}\n")
+    assert err.line == len(text.splitlines()) + 1  # the second 'files:'
+    err = refused(specdir, text.replace("kind: Bundle", "kind: [Bundle"))
+    assert text.splitlines()[err.line - 1].startswith(("kind:", "metadata:"))
+    err = refused(specdir, mutate(lambda d: d["images"].insert(0, {"ref": "${HOME}/pilot/status:1.0"})), env={"HOME": "x"})
+    assert err.field == "images[0].ref" and str(err).startswith(f"{err.file}:{err.line}: images[0].ref: variable")
+    assert_written_at(err, "images[0].ref")
 
 
 def test_trailing_newline_in_version_refused(specdir):
