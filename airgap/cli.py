@@ -583,8 +583,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 _DEBUG_HELP = "log registry requests, redirects and token realms (and where credentials go) to stderr"
 
 
-def _force(p: argparse.ArgumentParser, what: str = "the output") -> None:
-    p.add_argument("--force", action="store_true", help=f"replace {what} if it exists (otherwise refused, exit 2)")
+def _force(p: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} (without --force: refused, exit 2)")
 
 
 def _exit_codes(done: str, rejected: str | None, usage: str = "") -> str:
@@ -668,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="key name: letters, digits, '.', '_', '-' (becomes NAME.key and NAME.pub)")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub (made if missing)")
     p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
-    _force(p, "an existing NAME.key and NAME.pub (the old key is lost)")
+    _force(p, "an existing NAME.key and NAME.pub, losing the old key")
     _common(p)
     p.set_defaults(func=cmd_keygen)
 
