@@ -59,7 +59,7 @@ import yaml
 
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, InvalidValueError, SpecError
-from airgap.reference import Reference, parse_reference
+from airgap.reference import Reference, internal_repository, parse_reference
 
 API_VERSION = "airgap/v1"
 KIND = "Bundle"
@@ -123,6 +123,11 @@ class ImageSource:
     """Parsed, normalised registry reference (``registry`` kind only)."""
     index: int = 0
     """Position in ``images`` (for messages: ``images[{index}].ref``)."""
+    alias: str | None = None
+    """The ``sources`` alias the reference is written with (``pilot`` in ``pilot/status:1.0``), if any."""
+    internal: str = ""
+    """The repository path import gives the image in the internal registry: ``ALIAS/PATH`` for
+    an aliased reference, else ``HOST[_PORT]/PATH`` (:func:`airgap.reference.internal_repository`)."""
 
     @property
     def registry(self) -> str | None:
@@ -166,7 +171,9 @@ class BundleSpec:
     files: tuple[FileSource, ...] = ()
     wheels: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
-    """Variables substituted into image references (name -> value used)."""
+    """Variables substituted into image references and sources (name -> value used)."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Source aliases (``pilot`` -> ``127.0.0.1:5000/pilot``), variables substituted."""
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Where each field is written (``images[0].ref`` -> line), for :meth:`locate`."""
 
@@ -271,7 +278,8 @@ def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: 
         expires_at=expires_at,
         description=md.get("description"),
     )
-    images = _images(data.get("images", []), base_dir, written)
+    sources = dict(data.get("sources", {}))
+    images = _images(data.get("images", []), base_dir, written, sources)
     files = _files(data.get("files", []), base_dir)
     wheels = bool(data.get("wheels", False))
     if not images and not files and not wheels:
@@ -285,6 +293,7 @@ def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: 
         files=files,
         wheels=wheels,
         variables=variables,
+        sources=sources,
         lines=lines,
     )
 
@@ -420,16 +429,18 @@ def _check_text(obj: Any, where: str) -> None:
 
 
 def _substitute(data: dict, env: Mapping[str, str]) -> tuple[dict[str, str], dict[int, str]]:
-    """Substitute allowed variables in ``images[].ref`` in place; return (used, {i: ref as written})."""
+    """Substitute allowed variables in ``images[].ref`` and ``sources`` values in place;
+    return (used, {i: ref as written})."""
     used: dict[str, str] = {}
     originals: dict[int, str] = {}
-    images = data.get("images")
-    if not isinstance(images, list):
-        return used, originals
-    for i, image in enumerate(images):
-        if not isinstance(image, dict) or not isinstance(image.get("ref"), str) or "$" not in image["ref"]:
+    places: list[tuple[str, dict, Any]] = []
+    if isinstance(data.get("images"), list):
+        places += [(f"images[{i}].ref", image, "ref") for i, image in enumerate(data["images"]) if isinstance(image, dict)]
+    if isinstance(data.get("sources"), dict):
+        places += [(f"sources.{alias}", data["sources"], alias) for alias in data["sources"]]
+    for where, holder, key in places:
+        if not isinstance(holder.get(key), str) or "$" not in holder[key]:
             continue
-        where = f"images[{i}].ref"
 
         def replace(m: re.Match, where: str = where) -> str:
             name, default = m.group(1), m.group(2)
@@ -448,11 +459,12 @@ def _substitute(data: dict, env: Mapping[str, str]) -> tuple[dict[str, str], dic
             used[name] = value
             return value
 
-        resolved = _VAR_RE.sub(replace, image["ref"])
+        resolved = _VAR_RE.sub(replace, holder[key])
         if "$" in resolved:
             raise SpecError(where, "a '$' outside a ${NAME} or ${NAME:-default} variable")
-        originals[i] = image["ref"]
-        image["ref"] = resolved
+        if where.startswith("images["):
+            originals[int(where[len("images["):].split("]", 1)[0])] = holder[key]
+        holder[key] = resolved
     return used, originals
 
 
@@ -549,7 +561,30 @@ def _semver_hint(raw: str) -> str:
 # --- images ----------------------------------------------------------------------
 
 
-def _images(items: list[dict], base_dir: Path, written: dict[int, str]) -> tuple[ImageSource, ...]:
+def _source_of(ref: str, sources: Mapping[str, str], where: str) -> tuple[str | None, Reference, str]:
+    """(alias or None, the reference to pull, the internal repository path) of a registry *ref*."""
+    first, _, rest = ref.partition("/")
+    if "." in first or ":" in first or first == "localhost" or first.startswith("["):
+        try:
+            parsed = parse_reference(ref)
+        except InputError as exc:
+            raise SpecError(where, str(exc)) from None
+        return None, parsed, internal_repository(parsed)
+    if first not in sources:
+        declared = ", ".join(sorted(sources)) or "none"
+        raise SpecError(where, f"{first!r} is neither a registry host (it has no '.' or ':PORT') nor an alias declared "
+                               f"under sources (declared: {declared}); declare it (sources: {{{first}: HOST:PORT}}) or "
+                               "write the registry host: a bare name would silently mean Docker Hub")
+    try:
+        parsed = parse_reference(f"{sources[first]}/{rest}")
+        internal = parse_reference(f"localhost/{first}/{rest}").repository
+    except InputError as exc:
+        raise SpecError(where, f"{ref} through sources.{first} ({sources[first]}): {exc}") from None
+    return first, parsed, internal
+
+
+def _images(items: list[dict], base_dir: Path, written: dict[int, str],
+            sources: Mapping[str, str]) -> tuple[ImageSource, ...]:
     out: list[ImageSource] = []
     seen: dict[Any, int] = {}
     for i, item in enumerate(items):
@@ -570,20 +605,20 @@ def _images(items: list[dict], base_dir: Path, written: dict[int, str]) -> tuple
                 allow_reason=allow, spec_ref=spec_ref, index=i,
             )
         else:
-            try:
-                parsed = parse_reference(ref)
-            except InputError as exc:
-                raise SpecError(where, str(exc)) from None
+            alias, parsed, internal = _source_of(ref, sources, where)
             keys = [("ref", str(parsed))]
             if parsed.tag:
-                keys.append(("tag", parsed.name, parsed.tag))
+                keys += [("tag", parsed.name, parsed.tag), ("internal tag", internal, parsed.tag)]
             if parsed.digest:
                 keys.append(("digest", parsed.name, parsed.digest))
             src = ImageSource(
                 ref=ref, kind="registry", tag=parsed.tag, platforms=platforms, allow_reason=allow,
-                spec_ref=spec_ref, digest=parsed.digest, reference=parsed, index=i,
+                spec_ref=spec_ref, digest=parsed.digest, reference=parsed, index=i, alias=alias, internal=internal,
             )
         for key in keys:
+            if key in seen and key[0] == "internal tag":
+                raise SpecError(where, f"{ref} would be imported as {key[1]}:{key[2]}, like images[{seen[key]}].ref; "
+                                       "rename the alias")
             if key in seen:
                 raise SpecError(where, f"{ref} names the same image as images[{seen[key]}].ref")
         for key in keys:

@@ -458,3 +458,42 @@ def test_error_to_dict(specdir):
     err = refused(specdir, mutate(lambda d: d["images"][2].update(ref="busybox")))
     d = err.to_dict()
     assert d["field"] == "images[2].ref" and d["error"] == "SpecError"
+
+
+# --- source aliases: internal names that do not depend on where an image came from -----------
+
+
+def test_source_alias_names_the_image_inside(specdir):
+    doc = mutate(lambda d: d.update(
+        sources={"pilot": "${AIRGAP_SOURCE_REGISTRY:-127.0.0.1:5000}/pilot", "hub": "docker.io/library"},
+        images=[{"ref": "pilot/status:1.0"}, {"ref": "hub/busybox@" + DIGEST},
+                {"ref": "127.0.0.1:5000/pilot/notes:1.0"}]))
+    spec = load(specdir, doc, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:43825"})
+    status, busybox, notes = spec.images
+    assert spec.sources == {"pilot": "127.0.0.1:43825/pilot", "hub": "docker.io/library"}
+    assert (status.alias, str(status.reference), status.internal) == ("pilot", "127.0.0.1:43825/pilot/status:1.0", "pilot/status")
+    assert (busybox.alias, busybox.reference.name, busybox.internal) == ("hub", "docker.io/library/busybox", "hub/busybox")
+    assert busybox.digest == DIGEST
+    # without an alias the default mapping: the source host (port after '_') becomes the first component
+    assert (notes.alias, notes.internal) == (None, "127.0.0.1_5000/pilot/notes")
+    # another port, the same internal name
+    other = load(specdir, doc, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:5917"})
+    assert other.images[0].internal == status.internal and other.images[0].reference.registry == "127.0.0.1:5917"
+
+
+def test_source_alias_errors(specdir):
+    err = refused(specdir, mutate(lambda d: d.update(images=[{"ref": "pilot/status:1.0"}])))
+    assert err.field == "images[0].ref" and "'pilot' is neither a registry host" in err.reason
+    assert "sources: {pilot: HOST:PORT}" in err.reason and "Docker Hub" in err.reason
+    err = refused(specdir, mutate(lambda d: d.update(sources={"pi.lot": "127.0.0.1:5000"})))
+    assert err.field.startswith("sources") and "no '.' or ':'" in err.reason
+    err = refused(specdir, mutate(lambda d: d.update(sources={"pilot": "127.0.0.1:5000/pilot:1.0"})))
+    assert err.field == "sources.pilot" and "without tag or digest" in err.reason
+    both = mutate(lambda d: d.update(sources={"a": "127.0.0.1:5000/x", "b": "127.0.0.1:5001/x"},
+                                     images=[{"ref": "a/status:1.0"}, {"ref": "a/status:1.0@" + DIGEST}]))
+    err = refused(specdir, both)
+    assert err.field == "images[1].ref" and "same image" in err.reason
+    clash = mutate(lambda d: d.update(sources={"localhost_5000": "127.0.0.1:5000/x"},
+                                      images=[{"ref": "localhost:5000/x:1.0"}, {"ref": "localhost_5000/x:1.0"}]))
+    err = refused(specdir, clash)
+    assert err.field == "images[1].ref" and "would be imported as localhost_5000/x:1.0, like images[0].ref" in err.reason
