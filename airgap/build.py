@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Mapping
 
 from airgap import __version__, oci
 from airgap._internal import tarfmt
@@ -358,24 +358,30 @@ def build(
         if getattr(spec, "wheels", None):
             files.extend(_wheel_files(spec))
         members, external = plan_members(records, resolver.blobs, files, skip)
-        manifest = BundleManifest(
-            name=spec.metadata.name,
-            version=spec.metadata.version,
-            target=spec.metadata.target,
-            created=format_time(t0),
-            expires=format_time(spec.metadata.expires_at),
-            spec_name=spec_path.name,
-            spec_sha256=spec.digest.split(":")[-1],
-            toolkit_version=__version__,
-            images=tuple(records),
-            members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in members),
-            base=base,
-            external_blobs=tuple(sorted(external)),
-            description=spec.metadata.description,
-        )
-        # The manifest is checked as verify will read it before a byte of content is
-        # fetched: a build that cannot be accepted stops here, having written nothing.
-        manifest = _own_manifest(manifest.to_bytes(), out)
+
+        def manifest_of(planned: list[PlannedMember]) -> bytes:
+            return BundleManifest(
+                name=spec.metadata.name,
+                version=spec.metadata.version,
+                target=spec.metadata.target,
+                created=format_time(t0),
+                expires=format_time(spec.metadata.expires_at),
+                spec_name=spec_path.name,
+                spec_sha256=spec.digest.split(":")[-1],
+                toolkit_version=__version__,
+                images=tuple(records),
+                members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in planned),
+                base=base,
+                external_blobs=tuple(sorted(external)),
+                description=spec.metadata.description,
+            ).to_bytes()
+
+        # The manifest is checked as verify will read it before a byte of layer content
+        # is fetched (a build that cannot be accepted stops here, having written
+        # nothing), and again once the SBOMs, read from the layers, are pinned in it.
+        _own_manifest(manifest_of(members), out)
+        members += _sbom_members(records, resolver, documents, workers, log)
+        manifest = _own_manifest(manifest_of(members), out)
         envelope = dsse.Envelope(manifest.to_bytes())
         envelope.add_signature(signing_key, artifact=SIGNATURES_MEMBER)
         blob_bytes = sum(m.size for m in members if m.blob is not None and not m.blob.stored)
@@ -481,6 +487,55 @@ def _default_client_factory(plain_http: bool, ca_file: str | None, auth_file: st
         return RegistryClient(registry, plain_http=plain_http, ca_file=ca_file, auth_file=auth_file, limits=limits)
 
     return make
+
+
+def _sbom_members(records: list[ImageRecord], resolver: Resolver, documents: Documents, workers: int,
+                  log) -> list[PlannedMember]:
+    # The manifest pins each SBOM and comes first in the archive, so the SBOMs must
+    # exist before the layout is fixed: each layer is streamed once more for them.
+    from airgap import sbom
+
+    carried = _CarriedDocuments(resolver.blobs, documents)
+    images = [_SbomImage(r, carried) for r in records]
+    return [PlannedMember(path, len(data), hashlib.sha256(data).hexdigest(), 0o644, data=data)
+            for path, data in sbom.for_images(images, workers=workers, log=log)]
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """A manifest or index the bundle carries, as the SBOM reader takes it."""
+
+    digest: str
+    media_type: str
+    data: bytes
+    origin: object
+
+
+class _CarriedDocuments(Mapping[str, _Carried]):
+    """The carried documents by digest, read from the build's document store on use
+    (so the SBOM pass keeps the store's memory bound)."""
+
+    def __init__(self, blobs: dict[str, Blob], store: Documents) -> None:
+        self._blobs, self._store = blobs, store
+
+    def __getitem__(self, digest: str) -> _Carried:
+        blob = self._blobs.get(digest)
+        data = self._store.get(digest) if blob is not None and blob.manifest else None
+        if blob is None or data is None:
+            raise KeyError(digest)
+        return _Carried(digest, blob.media_type, data, blob.origin)
+
+    def __iter__(self) -> Iterator[str]:
+        return (d for d, b in self._blobs.items() if b.manifest)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@dataclass(frozen=True)
+class _SbomImage:
+    record: ImageRecord
+    documents: Mapping[str, _Carried]
 
 
 def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:

@@ -49,16 +49,53 @@ def _progress(args) -> bool:
     return wanted(getattr(args, "quiet", False) or getattr(args, "json", False))
 
 
-def _passphrase_provider(prompt: str) -> Callable[[], str]:
-    from airgap.keys import passphrase_from_env_or_tty
-
-    return lambda: passphrase_from_env_or_tty(prompt)
+_OPEN_KEYS: list[Any] = []  # token sessions, closed when the verb ends (closing the last one logs out)
 
 
-def _load_key(path: str):
-    from airgap.keys import SigningKey
+def _key_options(args) -> dict[str, dict[str, str]]:
+    """Which --passphrase-file / --pin-file belongs to which key argument.
 
-    return SigningKey.load(path, _passphrase_provider(f"Passphrase for {path}: "))
+    Each belongs to the key argument just before it; one given before any key
+    argument belongs to the first.
+    """
+    per_key: dict[str, dict[str, str]] = {}
+    pending: list[tuple[str, str]] = []
+    last: str | None = None
+    for kind, value in getattr(args, "_key_seq", None) or []:
+        if kind == "key":
+            last = value
+            per_key.setdefault(value, {})
+            for k, v in pending:
+                per_key[value][k] = v
+            pending = []
+            continue
+        if last is None:
+            if any(k == kind for k, _ in pending):
+                raise UsageError(f"--{kind.replace('_', '-')} given twice before the first key argument")
+            pending.append((kind, value))
+            continue
+        if kind in per_key[last]:
+            raise UsageError(f"--{kind.replace('_', '-')} given twice for key {last} (it belongs to the key argument before it)")
+        per_key[last][kind] = value
+    if pending:
+        raise UsageError(f"--{pending[0][0].replace('_', '-')} given, but no key argument to unlock")
+    return per_key
+
+
+def _load_key(args, ref: str):
+    """Every verb loads private keys here: key files and pkcs11: URIs alike."""
+    from airgap.keys import KeyOptions, load_signing_key
+
+    options = _key_options(args).get(ref, {})
+    key = load_signing_key(ref, KeyOptions(**options, pkcs11_module=getattr(args, "pkcs11_module", None)))
+    if hasattr(key, "close"):
+        _OPEN_KEYS.append(key)
+    return key
+
+
+def _close_keys() -> None:
+    while _OPEN_KEYS:
+        _OPEN_KEYS.pop().close()
 
 
 def _actor(keyid: str | None = None) -> dict[str, Any]:
@@ -90,10 +127,17 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
 
 
 def cmd_keygen(args) -> int:
-    from airgap.keys import check_keygen, keygen, load_public, passphrase_from_env_or_tty
+    from airgap.keys import PassphraseSource, check_keygen, keygen, load_public
 
+    if args.pkcs11:
+        return _keygen_on_token(args)
+    if args.pin_file:
+        raise UsageError("--pin-file goes with --pkcs11 URI")
+    if args.no_passphrase and args.passphrase_file:
+        raise UsageError("--no-passphrase and --passphrase-file exclude each other")
     check_keygen(args.name, args.dir, force=args.force)  # before asking for a passphrase
-    passphrase = None if args.no_passphrase else passphrase_from_env_or_tty(f"Passphrase for {args.name}: ", confirm=True)
+    passphrase = None if args.no_passphrase else PassphraseSource.for_key(
+        Path(args.dir) / f"{args.name}.key", args.passphrase_file, label=args.name, confirm=True)()
     key_path, pub_path = keygen(args.name, args.dir, passphrase, force=args.force)
     pub = load_public(pub_path)
     data = {"private_key": str(key_path), "public_key": str(pub_path), "keyid": pub.keyid, "encrypted": passphrase is not None}
@@ -108,11 +152,45 @@ def _limits(args):
     return Limits(min_rate=parse_rate(args.min_rate)) if args.min_rate else None
 
 
+def _keygen_on_token(args) -> int:
+    from airgap import pkcs11
+    from airgap.keys import keygen_check_name, write_public
+
+    if args.no_passphrase or args.passphrase_file:
+        raise UsageError("a key made on a token has no passphrase: it is guarded by the token's PIN (--pin-file)")
+    keygen_check_name(args.name)
+    pub_path = check_output(Path(args.dir) / f"{args.name}.pub", force=args.force)
+    pub, uri = pkcs11.generate(args.pkcs11, args.name, module=args.pkcs11_module, pin_file=args.pin_file)
+    write_public(pub_path, pub, overwrite=args.force)
+    data = {"private_key": uri, "public_key": str(pub_path), "keyid": pub.keyid, "on_token": True, "extractable": False}
+    _emit(args, data, f"generated an Ed25519 key pair on the token (private key sensitive, not extractable)\n"
+                      f"wrote {pub_path}\nkeyid {pub.keyid}\nsign with: --key '{uri}'")
+    return 0
+
+
+def cmd_key_export(args) -> int:
+    from airgap import pkcs11
+    from airgap.keys import is_pkcs11_uri, write_public
+
+    out = check_output(args.output, force=args.force)
+    if is_pkcs11_uri(args.key):
+        opts = _key_options(args).get(args.key, {})
+        if "passphrase_file" in opts:
+            raise UsageError("--passphrase-file is for key files; a token key takes --pin-file")
+        pub = pkcs11.export_public(args.key, module=args.pkcs11_module, pin_file=opts.get("pin_file"), name=args.name)
+    else:
+        key = _load_key(args, args.key)
+        pub = key.public_key.with_name(args.name or key.name or Path(args.key).stem)
+    write_public(out, pub, overwrite=args.force)
+    _emit(args, {"public_key": str(out), "keyid": pub.keyid, "name": pub.name}, f"wrote {out} ({pub.name})\nkeyid {pub.keyid}")
+    return 0
+
+
 def cmd_build(args) -> int:
     from airgap import build
 
     limits = _limits(args)
-    key = _load_key(args.key)
+    key = _load_key(args, args.key)
     result = build.build(
         args.spec,
         args.output,
@@ -151,6 +229,12 @@ def cmd_build(args) -> int:
 def cmd_inspect(args) -> int:
     from airgap import inspect
 
+    if args.sbom:
+        if args.trust:
+            raise UsageError("--sbom shows packages; give --trust without --sbom to see signatures")
+        d = inspect.sbom_summary(args.bundle)
+        _emit(args, d, inspect.format_sbom(d))
+        return 0
     s = inspect.summary(args.bundle, trust_path=args.trust)
     _emit(args, s, inspect.format_summary(s))
     return 0
@@ -190,7 +274,7 @@ def cmd_sign(args) -> int:
     from airgap import sign
 
     sign.check_bundle_file(args.bundle, "sign")  # media parts are refused before a passphrase is asked
-    key = _load_key(args.key)
+    key = _load_key(args, args.key)
     plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
     _show_plan(args, plan)
     name = f"{plan.manifest.name} {plan.manifest.version}"
@@ -244,7 +328,7 @@ def _override(args):
         raise UsageError("--allow-expired needs --reason \"...\" and --override-key <officer key>")
     from airgap.verify import Override
 
-    return Override(reason=args.reason, signing_key=_load_key(args.override_key))
+    return Override(reason=args.reason, signing_key=_load_key(args, args.override_key))
 
 
 def _print_report(args, report, error: AirgapError | None) -> None:
@@ -297,10 +381,10 @@ def _role_args(args) -> dict[str, Any]:
     }
 
 
-def _signers(paths: list[str]) -> list:
+def _signers(args, refs: list[str]) -> list:
     from airgap.keyroles import Signer
 
-    return [Signer(_load_key(p), p) for p in paths]
+    return [Signer(_load_key(args, r), r) for r in refs]
 
 
 def _policy_written(args, policy, path: str, done: str, previous=None, previous_path: str | None = None) -> None:
@@ -321,7 +405,7 @@ def cmd_trust_init(args) -> int:
         target=args.target,
         expires=args.expires,
         **_role_args(args),
-        signing_keys=_signers(args.key),
+        signing_keys=_signers(args, args.key),
         now=_now(),
     )
     policy.write(args.output, overwrite=args.force)
@@ -339,7 +423,7 @@ def cmd_trust_rotate(args) -> int:
         expires=args.expires,
         **_role_args(args),
         revoke=args.revoke,
-        signing_keys=_signers(args.key),
+        signing_keys=_signers(args, args.key),
         now=_now(),
     )
     new.write(args.output, overwrite=args.force)
@@ -353,7 +437,7 @@ def cmd_trust_sign(args) -> int:
 
     policy = trust.TrustPolicy.from_file(args.policy)
     previous = trust.TrustPolicy.load(args.successor_of, now=None) if args.successor_of else None
-    signer = _signers([args.key])[0]
+    signer = _signers(args, [args.key])[0]
     trust.sign_policy(policy, signer, previous=previous)
     policy.write(args.policy)
     _policy_written(args, policy, args.policy, f"signed {args.policy} with {signer.public_key.label}",
@@ -423,7 +507,7 @@ def cmd_import(args) -> int:
 def cmd_split(args) -> int:
     from airgap import split
 
-    key = _load_key(args.key) if args.key else None
+    key = _load_key(args, args.key) if args.key else None
     index = split.split(args.bundle, args.output, args.size, signing_key=key, force=args.force)
     data = index.to_dict()
     lines = [f"split {args.bundle} into {plural(len(index.parts), 'part')} in {args.output}"]
@@ -627,7 +711,41 @@ def _override_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-expired", action="store_true",
                    help="officer override: accept an expired bundle or trust policy (needs --reason and --override-key; audited)")
     p.add_argument("--reason", help="the officer's written reason for the override (goes to the audit log)")
-    p.add_argument("--override-key", metavar="KEY", help="the officer's private key that signs the override")
+    _key_flags(p, "--override-key", help="the officer's private key that signs the override: key file or pkcs11: URI")
+
+
+class _KeyArg(argparse.Action):
+    """A private key argument (file or pkcs11: URI); remembers its position so that
+    the --passphrase-file / --pin-file after it belong to it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.default == []:  # repeatable
+            setattr(namespace, self.dest, [*getattr(namespace, self.dest), values])
+        else:
+            setattr(namespace, self.dest, values)
+        namespace._key_seq = [*(getattr(namespace, "_key_seq", None) or []), ("key", values)]
+
+
+class _UnlockArg(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace._key_seq = [*(getattr(namespace, "_key_seq", None) or []), (self.dest, values)]
+
+
+def _key_flags(p: argparse.ArgumentParser, flag: str = "--key", *, required: bool = False, repeat: bool = False,
+               help: str = "private key: a key file or a pkcs11: URI (RFC 7512)") -> None:
+    p.add_argument(flag, action=_KeyArg, required=required, default=[] if repeat else None,
+                   metavar="KEY", help=help + (" (repeat)" if repeat else ""))
+    _unlock_flags(p)
+
+
+def _unlock_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--passphrase-file", action=_UnlockArg, metavar="FILE",
+                   help="file whose first line is the passphrase of the key argument before it")
+    p.add_argument("--pin-file", action=_UnlockArg, metavar="FILE",
+                   help=f"file whose first line is the token PIN for the pkcs11: key argument before it")
+    p.add_argument("--pkcs11-module", metavar="PATH",
+                   help="PKCS#11 module of the token (default $AIRGAP_PKCS11_MODULE or the URI's module-path)")
 
 
 def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
@@ -662,15 +780,34 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key)",
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key, or on a PKCS#11 token)",
                        epilog=_exit_codes("written", None, "NAME.key or NAME.pub exists without --force, a bad name, "
-                                          "passphrases that differ"))
+                                          "passphrases that differ, an unusable token"))
     p.add_argument("name", help="key name: letters, digits, '.', '_', '-' (becomes NAME.key and NAME.pub)")
     p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub (made if missing)")
     p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
+    p.add_argument("--passphrase-file", metavar="FILE", help="file whose first line is the new key's passphrase")
+    p.add_argument("--pkcs11", metavar="URI", help="generate the pair on this token (pkcs11:token=...;object=...); "
+                   "the private key never leaves it; writes only NAME.pub")
+    p.add_argument("--pin-file", metavar="FILE", help="file whose first line is the token's user PIN")
+    p.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 module (default $AIRGAP_PKCS11_MODULE)")
     _force(p, "an existing NAME.key and NAME.pub, losing the old key")
     _common(p)
     p.set_defaults(func=cmd_keygen)
+
+    key_p = sub.add_parser("key", help="work with keys: export a public key file")
+    ksub = key_p.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    p = ksub.add_parser("export", help="write the .pub file of a private key (key file or pkcs11: URI)",
+                        epilog=_exit_codes("written", None, "an existing output without --force, a public key "
+                                           "given as the key, a wrong passphrase or PIN"))
+    p.add_argument("key", action=_KeyArg, help="key file or pkcs11: URI")
+    p.add_argument("-o", "--output", required=True, help="public key file to write")
+    p.add_argument("--name", help="name recorded in the .pub file (default: the key's name or token label)")
+    _force(p)
+    _unlock_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_key_export)
 
     p = sub.add_parser("build", help="build and sign a bundle from a spec",
                        epilog=_exit_codes("built", "a source registry failed or served something refused "
@@ -678,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "an existing output without --force, an unusable key"))
     p.add_argument("spec", help="the bundle spec (YAML, see docs/spec-reference.md)")
     p.add_argument("-o", "--output", required=True, help="the bundle file to write (.tar)")
-    p.add_argument("--key", required=True, help="builder's private key")
+    _key_flags(p, required=True, help="builder's private key: key file or pkcs11: URI")
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="blobs downloaded in parallel (default 4)")
@@ -693,10 +830,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "verify", "a missing file, a --trust file that is no trust policy"))
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    p.add_argument("--sbom", action="store_true", help="list every image's packages (from the bundle's CycloneDX SBOMs)")
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("diff", help="images and files added, removed, changed between two bundles",
+    p = sub.add_parser("diff", help="images, files and packages added, removed, changed between two bundles",
                        epilog=_exit_codes("compared (whether or not they differ)", "a bundle is malformed",
                                           "a missing file"))
     p.add_argument("a", help="the older bundle (tar, parts index or directory of parts)")
@@ -719,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
                "(wrong role, revoked, not in the policy, or it already signed): the key is the caller's input, "
                "and nothing was written. A stray signature is removed with 'airgap unsign'.")
     p.add_argument("bundle", help="the bundle file (not its media parts)")
-    p.add_argument("--key", required=True, help="the officer's private key")
+    _key_flags(p, required=True, help="the officer's private key: key file or pkcs11: URI")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     _common(p)
@@ -763,8 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="the enclave this policy is for (bundles name it; others are refused)")
     p.add_argument("--expires", required=True, help="duration (365d, 8w, 12h) or RFC 3339 UTC time")
     _role_flags(p, required=True)
-    p.add_argument("--key", action="append", default=[],
-                   help="root private key to sign with (repeat); a key that is not one of --root is refused (exit 2)")
+    _key_flags(p, repeat=True, help="root private key to sign with, key file or pkcs11: URI; "
+                                    "a key that is not one of --root is refused (exit 2)")
     p.add_argument("-o", "--output", required=True, help="the policy file to write (trust.json)")
     _force(p)
     _common(p)
@@ -779,9 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     _role_flags(p, required=False)
     p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB",
                    help="revoke a key: keyid (8+ hex digits suffice if unique) or public key file (repeat)")
-    p.add_argument("--key", action="append", default=[],
-                   help="private key to sign with (repeat): a root key of the new or the current version "
-                        "(both root thresholds must be met); any other key is refused (exit 2)")
+    _key_flags(p, repeat=True, help="private key to sign with, key file or pkcs11: URI: a root key of the new or "
+                                    "the current version (both root thresholds must be met); any other key is "
+                                    "refused (exit 2)")
     p.add_argument("-o", "--output", required=True, help="the new version's file (the current one is kept)")
     _force(p)
     _common(p)
@@ -790,7 +928,8 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=_exit_codes("signed", "the policy (or --successor-of) is malformed or its signatures "
                                            "do not verify", "a key that is not a root key, or that already signed"))
     p.add_argument("policy", help="the policy file to add a signature to (rewritten in place)")
-    p.add_argument("--key", required=True, help="a root private key of the policy (or of --successor-of); others are refused (exit 2)")
+    _key_flags(p, required=True, help="a root private key of the policy (or of --successor-of), key file or "
+                                      "pkcs11: URI; others are refused (exit 2)")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)
@@ -828,7 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="the bundle file, signed by builder and officer")
     p.add_argument("--size", required=True, help="part size: bytes or K/M/G/T (binary), e.g. 4480M")
     p.add_argument("-o", "--output", required=True, help="directory for the parts (made if missing)")
-    p.add_argument("--key", help="sign the part index with this key")
+    _key_flags(p, help="sign the part index with this private key: key file or pkcs11: URI")
     _force(p, "parts and the index of the same bundle already in the directory")
     _common(p)
     p.set_defaults(func=cmd_split)
@@ -920,6 +1059,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = _debug_log(args.debug)
     try:
+        _key_options(args)  # a misplaced --passphrase-file / --pin-file is a usage error before any work
         return int(args.func(args) or 0)
     except AirgapError as exc:
         return report_error(args, exc)
@@ -934,6 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
         # failed operation such as a full disk (1).
         return report_error(args, os_error(exc))
     finally:
+        _close_keys()
         if debug is not None:
             logger = logging.getLogger("airgap")
             logger.removeHandler(debug)

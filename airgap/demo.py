@@ -33,6 +33,10 @@ from airgap.exceptions import OperationError
 REPO = Path(__file__).resolve().parent.parent
 # A demo passphrase, used only for the demo's throw-away keys (never for real keys).
 DEMO_PASSPHRASE = "airgap-demo-only"
+# --officer-token: the officer's key lives on a SoftHSM2 token made for the demo.
+SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+DEMO_TOKEN = "demo-officer"
+DEMO_PIN = "4242"
 
 
 def free_port() -> int:
@@ -93,6 +97,7 @@ class Demo:
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     source: SourceRegistry | None = None
     lab: object = None
+    officer_token: bool = False
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -101,7 +106,29 @@ class Demo:
 
     @property
     def trust(self) -> Path:
-        return self.workdir / "trust.json"
+        return self.workdir / ("trust-officer-token.json" if self.officer_token else "trust.json")
+
+    @property
+    def passphrase_file(self) -> Path:
+        return self.keys / "demo-passphrase.txt"
+
+    @property
+    def token_dir(self) -> Path:
+        return self.workdir / "softhsm"
+
+    @property
+    def officer_uri(self) -> str:
+        return f"pkcs11:token={DEMO_TOKEN};object=officer-token"
+
+    def officer_key_args(self) -> list[str]:
+        """How the officer's key is given to sign: a key file, or the token URI with its PIN file."""
+        if self.officer_token:
+            return ["--key", self.officer_uri, "--pin-file", str(self.token_dir / "pin")]
+        return ["--key", str(self.keys / "officer-1.key")]
+
+    @property
+    def officer_pub(self) -> Path:
+        return self.keys / ("officer-token.pub" if self.officer_token else "officer-1.pub")
 
     def step(self, title: str) -> None:
         self.log(f"\n==> {title}")
@@ -109,6 +136,9 @@ class Demo:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("AIRGAP_PASSPHRASE", DEMO_PASSPHRASE)
+        if self.officer_token:
+            env["SOFTHSM2_CONF"] = str(self.token_dir / "softhsm2.conf")
+            env["AIRGAP_PKCS11_MODULE"] = SOFTHSM_MODULE
         env["PATH"] = f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
         env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
         # The operator sees what changed and what failed, then the recap: not
@@ -158,9 +188,35 @@ class Demo:
     def make_keys(self) -> None:
         self.step("Officers and builder: create demo keys (encrypted, Argon2id)")
         self.keys.mkdir(parents=True, exist_ok=True)
+        if not self.passphrase_file.exists():
+            fd = os.open(self.passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(DEMO_PASSPHRASE + "\n")
+        self.log(f"the demo keys' throw-away passphrase is in {self.passphrase_file} "
+                 f"(also set as AIRGAP_PASSPHRASE for the demo's commands; never use it for real keys)")
         for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1"):
             if not (self.keys / f"{name}.key").exists():
                 self.airgap("keygen", name, "--dir", self.keys, "--quiet")
+        if self.officer_token:
+            self.make_officer_token()
+
+    def make_officer_token(self) -> None:
+        """A SoftHSM2 token for the officer, and an Ed25519 key generated on it (never in a file)."""
+        self.step("Officer: a key on a PKCS#11 token (SoftHSM2), generated on the token")
+        if self.officer_pub.exists():
+            self.log(f"token key exists: {self.officer_uri} ({self.officer_pub})")
+            return
+        shutil.rmtree(self.token_dir, ignore_errors=True)
+        (self.token_dir / "tokens").mkdir(parents=True)
+        (self.token_dir / "softhsm2.conf").write_text(
+            f"directories.tokendir = {self.token_dir / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+        pin = self.token_dir / "pin"
+        fd = os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(DEMO_PIN + "\n")
+        self.run(["softhsm2-util", "--init-token", "--free", "--label", DEMO_TOKEN, "--so-pin", "12345678", "--pin", DEMO_PIN])
+        self.airgap("keygen", "officer-token", "--dir", self.keys, "--pkcs11", self.officer_uri, "--pin-file", pin)
+        self.log(f"the token's throw-away user PIN is in {pin}")
 
     def make_trust(self) -> None:
         self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1)")
@@ -170,7 +226,7 @@ class Demo:
         self.airgap("trust", "init", "--target", "geheim-pilot", "--expires", "365d",
                     "--root", k / "root-1.pub", "--root", k / "root-2.pub", "--root", k / "root-3.pub", "--root-threshold", "2",
                     "--builder", k / "builder-1.pub", "--builder-threshold", "1",
-                    "--officer", k / "officer-1.pub", "--officer-threshold", "1",
+                    "--officer", self.officer_pub, "--officer-threshold", "1",
                     "--key", k / "root-1.key", "--key", k / "root-2.key", "-o", self.trust)
 
     def build(self, spec: str = "bundle.yaml", version: str = "1.0.0") -> Path:
@@ -181,7 +237,7 @@ class Demo:
             out.unlink()
         self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
         self.airgap("inspect", out, "--trust", self.trust)
-        self.airgap("sign", out, "--key", self.keys / "officer-1.key", "--trust", self.trust, "--yes")
+        self.airgap("sign", out, *self.officer_key_args(), "--trust", self.trust, "--yes")
         return out
 
     def carry(self, bundle: Path) -> Path:
@@ -301,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Run the airgap pipeline end to end on the sample bundle and the lab.")
     p.add_argument("--workdir", default=str(REPO / "out" / "demo"))
     p.add_argument("--down", action="store_true", help="bring the lab down at the end")
+    p.add_argument("--officer-token", action="store_true",
+                   help="keep the officer's key on a SoftHSM2 token (PKCS#11) instead of in a key file")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir)
+    demo = Demo(workdir, officer_token=args.officer_token)
     # The controller's rollback state belongs to this run's freshly built bundles.
     shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:

@@ -177,6 +177,10 @@ class TransferError(OperationError):
     """Moving a file between machines failed."""
 
 
+class TokenError(OperationError):
+    """A PKCS#11 token is absent, refused the PIN, or failed an operation."""
+
+
 class AuditError(RejectedError):
     """The audit log's hash chain is broken; ``artifact`` names the first bad line."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from airgap import sbom
 from airgap._internal.text import escape, plural
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
@@ -29,6 +30,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[s
         manifest = bundle.manifest()
         envelope = bundle.envelope()
         total = bundle.source.size
+        sboms = sbom.read_bundle(bundle, manifest)
     blobs = [m for m in manifest.members if m.path.startswith("blobs/")]
     files = [m for m in manifest.members if m.path.startswith("files/")]
     out: dict[str, Any] = {
@@ -45,6 +47,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[s
             "external_blobs": len(manifest.external_blobs),
         },
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,
     }
     if trust_path:
@@ -83,6 +86,8 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(f"      chosen from index {img['source_index']}")
         if img["sovereignty"]:
             lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
+        if img["ref"] in s.get("packages", {}):
+            lines.append(f"      SBOM: {escape(s['packages'][img['ref']])}")
     lines.append(f"Files ({t['files']}, {human_size(t['file_bytes'])}):")
     for f in m["members"]:
         if f["path"].startswith("files/"):
@@ -96,6 +101,50 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append("  (give --trust to see roles and thresholds)")
     lines.append("Not verified: run 'airgap verify' to check signatures, content and policy.")
     return "\n".join(lines)
+
+
+def sbom_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """``inspect --sbom``: every image's packages, from the SBOMs the manifest pins."""
+    with Bundle.open(path) as bundle:
+        manifest = bundle.manifest()
+        sboms = sbom.read_bundle(bundle, manifest)
+    images = []
+    for i in manifest.images:
+        s = sboms.get(i.digest)
+        images.append({
+            "ref": i.ref,
+            "digest": i.digest,
+            "sbom": sbom.member_path(i.digest) if s else None,
+            "summary": sbom.count_text(s),
+            "incomplete": s.incomplete if s else None,
+            "notes": s.notes if s else [],
+            "packages": sbom.package_rows(s) if s else [],
+        })
+    return {"bundle": os.fspath(path), "manifest_digest": manifest.digest, "images": images, "verified": False}
+
+
+def format_sbom(d: dict[str, Any]) -> str:
+    lines = []
+    for img in d["images"]:
+        lines.append(f"{img['ref']}  {img['digest']}")
+        lines.append(f"  {img['summary']}" + (f"  ({img['sbom']})" if img["sbom"] else ""))
+        if img["packages"]:
+            width = max(len(p["name"]) for p in img["packages"])
+            vwidth = max(len(p["version"]) for p in img["packages"])
+            multi = _multi(img)
+            lines.append(f"  {'TYPE':5} {'NAME':{width}}  {'VERSION':{vwidth}}  ARCH")
+            for p in img["packages"]:
+                plats = f"  [{', '.join(p['platforms'])}]" if multi else ""
+                lines.append(f"  {p['type']:5} {p['name']:{width}}  {p['version']:{vwidth}}  {p['arch'] or '-'}{plats}")
+        for note in img["notes"]:
+            lines.append(f"  note: {note}")
+        lines.append("")
+    lines.append("Not verified: run 'airgap verify' to check signatures, content and policy.")
+    return "\n".join(lines)
+
+
+def _multi(img: dict[str, Any]) -> bool:
+    return len({tuple(p["platforms"]) for p in img["packages"]}) > 1 or any(len(p["platforms"]) > 1 for p in img["packages"])
 
 
 def _images(m: BundleManifest) -> dict[str, Any]:
@@ -138,6 +187,7 @@ def _image_changes(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, list[dic
 def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]:
     with Bundle.open(path_a) as a, Bundle.open(path_b) as b:
         ma, mb = a.manifest(), b.manifest()
+        sa, sb = sbom.read_bundle(a, ma), sbom.read_bundle(b, mb)
     ia, ib = _images(ma), _images(mb)
     fa, fb = _files(ma), _files(mb)
     blobs_a = {x.path: x.size for x in ma.members if x.path.startswith("blobs/")}
@@ -151,6 +201,11 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
             "added": sorted(set(fb) - set(fa)),
             "removed": sorted(set(fa) - set(fb)),
             "changed": sorted(p for p in set(fa) & set(fb) if (fa[p].sha256, fa[p].mode) != (fb[p].sha256, fb[p].mode)),
+        },
+        "packages": {
+            r: sbom.diff_packages(sa.get(ia[r].digest), sb.get(ib[r].digest))
+            for r in sorted(set(ia) & set(ib))
+            if ia[r].digest != ib[r].digest
         },
         "blobs": {
             "shared": len(set(blobs_a) & set(blobs_b)),
@@ -175,6 +230,16 @@ def format_diff(d: dict[str, Any]) -> str:
         lines += [f"  changed: {p}" for p in fl["changed"]]
         lines += [f"  added:   {p}" for p in fl["added"]]
         lines += [f"  removed: {p}" for p in fl["removed"]]
+    packages = {ref: pk for ref, pk in d.get("packages", {}).items() if any(pk.values())}
+    if packages:
+        lines.append("packages:")
+
+        def what(x):
+            return f"{x['type']} {x['name']}" + (f" ({x['arch']})" if x["arch"] else "") + (f" [{x['platform']}]" if x["platform"] else "")
+        for ref, pk in packages.items():
+            lines += [f"  changed: {ref}  {what(x)} {x['from']} → {x['to']}" for x in pk["changed"]]
+            lines += [f"  added:   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
+            lines += [f"  removed: {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
     bl = d["blobs"]
     lines.append(f"blobs: {bl['shared']} shared, {bl['new']} new ({human_size(bl['new_bytes'])})")
     return "\n".join(lines)
@@ -185,8 +250,13 @@ def diff_summary(d: dict[str, Any]) -> str:
     head = f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"
     counts = [f"{plural(len(d[section][kind]), noun)} {kind}" for section, noun in (("images", "image"), ("files", "file"))
               for kind in ("changed", "added", "removed") if d[section][kind]]
-    return f"{head}: {', '.join(counts)}" if counts else f"{head}: no image or file differs"
+    for kind in ("changed", "added", "removed"):
+        n = sum(len(pk[kind]) for pk in d.get("packages", {}).values())
+        if n:
+            counts.append(f"{plural(n, 'package')} {kind}")
+    return f"{head}: {', '.join(counts)}" if counts else f"{head}: no image, file or package differs"
 
 
 def has_differences(d: dict[str, Any]) -> bool:
-    return any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
+    return (any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
+            or any(v for pk in d.get("packages", {}).values() for v in pk.values()))

@@ -270,18 +270,25 @@ class SigningKey:
         cls,
         path: str | os.PathLike,
         passphrase_provider: Callable[[], str] | None = None,
+        *,
+        tries: int = 1,
     ) -> SigningKey:
-        """Read a key file; *passphrase_provider* is called only if the file is encrypted."""
+        """Read a key file; *passphrase_provider* is called only if the file is encrypted.
+
+        With ``tries`` > 1 (a person at a terminal) a wrong passphrase asks again;
+        a passphrase from a file or the environment gets one try, since asking the
+        same source again gives the same answer.
+        """
         artifact = str(path)
         data = _read_private(artifact)
         try:
             doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
         except FormatError as exc:
             raise KeyFileError(f"{artifact}: not a private key file ({exc.reason})") from None
-        return cls._from_doc(doc, artifact, passphrase_provider)
+        return cls._from_doc(doc, artifact, passphrase_provider, tries)
 
     @classmethod
-    def _from_doc(cls, doc: Any, artifact: str, passphrase_provider) -> SigningKey:
+    def _from_doc(cls, doc: Any, artifact: str, passphrase_provider, tries: int = 1) -> SigningKey:
         def bad(reason: str) -> KeyFileError:
             return KeyFileError(f"{artifact}: {reason}")
 
@@ -325,14 +332,20 @@ class SigningKey:
             ciphertext = _hex_field(doc, "ciphertext", 32 + nacl.secret.SecretBox.MACBYTES, bad)
             if passphrase_provider is None:
                 raise bad("the key is encrypted and no passphrase was provided")
-            passphrase = passphrase_provider()
-            if not isinstance(passphrase, str):
-                raise bad("the passphrase provider did not return a string")
-            try:
-                box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
-                seed = box.decrypt(ciphertext, nonce)
-            except nacl.exceptions.CryptoError:
-                raise bad("wrong passphrase or corrupted key file") from None
+            seed = None
+            for _ in range(max(1, tries)):
+                passphrase = passphrase_provider()
+                if not isinstance(passphrase, str):
+                    raise bad("the passphrase provider did not return a string")
+                try:
+                    box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
+                    seed = box.decrypt(ciphertext, nonce)
+                    break
+                except nacl.exceptions.CryptoError:
+                    continue
+            if seed is None:
+                source = getattr(passphrase_provider, "source", None)
+                raise bad("wrong passphrase" + (f" ({source})" if source else "") + " or corrupted key file")
         else:
             raise bad("'encrypted' must be true or false")
         key = cls(seed, name)
@@ -365,8 +378,8 @@ def _is_public_doc(doc: Any) -> bool:
 
 
 def _public_given(artifact: str) -> KeyFileError:
-    return KeyFileError(f"{artifact} is a public key file; a private key is expected here "
-                        "(the .key file 'airgap keygen' wrote next to it)")
+    private = f"the private key file ({Path(artifact).with_suffix('.key')})" if artifact.endswith(".pub") else "the private key file"
+    return KeyFileError(f"{artifact} is a public key: give {private} or a pkcs11: URI")
 
 
 def _peek_json(fd: int) -> Any:
@@ -418,8 +431,7 @@ def _read_private(artifact: str) -> bytes:
 
 def check_keygen(name: str, directory: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path]:
     """The key and public key paths keygen would write, after refusing a bad name or existing files."""
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
-        raise InputError(f"key name {name!r}: use letters, digits, '.', '_' and '-' (max 64)")
+    keygen_check_name(name)
     directory = check_output_dir(directory)
     key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
     for p in (key_path, pub_path):
@@ -439,8 +451,160 @@ def keygen(
     key_path, pub_path = check_keygen(name, directory, force=force)
     key = SigningKey.generate(name)
     key.save(key_path, passphrase, kdf_limits=kdf_limits, overwrite=force)
-    atomic_write(pub_path, public_file_bytes(key.public_key), 0o644, overwrite=force)
+    write_public(pub_path, key.public_key, overwrite=force)
     return key_path, pub_path
+
+
+def keygen_check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
+        raise InputError(f"key name {name!r}: use letters, digits, '.', '_' and '-' (max 64)")
+
+
+def write_public(path: str | os.PathLike, key: PublicKey, *, overwrite: bool = False) -> None:
+    """Write a ``.pub`` file for *key* (named); refuses an existing file unless *overwrite*."""
+    path = Path(path)
+    if overwrite:
+        if path.is_symlink():
+            raise KeyFileError(f"{path}: is a symbolic link; refusing to write through it")
+        atomic_write(path, public_file_bytes(key), 0o644)
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(public_file_bytes(key))
+    except FileExistsError:
+        raise OutputExistsError(str(path)) from None
+
+
+# --------------------------------------------------------------------------- unlocking
+#
+# Where a key file's passphrase comes from, first match wins:
+#   1. --passphrase-file given for that key argument;
+#   2. AIRGAP_PASSPHRASE_FILE_<KEYNAME>, KEYNAME the file's stem upper-cased with
+#      every other character than A-Z and 0-9 as "_" (keys/root-1.key: ROOT_1);
+#   3. AIRGAP_PASSPHRASE (one passphrase for every key, as before);
+#   4. a terminal prompt naming the key, three tries.
+# Files and variables get one try: asking the same source again gives the same answer.
+
+PASSPHRASE_FILE_ENV_PREFIX = "AIRGAP_PASSPHRASE_FILE_"
+PROMPT_TRIES = 3
+_MAX_SECRET_FILE = 4096
+
+
+def key_env_name(path: str | os.PathLike) -> str:
+    """``AIRGAP_PASSPHRASE_FILE_<KEYNAME>`` for a key file (``keys/root-1.key``: ``..._ROOT_1``)."""
+    return PASSPHRASE_FILE_ENV_PREFIX + re.sub(r"[^A-Z0-9]", "_", Path(path).stem.upper())
+
+
+def read_secret_file(path: str | os.PathLike, what: str) -> str:
+    """A passphrase or PIN from a file: the first line, without its line ending; never empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_MAX_SECRET_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
+    if len(data) > _MAX_SECRET_FILE:
+        raise InputError(f"{path}: too large for a {what} file (a {what} is one line)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: the {what} file is not UTF-8") from None
+    line = text.split("\n", 1)[0].removesuffix("\r")
+    if not line:
+        raise InputError(f"{path}: the {what} file is empty (its first line is the {what})")
+    return line
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+class PassphraseSource:
+    """Where one key's passphrase comes from; callable as a ``passphrase_provider``.
+
+    ``source`` names it in messages (never the passphrase itself); ``tries`` is 3
+    for a terminal prompt and 1 otherwise.
+    """
+
+    def __init__(self, label: str, *, file: str | os.PathLike | None = None, env_file: str | None = None,
+                 value: str | None = None, source: str | None = None, confirm: bool = False):
+        self.label = label
+        self._file, self._env_file, self._value, self._confirm = file, env_file, value, confirm
+        self.source = source
+        self.tries = PROMPT_TRIES if source is None else 1
+        self._asked = 0
+
+    @classmethod
+    def for_key(cls, path: str | os.PathLike, passphrase_file: str | os.PathLike | None = None, *,
+                label: str | None = None, confirm: bool = False) -> PassphraseSource:
+        label = label or str(path)
+        if passphrase_file is not None:
+            return cls(label, file=passphrase_file, source=f"from --passphrase-file {passphrase_file}", confirm=confirm)
+        env = key_env_name(path)
+        if os.environ.get(env) is not None:
+            value = os.environ[env]
+            if not value:
+                raise InputError(f"{env} is set but empty (it names a file holding the passphrase of {label})")
+            return cls(label, env_file=value, source=f"from {env}={value}", confirm=confirm)
+        if os.environ.get(PASSPHRASE_ENV) is not None:
+            if not os.environ[PASSPHRASE_ENV]:
+                raise InputError(f"{PASSPHRASE_ENV} is set but empty")
+            return cls(label, value=os.environ[PASSPHRASE_ENV], source=f"from {PASSPHRASE_ENV}", confirm=confirm)
+        return cls(label, confirm=confirm)
+
+    def __call__(self) -> str:
+        if self._file is not None:
+            return read_secret_file(self._file, "passphrase")
+        if self._env_file is not None:
+            return read_secret_file(self._env_file, "passphrase")
+        if self._value is not None:
+            return self._value
+        if not _interactive():
+            raise InputError(
+                f"{self.label}: a passphrase is needed: give --passphrase-file after the key argument, "
+                f"set {PASSPHRASE_FILE_ENV_PREFIX}<KEYNAME> or {PASSPHRASE_ENV}, or run on a terminal"
+            )
+        self._asked += 1
+        if self._asked > 1:
+            print(f"Wrong passphrase for {self.label} (try {self._asked} of {self.tries}).", file=sys.stderr)
+        first = getpass.getpass(f"Passphrase for {self.label}: ")
+        if first == "":
+            raise InputError("an empty passphrase is not allowed")
+        if self._confirm and getpass.getpass("Repeat passphrase: ") != first:
+            raise InputError("the passphrases do not match")
+        return first
+
+
+@dataclass(frozen=True)
+class KeyOptions:
+    """How to unlock one private key argument: its passphrase file, or its token's module and PIN file."""
+
+    passphrase_file: str | None = None
+    pin_file: str | None = None
+    pkcs11_module: str | None = None
+
+
+def is_pkcs11_uri(ref: str | os.PathLike) -> bool:
+    return isinstance(ref, str) and ref.startswith("pkcs11:")
+
+
+def load_signing_key(ref: str | os.PathLike, options: KeyOptions | None = None):
+    """The one way every verb loads a private key: a key file or a ``pkcs11:`` URI (RFC 7512).
+
+    Both give an object with ``public_key``, ``keyid``, ``name`` and ``sign(data)``;
+    signatures are the same either way (Ed25519, same keyid rule).
+    """
+    options = options or KeyOptions()
+    if is_pkcs11_uri(ref):
+        if options.passphrase_file:
+            raise InputError(f"{ref}: --passphrase-file is for key files; a token key takes --pin-file")
+        from airgap import pkcs11
+
+        return pkcs11.open_key(str(ref), module=options.pkcs11_module, pin_file=options.pin_file)
+    if options.pin_file:
+        raise InputError(f"{ref}: --pin-file is for pkcs11: URIs; a key file takes --passphrase-file")
+    source = PassphraseSource.for_key(ref, options.passphrase_file)
+    return SigningKey.load(ref, source, tries=source.tries)
 
 
 def passphrase_from_env_or_tty(prompt: str, confirm: bool = False) -> str:

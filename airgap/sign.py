@@ -15,11 +15,11 @@ removed by :func:`prepare_unsign`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from airgap import keyroles
+from airgap import keyroles, sbom
 from airgap._internal import keyid as _keyid
 from airgap._internal.text import plural
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
@@ -56,7 +56,11 @@ class _Plan:
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
             f"  {plural(len(m.images), 'image')} ({human_size(blob_bytes)} of blobs), {plural(len(files), 'file')}",
         ]
-        lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
+        sboms = getattr(self, "sboms", None)
+        for i in m.images:
+            lines.append(f"    {i.ref} -> {i.digest}")
+            if sboms is not None:  # signing: what the officer vouches for, package by package
+                lines.append(f"      {sbom.count_text(sboms.get(i.digest))}")
         return lines
 
     def report(self, envelope: Envelope | None = None):
@@ -103,6 +107,7 @@ class _Plan:
 class SignPlan(_Plan):
     signer: keyroles.Signer | None = None
     signed: Envelope | None = None  # the envelope after commit()
+    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom, for the package counts
 
     @property
     def signature_count(self) -> int:
@@ -207,7 +212,9 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
         raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
                                   f"{policy.artifact} for {policy.target!r}; sign it under its own enclave's policy")
     keyroles.require_new_signature(signer, envelope.signatures, envelope.pae(), str(p))
-    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer)
+    with Bundle.open(p) as bundle:  # each SBOM checked against the sha256 this manifest pins
+        sboms = sbom.read_bundle(bundle, manifest)
+    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer, sboms=sboms)
 
 
 def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.PathLike | None = None) -> UnsignPlan:

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airgap import oci
+from airgap import oci, sbom
 from airgap._internal.progress import ByteProgress
 from airgap._internal.text import plural
 from airgap.bundle import Bundle, stream
@@ -208,6 +208,7 @@ def verify(
 
             current = "oci-layout"
             hashed = _check_layout(bundle, manifest, require_base)
+            hashed |= sbom.check_documents(manifest, lambda path, cap: _read_verified(bundle, manifest, path, cap))
             report.set("oci-layout", "pass", f"{plural(len(manifest.images), 'image')}, every referenced blob present")
 
             current = "content"
@@ -336,7 +337,10 @@ def _check_members(bundle: Bundle, manifest: BundleManifest) -> None:
             if a.name.count("/") != 2:
                 raise ArchiveError(a.name, "unexpected path under blobs/")
             continue
-        raise ArchiveError(a.name, "not part of the bundle format (expected oci-layout, index.json, blobs/sha256/*, files/*)")
+        if a.name.startswith("sbom/"):
+            sbom.check_member_name(a.name, manifest)
+            continue
+        raise ArchiveError(a.name, "not part of the bundle format (expected oci-layout, index.json, blobs/sha256/*, files/*, sbom/sha256/*.cdx.json)")
     for name in ALLOWED_TOP:
         if name not in listed:
             raise ArchiveError(name, "missing from the bundle")

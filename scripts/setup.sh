@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what airgap needs on a fresh Debian machine: the Debian packages for
-# the real parts (registry, sshd, skopeo, umoci, podman) and a virtualenv in .venv.
+# the real parts (registry, sshd, skopeo, umoci, podman, SoftHSM2 and OpenSC's
+# pkcs11-tool for token keys, zstd for zstd-compressed layers) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ DEB_PACKAGES=(
     docker-registry skopeo umoci podman uidmap
     openssh-server openssh-client busybox-static
     iproute2 util-linux procps systemd coreutils tar
+    softhsm2 opensc zstd
 )
 
 missing=()

@@ -151,10 +151,15 @@ def rewrite_blob(entries: list[Entry], old: str, data: bytes, moved: dict[str, t
             e.data = canonical_bytes(doc)
         else:
             rewrite_blob(entries, "sha256:" + e.name.rsplit("/", 1)[1], json.dumps(doc, separators=(",", ":")).encode(), moved)
-    head = [e for e in entries if not e.name.startswith(("blobs/", "files/"))][:-1]
+    old_hex, new_hex = old.split(":")[1], new.split(":")[1]
+    for e in entries:  # an image's SBOM follows the image to its new digest
+        if e.name.startswith("sbom/") and old_hex in e.name:
+            e.name, e.data = e.name.replace(old_hex, new_hex), e.data.replace(old_hex.encode(), new_hex.encode())
+    head = [e for e in entries if not e.name.startswith(("blobs/", "files/", "sbom/"))][:-1]
     blobs = sorted((e for e in entries if e.name.startswith("blobs/")), key=lambda e: e.name)
     files = [e for e in entries if e.name.startswith("files/")]
-    entries[:] = head + blobs + files + [entries[-1]]
+    sboms = sorted((e for e in entries if e.name.startswith("sbom/")), key=lambda e: e.name)
+    entries[:] = head + blobs + files + sboms + [entries[-1]]
     return moved
 
 

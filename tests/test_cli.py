@@ -179,14 +179,15 @@ def test_public_and_private_key_files_swapped(tmp_path, keyring):
     out = tmp_path / "trust.json"
     # A .pub (mode 0644) given as --key: said so, not "permissions too open".
     r = _init(keyring, out, keyring.pub_path("root-1"))
-    assert r.code == 2 and f"{keyring.pub_path('root-1')} is a public key file; a private key is expected" in r.err
+    assert r.code == 2 and (f"{keyring.pub_path('root-1')} is a public key: give the private key file "
+                            f"({keyring.key_path('root-1')}) or a pkcs11: URI") in r.err
     assert "permissions" not in r.err
     # The same with a 0600 copy of the .pub.
     pub600 = tmp_path / "root-1.pub"
     pub600.write_bytes(keyring.pub_path("root-1").read_bytes())
     os.chmod(pub600, 0o600)
     r = _init(keyring, out, pub600)
-    assert r.code == 2 and "is a public key file; a private key is expected" in r.err
+    assert r.code == 2 and "is a public key: give the private key file" in r.err
     # A private key given as --root (a public key is expected).
     r = airgap("trust", "init", "--target", "geheim-pilot", "--expires", "365d", "--root", keyring.key_path("root-1"),
                "--builder", keyring.pub_path("builder-1"), "--officer", keyring.pub_path("officer-1"), "-o", out)

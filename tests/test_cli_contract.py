@@ -172,6 +172,7 @@ class Row:
     says: str = ""  # a fragment the output (stdout + stderr) must hold
     unprivileged: bool = False  # run as a process without file-permission override
     needs: tuple[str, ...] = ()  # pytest fixtures the row's argv takes
+    env: dict[str, str] = field(default_factory=dict)
     id: str = ""
 
 
@@ -181,6 +182,13 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
         Row(0, lambda w, t: ["keygen", "k1", "--dir", t / "keys", "--no-passphrase"], "keyid"),
         Row(2, lambda w, t: ["keygen", "../evil", "--dir", t], "key name", id="bad name"),
         Row(2, lambda w, t: ["keygen", "k1", "--dir", w.garbage], "not a directory", id="dir is a file"),
+    ],
+    ("key", "export"): [
+        Row(0, lambda w, t: ["key", "export", w.key("officer-1"), "-o", t / "officer-1.pub"], "keyid"),
+        Row(2, lambda w, t: ["key", "export", w.pub("officer-1"), "-o", t / "x.pub"], "is a public key",
+            id="public key given"),
+        Row(2, lambda w, t: ["key", "export", w.key("officer-1"), "-o", t / "x.pub"], "wrong passphrase",
+            env={"AIRGAP_PASSPHRASE": "wrong"}, id="wrong passphrase"),
     ],
     ("build",): [
         Row(0, lambda w, t: ["build", w.spec, "-o", t / "b.tar", "--key", w.key("builder-1")], "built"),
@@ -194,7 +202,7 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
         Row(2, lambda w, t: ["build", w.spec, "-o", t / "b.tar", "--key", w.key("builder-1"), "-j", "0"],
             "-j/--jobs", id="bad flag value"),
         Row(2, lambda w, t: ["build", w.spec, "-o", t / "b.tar", "--key", w.pub("builder-1")],
-            "public key file", id="public key as --key"),
+            "is a public key", id="public key as --key"),
     ],
     ("inspect",): [
         Row(0, lambda w, t: ["inspect", w.bundle, "--trust", w.trust], "officer"),
@@ -205,7 +213,7 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
             id="unreadable bundle"),
     ],
     ("diff",): [
-        Row(0, lambda w, t: ["diff", w.builder_only, w.bundle], "no image or file differs"),
+        Row(0, lambda w, t: ["diff", w.builder_only, w.bundle], "no image, file or package differs"),
         Row(1, lambda w, t: ["diff", w.bundle, w.garbage], "tar block", id="not a tar"),
         Row(2, lambda w, t: ["diff", w.bundle, t / "missing.tar"], "missing.tar", id="missing bundle"),
     ],
@@ -426,7 +434,7 @@ def test_every_verb_has_rows_for_every_exit_code_it_names():
 def test_exit_code(verb, row, world, tmp_path, request):
     argv = row.argv(world, tmp_path, **{name: request.getfixturevalue(name) for name in row.needs})
     assert tuple(str(a) for a in argv[: len(verb)]) == verb
-    r = _run_unprivileged(argv) if row.unprivileged else _run(argv)
+    r = _run_unprivileged(argv) if row.unprivileged else _run(argv, env=row.env)
     assert r.code == row.code, f"exit {r.code}, expected {row.code}\nstdout: {r.out}\nstderr: {r.err}"
     assert row.says in r.out + r.err, f"{row.says!r} not in\nstdout: {r.out}\nstderr: {r.err}"
     if row.code:
@@ -452,6 +460,7 @@ def test_quiet_leaves_the_result_line(verb, row, world, tmp_path):
 # verb -> (argv writing to the output in t, the output path in t)
 WRITERS: dict[tuple[str, ...], Callable[[World, Path], tuple[list, Path]]] = {
     ("keygen",): lambda w, t: (["keygen", "k", "--dir", t, "--no-passphrase"], t / "k.pub"),
+    ("key", "export"): lambda w, t: (["key", "export", w.key("officer-1"), "-o", t / "out"], t / "out"),
     ("build",): lambda w, t: (["build", w.spec, "-o", t / "out", "--key", w.key("builder-1")], t / "out"),
     ("split",): lambda w, t: (["split", w.bundle, "--size", "8K", "-o", t], t / f"{w.bundle.name}.part001"),
     ("join",): lambda w, t: (["join", w.media(t / "m"), "-o", t / "out"], t / "out"),
@@ -510,6 +519,7 @@ _ALLOWED_RAISES = {
     "NotImplementedError": "abstract methods",
     "SystemExit": "the command's entry points",
 }
+_PROTOCOL_RAISES = {"__getitem__": "KeyError", "__next__": "StopIteration"}  # what Python expects from these
 _ALLOWED_FILES = {
     "airgap/_internal/ns.py": "OSError(errno) from libc calls, as the os module raises it",
 }
@@ -528,22 +538,24 @@ def _builtin_raises(tree: ast.AST):
                     return True
         return False
 
-    def walk(node: ast.AST, handlers: list[ast.ExceptHandler]):
+    def walk(node: ast.AST, handlers: list[ast.ExceptHandler], function: str = ""):
         if isinstance(node, ast.Raise) and node.exc is not None:
             target = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
             name = target.id if isinstance(target, ast.Name) else None
-            if name and isinstance(getattr(builtins, name, None), type) and not caught(name, handlers):
+            if (name and isinstance(getattr(builtins, name, None), type) and not caught(name, handlers)
+                    and _PROTOCOL_RAISES.get(function) != name):
                 yield node.lineno, name
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             handlers = []  # a try outside a function does not catch what the function raises later
+            function = getattr(node, "name", "")
         if isinstance(node, ast.Try):
             for child in node.body:
-                yield from walk(child, [*handlers, *node.handlers])
+                yield from walk(child, [*handlers, *node.handlers], function)
             for child in [*node.handlers, *node.orelse, *node.finalbody]:
-                yield from walk(child, handlers)
+                yield from walk(child, handlers, function)
             return
         for child in ast.iter_child_nodes(node):
-            yield from walk(child, handlers)
+            yield from walk(child, handlers, function)
 
     yield from walk(tree, [])
 

@@ -28,37 +28,44 @@ def test_diff_reports_a_new_tag_and_a_moved_tag_as_changes(tmp_path, registry, s
     push_layout(layout, "multi", host, "pilot/multi", dest_tag="1.0")
     a = _build(tmp_path, "1.0.0", keyring, [f"{host}/pilot/status:1.0", f"{host}/pilot/multi:1.0"])
     push_layout(layout, "notes", host, "pilot/status", dest_tag="1.1")
-    push_layout(layout, "notes", host, "pilot/multi", dest_tag="1.0")
+    push_layout(layout, "status", host, "pilot/multi", dest_tag="1.0")
     b = _build(tmp_path, "1.1.0", keyring, [f"{host}/pilot/status:1.1", f"{host}/pilot/multi:1.0"])
     status, multi, notes = (seeded_registry.images[f"pilot/{n}"].digest for n in ("status", "multi", "notes"))
 
     d = airgap("diff", a, b, "--json").json()
     assert d["images"]["added"] == [] and d["images"]["removed"] == []
     assert d["images"]["changed"] == [
-        {"ref": f"{host}/pilot/multi:1.0", "from": multi, "to_ref": f"{host}/pilot/multi:1.0", "to": notes},
+        {"ref": f"{host}/pilot/multi:1.0", "from": multi, "to_ref": f"{host}/pilot/multi:1.0", "to": status},
         {"ref": f"{host}/pilot/status:1.0", "from": status, "to_ref": f"{host}/pilot/status:1.1", "to": notes},
     ]
     r = airgap("diff", a, b)
     assert r.code == 0, r.err
     assert f"  changed: {host}/pilot/status:1.0 {status} → {host}/pilot/status:1.1 {notes}" in r.out.splitlines()
-    assert f"  changed: {host}/pilot/multi:1.0 {multi} → {notes}" in r.out.splitlines()
+    assert f"  changed: {host}/pilot/multi:1.0 {multi} → {status}" in r.out.splitlines()
     assert "added" not in r.out and "removed" not in r.out
     assert r.out.splitlines()[0] == "geheim-pilot 1.0.0 -> geheim-pilot 1.1.0: 2 images changed"
     assert airgap("diff", a, b, "--quiet").out == r.out.splitlines()[0] + "\n"
 
 
-def test_diff_pairs_references_of_one_repository_only_when_unambiguous(tmp_path, signed_bundle, seeded_registry, keyring):
-    """notes:1.0 replaced by notes@digest is a change; notes@digest next to a kept notes:1.0 is an addition."""
-    host = seeded_registry.host
-    pinned = f"{host}/pilot/notes@{seeded_registry.images['pilot/notes'].digest}"
-    kept = [f"{host}/pilot/status:1.0", {"ref": f"{host}/pilot/multi:1.0", "platforms": ["linux/amd64", "linux/arm64"]}]
-    replaced = _build(tmp_path, "1.1.0", keyring, [*kept, pinned])
-    d = airgap("diff", signed_bundle.path, replaced, "--json").json()["images"]
-    assert d["added"] == [] and d["removed"] == []
-    assert [(c["ref"], c["to_ref"]) for c in d["changed"]] == [(f"{host}/pilot/notes:1.0", pinned)]
-    both = _build(tmp_path, "1.2.0", keyring, [*kept, f"{host}/pilot/notes:1.0", pinned])
-    d = airgap("diff", signed_bundle.path, both, "--json").json()["images"]
-    assert [x["ref"] for x in d["added"]] == [pinned] and d["removed"] == [] and d["changed"] == []
+def test_diff_pairs_references_of_one_repository_only_when_unambiguous(tmp_path, registry, seeded_registry, keyring):
+    """One old and one new reference of a repository are a change; a new one next to a kept
+    one is an addition; two new ones for one old cannot be paired: removal and additions."""
+    layout, host = seeded_registry.layout, registry.host
+    for name, tag in (("status", "1.0"), ("notes", "2.0"), ("multi", "3.0")):
+        push_layout(layout, name, host, "pilot/app", dest_tag=tag)
+    v1, v2, v3 = (f"{host}/pilot/app:{t}" for t in ("1.0", "2.0", "3.0"))
+    a = _build(tmp_path, "1.0.0", keyring, [v1])
+
+    def images(*refs):
+        return airgap("diff", a, _build(tmp_path, f"1.{len(list(tmp_path.glob('*.tar')))}.0", keyring, list(refs)),
+                      "--json").json()["images"]
+
+    d = images(v2)
+    assert [(c["ref"], c["to_ref"]) for c in d["changed"]] == [(v1, v2)] and d["added"] == d["removed"] == []
+    d = images(v1, v2)
+    assert [x["ref"] for x in d["added"]] == [v2] and d["removed"] == [] and d["changed"] == []
+    d = images(v2, v3)
+    assert [x["ref"] for x in d["added"]] == [v2, v3] and [x["ref"] for x in d["removed"]] == [v1] and d["changed"] == []
 
 
 # --------------------------------------------------------------------------- counts and articles

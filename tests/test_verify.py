@@ -392,10 +392,13 @@ def _retarget(entries, image, digest, size):
         if m["digest"] == image["digest"]:
             m["digest"], m["size"] = digest, size
     idx.data = canonical_bytes(d)
-    head = [e for e in entries if not e.name.startswith(("blobs/", "files/"))][:-1]
+    head = [e for e in entries if not e.name.startswith(("blobs/", "files/", "sbom/"))][:-1]
     blobs = sorted((e for e in entries if e.name.startswith("blobs/")), key=lambda e: e.name)
     files = [e for e in entries if e.name.startswith("files/")]
-    return head + blobs + files + [entries[-1]]
+    sboms = [e for e in entries if e.name.startswith("sbom/")]
+    for e in sboms:  # the image's SBOM follows it to its new digest
+        e.name = e.name.replace(image["digest"].split(":")[1], digest.split(":")[1])
+    return head + blobs + files + sorted(sboms, key=lambda e: e.name) + [entries[-1]]
 
 
 def _fix_image(doc, ref, digest, size):
