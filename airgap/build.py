@@ -306,6 +306,7 @@ class BuildResult:
     manifest: BundleManifest
     blob_bytes: int
     external_blobs: int
+    warnings: tuple[str, ...] = ()
 
 
 def load_since(path: str | None) -> tuple[set[str], BaseRecord | None]:
@@ -355,8 +356,9 @@ def build(
         resolver = Resolver(documents)
         records = _resolve_images(spec, resolver, clients, factory, log)
         files = collect_files(spec)
+        warnings: list[str] = []
         if getattr(spec, "wheels", None):
-            files.extend(_wheel_files(spec))
+            files.extend(_wheel_files(spec, warnings))
         members, external = plan_members(records, resolver.blobs, files, skip)
 
         def manifest_of(planned: list[PlannedMember]) -> bytes:
@@ -397,7 +399,7 @@ def build(
             close = getattr(c, "close", None)
             if close:
                 close()
-    return BuildResult(out, manifest, blob_bytes, len(external))
+    return BuildResult(out, manifest, blob_bytes, len(external), tuple(warnings))
 
 
 def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factory: Callable[[str], object],
@@ -538,11 +540,32 @@ class _SbomImage:
     documents: Mapping[str, _Carried]
 
 
-def _wheel_files(spec) -> list[tuple[str, Path, int, int, str]]:
-    from airgap import wheels
+def _wheel_files(spec, warnings: list[str]) -> list[tuple[str, Path, int, int, str]]:
+    """The wheelhouse's wheels and, when it has one, its toolkit release statement.
 
+    The statement's signatures are the isolated side's business (the builder
+    holds no toolkit key and may not know the policy), but a statement that
+    does not describe these very wheels is refused here: carried, it would only
+    make the rollout keep the old toolkit.
+    """
+    from airgap import toolkit, wheels
+
+    house = wheels.wheelhouse(spec)
     out = []
-    for path in wheels.wheelhouse(spec):
+    records = {}
+    for path in house.wheels:
         size, sha = hash_file(path)
+        records[path.name] = toolkit.WheelRecord(path.name, size, sha)
         out.append((f"wheels/{path.name}", path, size, 0o644, sha))
+    if house.release is None:
+        warnings.append(f"{house.directory} has no {toolkit.RELEASE_FILE}: the bundle carries {plural(len(out), 'wheel')} that "
+                        "no toolkit release lists, so isolated hosts keep their installed toolkit (build with "
+                        f"{wheels.ENV}=<a toolkit release directory>)")
+        return out
+    statement = toolkit.ReleaseStatement.from_file(house.release)
+    problems = toolkit.check_wheels(statement.release, records, house.directory)
+    if problems:
+        raise InputError(f"{house.release} does not describe the wheels next to it: {'; '.join(problems)}")
+    size, sha = hash_file(house.release)
+    out.append((f"wheels/{toolkit.RELEASE_FILE}", house.release, size, 0o644, sha))
     return out

@@ -215,7 +215,10 @@ def cmd_build(args) -> int:
         "blob_bytes": result.blob_bytes,
         "external_blobs": result.external_blobs,
         "signed_by": key.public_key.keyid,
+        "warnings": list(result.warnings),
     }
+    for w in result.warnings:
+        print(f"airgap: warning: {w}", file=sys.stderr)
     lines = [f"built {result.path}: {m.name} {m.version} ({plural(len(m.images), 'image')}, "
              f"{plural(len(m.members), 'member')})"]
     lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
@@ -235,7 +238,7 @@ def cmd_inspect(args) -> int:
         d = inspect.sbom_summary(args.bundle)
         _emit(args, d, inspect.format_sbom(d))
         return 0
-    s = inspect.summary(args.bundle, trust_path=args.trust)
+    s = inspect.summary(args.bundle, trust_path=args.trust, against=args.against, history_dir=_history_dir(args))
     _emit(args, s, inspect.format_summary(s))
     return 0
 
@@ -270,30 +273,65 @@ UNCHECKED_KEY = ("airgap: warning: no --trust given, so {key} cannot be checked:
                  "Give --trust TRUST.json to check the key first.")
 
 
-def cmd_sign(args) -> int:
-    from airgap import sign
+def _history_dir(args) -> str | None:
+    """--history, else review-history/ next to --trust (only a policy can judge the records)."""
+    if args.history:
+        return args.history
+    if args.trust:
+        from airgap.history import default_dir
 
-    sign.check_bundle_file(args.bundle, "sign")  # media parts are refused before a passphrase is asked
-    key = _load_key(args, args.key)
-    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now())
-    _show_plan(args, plan)
+        return str(default_dir(args.trust))
+    return None
+
+
+def _approve_signing(args, plan, key) -> bool:
+    """The code first (its own typed yes), then the signature; --yes answers both."""
     name = f"{plan.manifest.name} {plan.manifest.version}"
+    if not args.trust:
+        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
+    code = plan.code_to_approve
+    if code and not _confirm(args, f"{plural(len(code), 'item')} marked CODE above will run as code on the isolated "
+                                   f"hosts ({', '.join(i.name for i in code[:3])}{', …' if len(code) > 3 else ''}). "
+                                   "Type 'yes' to approve them: ",
+                             "refusing to sign: the bundle adds or changes code that runs on the isolated hosts "
+                             "(marked CODE in the plan); approve it on a terminal or pass --yes", typed_yes=True):
+        print("not signed: the code was not approved", file=sys.stderr)
+        return False
     if args.trust:
         ok = _confirm(args, f"Sign {name} with {key.public_key.label}? [y/N] ",
                       "refusing to sign without confirmation: run on a terminal or pass --yes")
     else:
-        print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
         ok = _confirm(args, f"Sign {name} with the unchecked key {key.public_key.label}? Type 'yes': ",
                       "refusing to sign with a key whose role was not checked: give --trust TRUST.json "
                       "(or --yes to sign unchecked)", typed_yes=True)
     if not ok:
         print("not signed", file=sys.stderr)
+    return ok
+
+
+def cmd_sign(args) -> int:
+    from airgap import sign
+
+    sign.check_bundle_file(args.bundle, "sign")  # media parts are refused before a passphrase is asked
+    key = _load_key(args, args.key)
+    plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now(),
+                        against=args.against, history_dir=_history_dir(args))
+    _show_plan(args, plan)
+    if not _approve_signing(args, plan, key):
         return 1
     env = plan.commit()
     status = plan.thresholds(env)
+    try:
+        kept = plan.record()
+    except (AirgapError, OSError) as exc:
+        kept = None
+        print(f"airgap: warning: signed, but the review history was not updated: {exc}", file=sys.stderr)
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
-            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status}
+            "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status,
+            "review": plan.review.to_dict(), "history_record": str(kept) if kept else None}
     human = f"signed: {plural(plan.signature_count, 'signature')} on {args.bundle}" + (f" ({status})" if status else "")
+    if kept:
+        human += f"\nkept for the next review: {kept}"
     _emit(args, data, human)
     return 0
 
@@ -378,6 +416,7 @@ def _role_args(args) -> dict[str, Any]:
         "roots": args.root, "root_threshold": args.root_threshold,
         "builders": args.builder, "builder_threshold": args.builder_threshold,
         "officers": args.officer, "officer_threshold": args.officer_threshold,
+        "toolkit": args.toolkit, "toolkit_threshold": args.toolkit_threshold,
     }
 
 
@@ -454,6 +493,94 @@ def cmd_trust_show(args) -> int:
         _emit(args, key, trust.format_key(key))
         return 0
     _emit(args, policy.to_dict(), policy.describe())
+    return 0
+
+
+def _statement_lines(statement, policy, path: str) -> tuple[dict[str, Any], list[str]]:
+    release = statement.release
+    lines = [f"toolkit release {release.short}"]
+    lines += [f"  {w.file}  {plural(w.size, 'byte')}  sha256:{w.sha256}" for w in release.wheels]
+    data: dict[str, Any] = {"release": path, **release.to_dict(), "signatures": len(statement.envelope.signatures)}
+    if policy is not None:
+        report = statement.report(policy)
+        role = report.roles["toolkit"]
+        data.update(thresholds=report.to_dict(), complete=report.ok)
+        lines.append(f"  signed: {statement.status(policy)}")
+        if not report.ok and role.missing:
+            lines.append(f"INCOMPLETE: {role.missing} more toolkit {'signature' if role.missing == 1 else 'signatures'} "
+                         "needed before any isolated host "
+                         f"installs these wheels; each toolkit key holder runs: airgap toolkit sign {path} "
+                         f"--key <toolkit key> --trust {policy.artifact}")
+    return data, lines
+
+
+def cmd_toolkit_release(args) -> int:
+    from airgap import toolkit, trust
+
+    if args.key and not args.trust:
+        raise UsageError("--key needs --trust TRUST.json, so the key is checked to be a toolkit key of the policy")
+    check_output(args.output, force=args.force)
+    release = toolkit.make_release(args.wheels, args.version, args.commit)
+    statement = toolkit.ReleaseStatement.unsigned(release, args.output)
+    policy = trust.TrustPolicy.load(args.trust, now=_now()) if args.trust else None
+    return _sign_statement(args, statement, policy, _signers(args, args.key), args.output, f"wrote {args.output}",
+                           overwrite=args.force)
+
+
+def _sign_statement(args, statement, policy, signers: list, path: str, done: str, *, overwrite: bool = True) -> int:
+    """Every signer is checked before anything is written (a refusal leaves the file as it was)."""
+    for signer in signers:
+        statement.sign(policy, signer)
+    statement.write(path, overwrite=overwrite)
+    data, lines = _statement_lines(statement, policy, path)
+    _emit(args, data, "\n".join([done, *lines]))
+    return 0
+
+
+def cmd_toolkit_sign(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    signer = _signers(args, [args.key])[0]
+    return _sign_statement(args, statement, policy, [signer], args.release,
+                           f"signed {args.release} with {signer.public_key.label}")
+
+
+def cmd_toolkit_verify(args) -> int:
+    from airgap import toolkit, trust
+
+    statement = toolkit.ReleaseStatement.from_file(args.release)
+    policy = trust.TrustPolicy.load(args.trust, now=_now())
+    statement.verify(policy)
+    data, lines = _statement_lines(statement, policy, args.release)
+    if args.wheels:
+        problems = toolkit.check_wheels_dir(statement.release, args.wheels)
+        if problems:
+            raise toolkit.ToolkitRefused(args.wheels, problems)
+        lines.append(f"  every wheel in {args.wheels} is listed with its size and sha256, and every listed wheel is there")
+    data["result"] = "verified"
+    _emit(args, data, "\n".join([*lines, f"VERIFIED: toolkit release {statement.release.version} ({args.release})"]))
+    return 0
+
+
+def cmd_toolkit_wheels(args) -> int:
+    from airgap import toolkit_wheels, trust
+
+    if (args.bundle is None) == (args.release is None):
+        raise UsageError("give a bundle or --release DIR (one of them)")
+    check_output(args.output, force=args.force, directory=True)
+    if args.release:
+        policy = trust.TrustPolicy.load(args.trust, now=_now())
+        result = toolkit_wheels.from_release_dir(args.release, policy, args.output)
+    else:
+        result = toolkit_wheels.from_bundle(args.bundle, trust_path=args.trust, state_dir=args.state, now=_now(),
+                                            out=args.output, progress=_progress(args))
+    r = result.release
+    _emit(args, {"result": "written", **result.to_dict()},
+          f"wrote the {plural(len(result.wheels), 'wheel')} of toolkit release {r.version} (commit {r.commit[:12]}) from "
+          f"{result.source} to {result.output}, with {toolkit_wheels.REQUIREMENTS} for pip --require-hashes\n"
+          f"  signed: {result.signers}")
     return 0
 
 
@@ -714,6 +841,13 @@ def _override_flags(p: argparse.ArgumentParser) -> None:
     _key_flags(p, "--override-key", help="the officer's private key that signs the override: key file or pkcs11: URI")
 
 
+def _review_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--against", metavar="PREVIOUS", help="compare with this bundle (file or media parts) instead of "
+                                                          "the history")
+    p.add_argument("--history", metavar="DIR", help="the officer's record of signed bundles (default: review-history/ "
+                                                    "next to --trust); sign keeps each bundle it signs there")
+
+
 class _KeyArg(argparse.Action):
     """A private key argument (file or pkcs11: URI); remembers its position so that
     the --passphrase-file / --pin-file after it belong to it."""
@@ -758,6 +892,11 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
         p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=key_help)
         p.add_argument(f"--{role}-threshold", type=_positive_int, default=None if not required else 1, metavar="N",
                        help=f"how many distinct {role} keys must sign" + (" (default 1)" if required else " (default: unchanged)"))
+    p.add_argument("--toolkit", action="append", default=[], metavar="PUB",
+                   help="public key file of a toolkit key (repeat): who may sign toolkit releases; disjoint from "
+                        "the builder keys. Without it the policy accepts no toolkit release")
+    p.add_argument("--toolkit-threshold", type=_positive_int, default=None, metavar="N",
+                   help="how many distinct toolkit keys must sign a release (default 1)")
 
 
 def _all_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
@@ -830,6 +969,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "verify", "a missing file, a --trust file that is no trust policy"))
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
+    _review_flags(p)
     p.add_argument("--sbom", action="store_true", help="list every image's packages (from the bundle's CycloneDX SBOMs)")
     _common(p)
     p.set_defaults(func=cmd_inspect)
@@ -850,6 +990,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "its signature would be no officer's approval, or would make every verify reject the "
                     "bundle. Without --trust the "
                     "key cannot be checked: sign warns and needs --yes or a typed 'yes'. "
+                    "First it shows the review plan: what changed since the last bundle of the same name "
+                    "signed under the policy (the history next to --trust, or --against PREVIOUS), code first; "
+                    "added or changed code needs its own typed 'yes'. "
                     "Sign the bundle file before 'airgap split': media parts cannot be signed.",
         epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
                "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
@@ -859,7 +1002,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="the bundle file (not its media parts)")
     _key_flags(p, required=True, help="the officer's private key: key file or pkcs11: URI")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
-    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    _review_flags(p)
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (neither for the code nor for the signature)")
     _common(p)
     p.set_defaults(func=cmd_sign)
 
@@ -941,6 +1086,60 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyid", help="show only this key: its name, roles and whether it is revoked (8+ hex digits)")
     _common(p)
     p.set_defaults(func=cmd_trust_show)
+
+    toolkit_p = sub.add_parser(
+        "toolkit", help="toolkit releases: the wheels the toolkit role allows to install airgap",
+        description="A toolkit release lists the wheels (file, size, sha256) of airgap and its dependencies, "
+                    "its version and source commit, signed by the trust policy's toolkit role. Isolated hosts "
+                    "install only wheels a valid release lists. See docs/trust-model.md, 'The toolkit role'.")
+    ksub = toolkit_p.add_subparsers(dest="toolkit_command", metavar="ACTION", parser_class=_Parser)
+    ksub.required = True
+    p = ksub.add_parser("release", help="write a release statement for a directory of wheels (and sign it)",
+                        epilog="Exit codes: 0 written (INCOMPLETE says how many signatures are missing); 2 usage or "
+                               "input error, including a key that is not a toolkit key of --trust.")
+    p.add_argument("--wheels", required=True, metavar="DIR", help="the wheels of the release (scripts/build-wheel.sh output)")
+    p.add_argument("--version", required=True, help="the toolkit's version; DIR must hold its airgap wheel")
+    p.add_argument("--commit", required=True, help="the source commit the wheels were built from (git rev-parse TAG^{commit})")
+    _key_flags(p, repeat=True, help="a toolkit private key to sign with, key file or pkcs11: URI; needs --trust")
+    p.add_argument("--trust", help="trust policy: the keys must be toolkit keys of it")
+    p.add_argument("-o", "--output", required=True, help="the release statement to write (toolkit-release.json)")
+    _force(p)
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_release)
+    p = ksub.add_parser("sign", help="add one toolkit key's signature to a release statement (each holder in turn)",
+                        epilog=_exit_codes("signed (INCOMPLETE says how many signatures are missing)",
+                                           "the statement or the policy is malformed or does not verify",
+                                           "a key that is not a toolkit key of --trust, or that already signed"))
+    p.add_argument("release", help="the release statement to add a signature to (rewritten in place)")
+    _key_flags(p, required=True, help="a toolkit private key of --trust, key file or pkcs11: URI; others are "
+                                      "refused (exit 2)")
+    p.add_argument("--trust", required=True, help="trust policy whose toolkit role the key must hold")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_sign)
+    p = ksub.add_parser("verify", help="check a release's toolkit signatures (and a directory of wheels against it)",
+                        epilog="Exit codes: 0 verified; 1 rejected (threshold, revoked or wrong-role key, a wheel not "
+                               "listed or with another digest); 2 usage or input error.")
+    p.add_argument("release", help="the release statement (toolkit-release.json)")
+    p.add_argument("--trust", required=True, help="trust policy whose toolkit role must have signed")
+    p.add_argument("--wheels", metavar="DIR", help="also check that DIR holds exactly the listed wheels")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_verify)
+    p = ksub.add_parser(
+        "wheels", help="write the wheels a host may install: a bundle's, if a valid toolkit release covers them",
+        description="Verify the bundle (or, with --release, a toolkit release directory) with this toolkit and "
+                    "write into OUTPUT exactly the wheels a valid toolkit release lists, the statement and a "
+                    "requirements.txt for 'pip install --no-index --require-hashes'. Anything not covered: "
+                    "nothing is written and every wheel is named with what is missing.",
+        epilog="Exit codes: 0 written; 1 refused (bundle rejected, a wheel not covered, statement missing or "
+               "not meeting the toolkit threshold); 2 usage or input error.")
+    p.add_argument("bundle", nargs="?", help="bundle file, parts index or directory of parts")
+    p.add_argument("--release", metavar="DIR", help="a toolkit release directory instead of a bundle (first install)")
+    p.add_argument("--trust", required=True, help="trust policy: verifies the bundle and the toolkit release")
+    p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy)")
+    p.add_argument("-o", "--output", required=True, help="directory to write")
+    _force(p, "an existing output directory as a whole")
+    _common(p)
+    p.set_defaults(func=cmd_toolkit_wheels)
 
     p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files",
                        epilog=_exit_codes("imported (or already present)", "rejected by verify, or the registry "

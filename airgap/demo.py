@@ -97,6 +97,7 @@ class Demo:
     venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     source: SourceRegistry | None = None
     lab: object = None
+    release_dir: Path | None = None  # the toolkit release the builder carries (make_toolkit_release)
     officer_token: bool = False
 
     # ------------------------------------------------------------------ helpers
@@ -150,6 +151,8 @@ class Demo:
             env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(Path(self.lab.workdir) / "ansible-facts")
         if self.source:
             env["AIRGAP_SOURCE_REGISTRY"] = self.source.host
+        if self.release_dir:
+            env["AIRGAP_WHEELHOUSE"] = str(self.release_dir)
         return env
 
     def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
@@ -194,7 +197,7 @@ class Demo:
                 f.write(DEMO_PASSPHRASE + "\n")
         self.log(f"the demo keys' throw-away passphrase is in {self.passphrase_file} "
                  f"(also set as AIRGAP_PASSPHRASE for the demo's commands; never use it for real keys)")
-        for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1"):
+        for name in ("root-1", "root-2", "root-3", "builder-1", "officer-1", "toolkit-1"):
             if not (self.keys / f"{name}.key").exists():
                 self.airgap("keygen", name, "--dir", self.keys, "--quiet")
         if self.officer_token:
@@ -219,15 +222,41 @@ class Demo:
         self.log(f"the token's throw-away user PIN is in {pin}")
 
     def make_trust(self) -> None:
-        self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1)")
-        if self.trust.exists():
+        self.step("Officers: sign the trust policy (root 2 of 3, builder 1, officer 1, toolkit 1)")
+        if self.trust.exists() and b'"toolkit"' in self.trust.read_bytes():
             return
         k = self.keys
         self.airgap("trust", "init", "--target", "geheim-pilot", "--expires", "365d",
                     "--root", k / "root-1.pub", "--root", k / "root-2.pub", "--root", k / "root-3.pub", "--root-threshold", "2",
                     "--builder", k / "builder-1.pub", "--builder-threshold", "1",
                     "--officer", self.officer_pub, "--officer-threshold", "1",
+                    "--toolkit", k / "toolkit-1.pub", "--toolkit-threshold", "1",
                     "--key", k / "root-1.key", "--key", k / "root-2.key", "-o", self.trust)
+
+    def make_toolkit_release(self, directory: Path | None = None, wheels_from: Path | None = None) -> Path:
+        """The toolkit role releases the toolkit: its wheels and a signed statement listing them.
+
+        A rehearsal: the airgap wheel is built from this working tree (the same
+        reproducible build as scripts/build-wheel.sh), and the statement names
+        the checkout's HEAD commit.  The builder then carries this directory.
+        """
+        from airgap import __version__, wheels
+
+        self.step("Toolkit role: release the toolkit (reproducible wheels, statement signed by the toolkit key)")
+        rel = directory or self.workdir / "toolkit-release"
+        if rel.exists():
+            shutil.rmtree(rel)
+        rel.mkdir(parents=True)
+        source = wheels_from or wheels.wheelhouse().directory
+        for wheel in sorted(source.glob("*.whl")):
+            shutil.copyfile(wheel, rel / wheel.name)
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+        version = next(rel.glob("airgap-*.whl")).name.split("-")[1] if wheels_from else __version__
+        self.airgap("toolkit", "release", "--wheels", rel, "--version", version,
+                    "--commit", commit.stdout.strip() if commit.returncode == 0 else "0" * 40,
+                    "--key", self.keys / "toolkit-1.key", "--trust", self.trust, "-o", rel / "toolkit-release.json")
+        self.release_dir = rel
+        return rel
 
     def build(self, spec: str = "bundle.yaml", version: str = "1.0.0") -> Path:
         """Build, inspect and countersign one bundle (the source registry must be up)."""
@@ -295,6 +324,11 @@ class Demo:
     def rollout_args(self, bundle: Path) -> list[str]:
         return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
                 "-e", f"airgap__controller_state_dir={self.controller_state}"]
+
+    def stage(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+        """Only the bundle stage of site.yml: copy, install the toolkit (if released), verify there."""
+        self.step(f"Operator: ansible-playbook stages/10-bundle.yml (bundle {bundle.name})")
+        return self.playbook("stages/10-bundle.yml", *self.rollout_args(bundle), *extra, check=check, capture=capture)
 
     def rollout(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         self.step(f"Operator: ansible-playbook site.yml (bundle {bundle.name})")
@@ -370,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         demo.make_images()
         demo.make_keys()
         demo.make_trust()
+        demo.make_toolkit_release()
         bundle = demo.build()
         media = demo.carry(bundle)
         demo.lab_up(fresh=True)

@@ -107,7 +107,7 @@ class Envelope:
     def __repr__(self) -> str:
         return (
             f"Envelope(payload_type={self.payload_type!r}, {plural(len(self.payload), 'byte')}, "
-            f"{len(self.signatures)} signature(s))"
+            f"{plural(len(self.signatures), 'signature')})"
         )
 
     def pae(self) -> bytes:

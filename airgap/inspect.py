@@ -25,12 +25,19 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[str, Any]:
+def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: str | None = None,
+            history_dir: str | None = None) -> dict[str, Any]:
+    """The manifest, totals, signatures and the review plan (:mod:`airgap.review`) of a bundle."""
+    from airgap import review, trust
+
+    # Inspection reports who signed even under an expired policy; verify judges expiry.
+    policy = trust.TrustPolicy.load(trust_path, now=None) if trust_path else None
     with Bundle.open(path) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
         total = bundle.source.size
-        sboms = sbom.read_bundle(bundle, manifest)
+        plan, _ = review.for_bundle(bundle, manifest, policy, against=against, history_dir=history_dir)
+        sboms = plan.sboms
     blobs = [m for m in manifest.members if m.path.startswith("blobs/")]
     files = [m for m in manifest.members if m.path.startswith("files/")]
     out: dict[str, Any] = {
@@ -47,14 +54,11 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None) -> dict[s
             "external_blobs": len(manifest.external_blobs),
         },
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        "review": plan.to_dict(),
         "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,
     }
-    if trust_path:
-        from airgap import trust
-
-        # Inspection reports who signed even under an expired policy; verify judges expiry.
-        policy = trust.TrustPolicy.load(trust_path, now=None)
+    if policy is not None:
         report = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
         out["trust"] = report.to_dict()
         out["trust_summary"] = report.summary()
@@ -76,22 +80,19 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
-    lines.append("")
-    lines.append(f"Images ({t['images']}, {plural(t['blobs'], 'blob')}, {human_size(t['blob_bytes'])}):")
+    lines.append(f"Content   {plural(t['images'], 'image')} ({plural(t['blobs'], 'blob')}, {human_size(t['blob_bytes'])}), "
+                 f"{plural(t['files'], 'file')} ({human_size(t['file_bytes'])})")
     for img in m["images"]:
         plats = ", ".join(img["platforms"]) or "-"
-        lines.append(f"  {img['ref']}")
-        lines.append(f"      {img['digest']}  [{plats}]")
-        if img["source_index"]:
-            lines.append(f"      chosen from index {img['source_index']}")
+        extra = [f"chosen from index {img['source_index']}"] if img["source_index"] else []
         if img["sovereignty"]:
-            lines.append(f"      sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
-        if img["ref"] in s.get("packages", {}):
-            lines.append(f"      SBOM: {escape(s['packages'][img['ref']])}")
-    lines.append(f"Files ({t['files']}, {human_size(t['file_bytes'])}):")
-    for f in m["members"]:
-        if f["path"].startswith("files/"):
-            lines.append(f"  {oct(f['mode'])[2:]:>4}  {human_size(f['size']):>10}  {f['path'][6:]}")
+            extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
+        if extra or plats != "-":
+            lines.append(f"  {img['ref']}  [{plats}]" + "".join(f"; {e}" for e in extra))
+    lines.append("")
+    from airgap.review import render
+
+    lines += render(s["review"], show_unchanged=True, limit=None)
     lines.append("")
     if "trust" in s:
         lines.append("Signatures (against the trust policy):")

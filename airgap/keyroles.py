@@ -8,6 +8,7 @@ the signing verbs refuse such a key up front, with the key's role in the
 message, instead of leaving the officer a spoiled artifact:
 
 * ``airgap sign`` (a bundle) needs an officer key of the trust policy;
+* ``airgap toolkit release/sign`` (a toolkit release) need a toolkit key of it;
 * ``airgap trust init/rotate/sign`` (a policy) need a root key of the policy
   being signed, or, for a rotation, of the previous version, whose root
   threshold the successor must meet as well;
@@ -36,7 +37,7 @@ __all__ = [
     "find_signature",
     "held",
     "require_new_signature",
-    "require_officer",
+    "require_role",
     "require_root_signers",
     "signers",
 ]
@@ -81,13 +82,18 @@ def _where(policy: TrustPolicy) -> str:
 # --------------------------------------------------------------------------- bundles
 
 
-def require_officer(policy: TrustPolicy, signer: Signer) -> None:
-    """Refuse *signer* for countersigning a bundle unless it is an officer key of *policy*."""
+def require_role(policy: TrustPolicy, signer: Signer, role_name: str) -> None:
+    """Refuse *signer* unless it is a *role_name* key of *policy* (officer: countersigning a
+    bundle; toolkit: signing a toolkit release)."""
     keyid = signer.public_key.keyid
-    if "officer" in policy.roles_of(keyid) and keyid not in policy.revoked:
+    if role_name in policy.roles_of(keyid) and keyid not in policy.revoked:
         return
+    article = "an" if role_name[0] in "aeiou" else "a"
+    if not policy.has_role(role_name):
+        raise KeyRoleError(f"the trust policy ({_where(policy)}) has no {role_name} role, so no {role_name} key "
+                           f"can sign; the root officers add one with 'airgap trust rotate --{role_name} PUB'")
     role = held(policy, keyid)
-    need = f"an officer key is needed ({_labels(policy, 'officer')})"
+    need = f"{article} {role_name} key is needed ({_labels(policy, role_name)})"
     if role == "a revoked key":
         raise KeyRoleError(f"{signer.source} is revoked in the trust policy ({_where(policy)}); {need}")
     if role is None:

@@ -332,6 +332,6 @@ class Resolver:
             only = next(iter(chosen.values()))
             return Resolved(only.digest, only.media_type, only.size, platforms, top.digest)
         if len(wanted_p) == 1:
-            raise SpecError(artifact, f"platform {wanted[0] if wanted else ''} matches {len(chosen)} different manifests "
+            raise SpecError(artifact, f"platform {wanted[0] if wanted else ''} matches {plural(len(chosen), 'different manifest')} "
                                       "in the index; pin the one you want by digest")
         raise SpecError(artifact, "choose one platform or all of them: a subset of several would need a rewritten index")

@@ -10,16 +10,22 @@ Signing can no longer spoil a bundle: given the trust policy, :func:`prepare`
 refuses a key that is not an officer key of it (see :mod:`airgap.keyroles`)
 before anything is written; and a signature that should not be there is
 removed by :func:`prepare_unsign`.
+
+What the officer signs is shown as a review plan (:mod:`airgap.review`):
+what changed since the last bundle of the same name they signed, code
+first.  A signed bundle's envelope is kept in the history
+(:mod:`airgap.history`) for the next review.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from airgap import keyroles, sbom
+from airgap import keyroles, review
 from airgap._internal import keyid as _keyid
 from airgap._internal.text import plural
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
@@ -27,6 +33,7 @@ from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import InputError, IntegrityError, InvalidTypeError, OperationError, TargetError
 from airgap.inspect import human_size
 from airgap.keys import short_keyid
+from airgap.history import History
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, evaluate
 
@@ -45,7 +52,7 @@ class _Plan:
     recovered: bool
     read_bytes: bytes  # the envelope as shown; compared again just before writing
 
-    def _bundle_lines(self, verb: str) -> list[str]:
+    def _bundle_lines(self, verb: str, *, images: bool = True) -> list[str]:
         m = self.manifest
         blob_bytes = sum(x.size for x in m.members if x.path.startswith("blobs/"))
         files = [x for x in m.members if x.path.startswith("files/")]
@@ -56,11 +63,8 @@ class _Plan:
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
             f"  {plural(len(m.images), 'image')} ({human_size(blob_bytes)} of blobs), {plural(len(files), 'file')}",
         ]
-        sboms = getattr(self, "sboms", None)
-        for i in m.images:
-            lines.append(f"    {i.ref} -> {i.digest}")
-            if sboms is not None:  # signing: what the officer vouches for, package by package
-                lines.append(f"      {sbom.count_text(sboms.get(i.digest))}")
+        if images:
+            lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
         return lines
 
     def report(self, envelope: Envelope | None = None):
@@ -107,14 +111,16 @@ class _Plan:
 class SignPlan(_Plan):
     signer: keyroles.Signer | None = None
     signed: Envelope | None = None  # the envelope after commit()
-    sboms: dict = field(default_factory=dict)  # image digest -> sbom.ImageSbom, for the package counts
+    review: review.Review | None = None
+    history: History | None = None  # where commit() keeps the signed envelope
 
     @property
     def signature_count(self) -> int:
         return len((self.signed or self.envelope).signatures)
 
     def describe(self) -> str:
-        lines = self._bundle_lines("signing")
+        lines = self._bundle_lines("signing", images=False)
+        lines += [f"  {x}" for x in self.review.render()]
         lines.append(f"  existing signatures: {len(self.envelope.signatures)}")
         lines += self.signature_lines()
         label = self.signer.public_key.label
@@ -126,12 +132,22 @@ class SignPlan(_Plan):
         lines.append("  Signing vouches for these digests; it does not check the content (run 'airgap verify').")
         return "\n".join(lines)
 
+    @property
+    def code_to_approve(self) -> list[review.Item]:
+        return self.review.code_to_approve
+
     def commit(self) -> Envelope:
         env = Envelope(self.envelope.payload, self.envelope.payload_type, self.envelope.signatures)
         env.add_signature(self.signer.key, artifact=SIGNATURES_MEMBER)
         self._write(env)
         self.signed = env
         return env
+
+    def record(self) -> Path | None:
+        """Keep the signed envelope in the history (after :meth:`commit`); None without a history."""
+        if self.history is None or self.signed is None:
+            return None
+        return self.history.record(self.signed, self.review.sbom_members)
 
 
 @dataclass
@@ -180,7 +196,8 @@ def check_bundle_file(path: str | os.PathLike, verb: str) -> Path:
     return p
 
 
-def _open(path: str | os.PathLike, verb: str) -> tuple[Path, BundleManifest, Envelope, bytes, bool]:
+def _open(path: str | os.PathLike, verb: str, plan=None) -> tuple[Path, BundleManifest, Envelope, bytes, bool, Any]:
+    """Open the bundle; *plan* (``plan(bundle, manifest)``) runs while it is open."""
     p = check_bundle_file(path, verb)
     recovered = recover_interrupted_sign(p)
     with Bundle.open(p) as bundle:
@@ -189,16 +206,19 @@ def _open(path: str | os.PathLike, verb: str) -> tuple[Path, BundleManifest, Env
         raw = bundle.signatures_bytes
         if envelope.payload != bundle.manifest_bytes or envelope.payload_type != PAYLOAD_TYPE:
             raise IntegrityError(SIGNATURES_MEMBER, f"the signed payload is not the bundle's manifest.json; refusing to {verb}")
-    return p, manifest, envelope, raw, recovered
+        extra = plan(bundle, manifest) if plan else None
+    return p, manifest, envelope, raw, recovered, extra
 
 
 def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
-            trust_path: str | os.PathLike | None = None, now: datetime | None = None) -> SignPlan:
+            trust_path: str | os.PathLike | None = None, now: datetime | None = None,
+            against: str | os.PathLike | None = None, history_dir: str | os.PathLike | None = None) -> SignPlan:
     """What signing *path* with *key* would do; nothing is written until :meth:`SignPlan.commit`.
 
     With *trust_path* (and *now*) the policy is verified (root signatures,
     expiry) and *key* must be one of its officer keys; in every case a key that
     already signed the bundle is refused.  Refusals raise KeyRoleError (exit 2).
+    The review compares with *against*, else with the history in *history_dir*.
     """
     signer = keyroles.Signer(key, key_source or key.public_key.label)
     policy = None
@@ -206,15 +226,14 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
         if now is None:
             raise InvalidTypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
         policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
-        keyroles.require_officer(policy, signer)
-    p, manifest, envelope, raw, recovered = _open(path, "sign")
+        keyroles.require_role(policy, signer, "officer")
+    p, manifest, envelope, raw, recovered, (plan, history) = _open(
+        path, "sign", lambda b, m: review.for_bundle(b, m, policy, against=against, history_dir=history_dir))
     if policy is not None and manifest.target != policy.target:
         raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
                                   f"{policy.artifact} for {policy.target!r}; sign it under its own enclave's policy")
     keyroles.require_new_signature(signer, envelope.signatures, envelope.pae(), str(p))
-    with Bundle.open(p) as bundle:  # each SBOM checked against the sha256 this manifest pins
-        sboms = sbom.read_bundle(bundle, manifest)
-    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer, sboms=sboms)
+    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer, review=plan, history=history)
 
 
 def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.PathLike | None = None) -> UnsignPlan:
@@ -225,7 +244,7 @@ def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.
     is shown with its signer and role.
     """
     policy = TrustPolicy.load(trust_path, now=None) if trust_path is not None else None
-    p, manifest, envelope, raw, recovered = _open(path, "unsign")
+    p, manifest, envelope, raw, recovered, _ = _open(path, "unsign")
     if not envelope.signatures:
         raise InputError(f"{p} carries no signatures; nothing to remove")
     plan = UnsignPlan(p, manifest, envelope, policy, recovered, raw)

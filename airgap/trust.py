@@ -10,6 +10,12 @@ Rules decided here (each one fails closed):
   is malformed.  One person's key can therefore never satisfy both thresholds,
   and no counting rule has to pick a role for a shared key.  ``root`` may
   share keys with ``officer`` (root keys are held by officers, offline).
+* **The checked does not choose the checker.**  The optional ``toolkit`` role
+  signs toolkit releases (the wheels that install airgap on isolated hosts,
+  see :mod:`airgap.toolkit`).  It may not share a key with ``builder``: the
+  party whose bundles the toolkit verifies must not be able to approve that
+  toolkit.  A policy without a ``toolkit`` role is valid and accepts no
+  toolkit release.
 * **Count keys, not keyids.**  Every signature is tried against every key of
   the policy (its keyid is only a hint for the order); a threshold counts
   distinct public keys that produced a valid signature.
@@ -82,7 +88,15 @@ from airgap.keys import PublicKey, short_keyid
 POLICY_TYPE = "airgap-trust"
 SPEC_VERSION = "1.0"
 ROLE_NAMES = ("root", "builder", "officer")
+# Roles a policy may leave out; without one, nothing that role signs is accepted.
+OPTIONAL_ROLES = ("toolkit",)
+ALL_ROLES = ROLE_NAMES + OPTIONAL_ROLES
 BUNDLE_ROLES = ("builder", "officer")
+# Pairs of roles that may never share a key, and why (for the message).
+DISJOINT_ROLES = (
+    ("builder", "officer", "four eyes needs distinct keys"),
+    ("builder", "toolkit", "a builder must not approve the toolkit that verifies its bundles"),
+)
 ARTIFACT = "trust.json"
 MAX_POLICY_SIZE = 1024 * 1024
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -235,8 +249,10 @@ class TrustPolicy:
             if not _KEYID.match(keyid):
                 raise FormatError(artifact, "revoked keyids must be 64 lower-case hex characters")
         self.roles: dict[str, Role] = {}
-        for name in ROLE_NAMES:
-            r = s["roles"][name]
+        for name in ALL_ROLES:
+            r = s["roles"].get(name)
+            if r is None:
+                continue
             role = Role(tuple(r["keyids"]), r["threshold"])
             for keyid in role.keyids:
                 if keyid not in self.keys:
@@ -252,14 +268,14 @@ class TrustPolicy:
                     f"{plural(len(role.keyids), 'key')}",
                 )
             self.roles[name] = role
-        shared = set(self.roles["builder"].keyids) & set(self.roles["officer"].keyids)
-        if shared:
-            labels = ", ".join(self.key_label(k) for k in sorted(shared))
-            raise FormatError(
-                artifact,
-                f"{'key' if len(shared) == 1 else 'keys'} {labels} {'holds' if len(shared) == 1 else 'hold'} both "
-                "builder and officer roles; four eyes needs distinct keys",
-            )
+        for a, b, why in DISJOINT_ROLES:
+            if a not in self.roles or b not in self.roles:
+                continue
+            shared = set(self.roles[a].keyids) & set(self.roles[b].keyids)
+            if shared:
+                labels = ", ".join(self.key_label(k) for k in sorted(shared))
+                raise FormatError(artifact, f"{'key' if len(shared) == 1 else 'keys'} {labels} "
+                                            f"{'holds' if len(shared) == 1 else 'hold'} both {a} and {b} roles; {why}")
 
     # --- accessors ---------------------------------------------------------
 
@@ -274,7 +290,11 @@ class TrustPolicy:
         return [self.keys[k] for k in self.roles[role].keyids]
 
     def roles_of(self, keyid: str) -> list[str]:
-        return [name for name in ROLE_NAMES if keyid in self.roles[name].keyids]
+        return [name for name, role in self.roles.items() if keyid in role.keyids]
+
+    def has_role(self, role: str) -> bool:
+        """Whether the policy defines *role* (the optional ``toolkit`` role may be absent)."""
+        return role in self.roles
 
     @property
     def expires_str(self) -> str:
@@ -287,8 +307,11 @@ class TrustPolicy:
     def describe(self) -> str:
         """A human summary: target, version, expiry, roles with key labels, root signature status."""
         lines = [f"trust policy for {self.target}, version {self.version}, expires {self.expires_str}"]
-        for name in ROLE_NAMES:
-            role = self.roles[name]
+        for name in ALL_ROLES:
+            role = self.roles.get(name)
+            if role is None:
+                lines.append(f"  {name}: none (no {name} release is accepted)")
+                continue
             labels = ", ".join(self.key_label(k) for k in role.keyids)
             lines.append(f"  {name}: {role.threshold} of {len(role.keyids)} ({labels})")
         if self.revoked:
@@ -373,17 +396,29 @@ class TrustPolicy:
         officer_threshold: int,
         version: int = 1,
         *,
+        toolkit: Iterable[PublicKey] = (),
+        toolkit_threshold: int | None = None,
         revoked: Iterable[str] = (),
         extra_keys: Iterable[PublicKey] = (),
         artifact: str = ARTIFACT,
     ) -> TrustPolicy:
-        """A new, unsigned policy.  Key names (``PublicKey.name``) are kept as labels."""
+        """A new, unsigned policy.  Key names (``PublicKey.name``) are kept as labels.
+
+        The ``toolkit`` role is written only when *toolkit* keys are given
+        (threshold 1 unless *toolkit_threshold* says otherwise).
+        """
         role_keys = {
             "root": _keys_arg(roots, "roots"),
             "builder": _keys_arg(builders, "builders"),
             "officer": _keys_arg(officers, "officers"),
         }
         thresholds = {"root": root_threshold, "builder": builder_threshold, "officer": officer_threshold}
+        toolkit = _keys_arg(toolkit, "toolkit")
+        if toolkit:
+            role_keys["toolkit"] = toolkit
+            thresholds["toolkit"] = 1 if toolkit_threshold is None else toolkit_threshold
+        elif toolkit_threshold is not None:
+            raise InputError("a toolkit threshold needs toolkit keys (--toolkit PUB)")
         keys: dict[str, PublicKey] = {}
         for k in [*_keys_arg(extra_keys, "extra_keys"), *(k for ks in role_keys.values() for k in ks)]:
             if keys.get(k.keyid) is None or (k.name and not keys[k.keyid].name):
@@ -398,8 +433,8 @@ class TrustPolicy:
             "target": target,
             "keys": {kid: k.to_dict() for kid, k in keys.items()},
             "roles": {
-                name: {"keyids": [k.keyid for k in role_keys[name]], "threshold": thresholds[name]}
-                for name in ROLE_NAMES
+                name: {"keyids": [k.keyid for k in keys], "threshold": thresholds[name]}
+                for name, keys in role_keys.items()
             },
             "revoked": sorted(set(revoked)),
         }
@@ -421,14 +456,15 @@ class TrustPolicy:
     def rotate(self, **changes: Any) -> TrustPolicy:
         """The unsigned successor: version + 1, unchanged roles kept, revocations carried over.
 
-        Accepted changes: ``expires``, ``roots``/``builders``/``officers`` (replace
-        that role's keys), ``root_threshold``/``builder_threshold``/
-        ``officer_threshold``, and ``revoke=[keyids]`` (removed from every role,
+        Accepted changes: ``expires``, ``roots``/``builders``/``officers``/``toolkit``
+        (replace that role's keys; ``toolkit`` adds the role to a policy without
+        one), ``root_threshold``/``builder_threshold``/``officer_threshold``/
+        ``toolkit_threshold``, and ``revoke=[keyids]`` (removed from every role,
         added to ``revoked``).  ``target`` cannot change (see module docstring).
         """
         allowed = {
-            "expires", "roots", "builders", "officers",
-            "root_threshold", "builder_threshold", "officer_threshold", "revoke",
+            "expires", "roots", "builders", "officers", "toolkit",
+            "root_threshold", "builder_threshold", "officer_threshold", "toolkit_threshold", "revoke",
         }
         unknown = set(changes) - allowed
         if unknown:
@@ -437,16 +473,20 @@ class TrustPolicy:
         for keyid in revoke:
             if not isinstance(keyid, str) or not _KEYID.match(keyid):
                 raise InvalidValueError(f"revoke: {keyid!r} is not a keyid")
-        plural = {"root": "roots", "builder": "builders", "officer": "officers"}
+        plural = {"root": "roots", "builder": "builders", "officer": "officers", "toolkit": "toolkit"}
         role_keys = {}
-        thresholds = {}
-        for role in ROLE_NAMES:
+        thresholds: dict[str, int | None] = {}
+        for role in ALL_ROLES:
             if plural[role] in changes:
                 keys = _keys_arg(changes[plural[role]], plural[role])
             else:
-                keys = self.role_keys(role)
+                keys = self.role_keys(role) if role in self.roles else []
             role_keys[role] = [k for k in keys if k.keyid not in revoke]
-            thresholds[role] = changes.get(f"{role}_threshold", self.roles[role].threshold)
+            if keys and not role_keys[role]:
+                raise InputError(f"revoking {', '.join(self.key_label(k) for k in sorted(revoke))} leaves the {role} "
+                                 f"role without keys; give its new keys too (--{role} PUB)")
+            current = self.roles[role].threshold if role in self.roles else None
+            thresholds[role] = changes.get(f"{role}_threshold", current)
         all_revoked = set(self.revoked) | revoke
         # Revoked keys stay listed so that a signature by one is reported as
         # "revoked" rather than "unknown".
@@ -458,6 +498,8 @@ class TrustPolicy:
             role_keys["builder"], thresholds["builder"],
             role_keys["officer"], thresholds["officer"],
             version=self.version + 1,
+            toolkit=role_keys["toolkit"],
+            toolkit_threshold=thresholds["toolkit"] if role_keys["toolkit"] else changes.get("toolkit_threshold"),
             revoked=all_revoked,
             extra_keys=kept,
             artifact=self.artifact,
@@ -1121,19 +1163,25 @@ def init_policy(
     roots, root_threshold: int,
     builders, builder_threshold: int,
     officers, officer_threshold: int,
+    toolkit=(), toolkit_threshold: int | None = None,
     signing_keys=(),
     now: datetime,
 ) -> TrustPolicy:
     """Version 1 from public keys (``PublicKey`` or ``.pub`` paths), signed by *signing_keys*
-    (keys or :class:`~airgap.keyroles.Signer`), each of which must be one of its root keys."""
+    (keys or :class:`~airgap.keyroles.Signer`), each of which must be one of its root keys.
+    Without *toolkit* keys the policy has no toolkit role (it accepts no toolkit release)."""
     given = {"root": list(roots), "builder": list(builders), "officer": list(officers)}
     _check_roles("trust init", {"root": (given["root"], root_threshold), "builder": (given["builder"], builder_threshold),
                                 "officer": (given["officer"], officer_threshold)})
+    toolkit = list(toolkit or ())
+    if toolkit or toolkit_threshold is not None:
+        _check_roles("trust init", {"toolkit": (toolkit, toolkit_threshold)})
     expires = parse_expires(expires, now)
     keys = {role: [_as_public(k) for k in items] for role, items in given.items()}
     try:
         policy = TrustPolicy.create(target, expires, keys["root"], root_threshold, keys["builder"], builder_threshold,
-                                    keys["officer"], officer_threshold)
+                                    keys["officer"], officer_threshold,
+                                    toolkit=[_as_public(k) for k in toolkit], toolkit_threshold=toolkit_threshold)
     except FormatError as exc:
         raise _as_usage("trust init", exc) from None
     _sign_all(policy, signing_keys)
@@ -1147,6 +1195,7 @@ def rotate_policy(
     roots=None, root_threshold: int | None = None,
     builders=None, builder_threshold: int | None = None,
     officers=None, officer_threshold: int | None = None,
+    toolkit=None, toolkit_threshold: int | None = None,
     revoke=(),
     signing_keys=(),
     now: datetime,
@@ -1165,9 +1214,10 @@ def rotate_policy(
         ("root", roots, root_threshold),
         ("builder", builders, builder_threshold),
         ("officer", officers, officer_threshold),
+        ("toolkit", toolkit, toolkit_threshold),
     ):
         if keys:
-            changes[f"{name}s"] = [_role_key(k, old, f"--{name}") for k in keys]
+            changes["toolkit" if name == "toolkit" else f"{name}s"] = [_role_key(k, old, f"--{name}") for k in keys]
         if threshold is not None:
             changes[f"{name}_threshold"] = threshold
     if revoke:

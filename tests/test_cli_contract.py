@@ -52,6 +52,8 @@ class World:
     a_tar: Path = field(init=False)  # a tar that is no bundle and no policy
     garbage: Path = field(init=False)
     log: Path = field(init=False)  # an intact audit log with two entries
+    toolkit_trust: Path = field(init=False)  # the same policy with a toolkit role (toolkit-1)
+    wheels: Path = field(init=False)  # wheels with a complete toolkit release statement
 
     def key(self, name: str) -> Path:
         return self.k.key_path(name)
@@ -116,7 +118,32 @@ def world(tmp_path_factory, keyring, registry_session) -> World:
         r = _run(["verify", bundle, "--trust", trust, "--state", state])
         assert r.code == 0, r.err
     w.log = state / "audit.log"
+    w.toolkit_trust = d / "toolkit-trust.json"
+    policy = make_policy(keyring, toolkit=("toolkit-1",))
+    w.toolkit_trust.write_bytes(policy.to_bytes())
+    w.wheels = d / "wheels"
+    w.wheels.mkdir()
+    (w.wheels / "airgap-0.1.0-py3-none-any.whl").write_bytes(b"the toolkit\n" * 20)
+    r = _run(["toolkit", "release", "--wheels", w.wheels, "--version", "0.1.0", "--commit", COMMIT,
+              "--key", keyring.key_path("toolkit-1"), "--trust", w.toolkit_trust, "-o", d / "toolkit-release.json"])
+    assert r.code == 0, r.err
+    shutil.move(d / "toolkit-release.json", w.wheels / "toolkit-release.json")
     return w
+
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _unsigned_release(w: World, t: Path) -> Path:
+    r = _run(["toolkit", "release", "--wheels", w.wheels, "--version", "0.1.0", "--commit", COMMIT, "-o", t / "rel.json"])
+    assert r.code == 0, r.err
+    return t / "rel.json"
+
+
+def _swapped_wheels(w: World, t: Path) -> Path:
+    shutil.copytree(w.wheels, t / "wheels")
+    (t / "wheels" / "airgap-0.1.0-py3-none-any.whl").write_bytes(b"not the released wheel\n")
+    return t / "wheels"
 
 
 # --------------------------------------------------------------------------- running a row
@@ -286,6 +313,36 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
         Row(2, lambda w, t: ["trust", "show", w.trust, "--keyid", "00000000"], "no key in", id="unknown keyid"),
         Row(2, lambda w, t: ["trust", "show", _unreadable(t, w.trust)], "Permission denied", unprivileged=True,
             id="unreadable policy"),
+    ],
+    ("toolkit", "release"): [
+        Row(0, lambda w, t: ["toolkit", "release", "--wheels", w.wheels, "--version", "0.1.0", "--commit", COMMIT,
+                             "--key", w.key("toolkit-1"), "--trust", w.toolkit_trust, "-o", t / "rel.json"], "toolkit 1 of 1"),
+        Row(2, lambda w, t: ["toolkit", "release", "--wheels", w.wheels, "--version", "0.1.0", "--commit", COMMIT,
+                             "--key", w.key("toolkit-1"), "-o", t / "rel.json"], "--key needs --trust", id="key without trust"),
+    ],
+    ("toolkit", "sign"): [
+        Row(0, lambda w, t: ["toolkit", "sign", _unsigned_release(w, t), "--key", w.key("toolkit-1"), "--trust",
+                             w.toolkit_trust], "signed"),
+        Row(1, lambda w, t: ["toolkit", "sign", _unsigned_release(w, t), "--key", w.key("toolkit-1"), "--trust",
+                             w.half_signed], "root: 1 of 2", id="policy not signed by its roots"),
+        Row(2, lambda w, t: ["toolkit", "sign", _unsigned_release(w, t), "--key", w.key("officer-1"), "--trust",
+                             w.toolkit_trust], "a toolkit key is needed", id="officer key"),
+    ],
+    ("toolkit", "verify"): [
+        Row(0, lambda w, t: ["toolkit", "verify", w.wheels / "toolkit-release.json", "--trust", w.toolkit_trust,
+                             "--wheels", w.wheels], "VERIFIED"),
+        Row(1, lambda w, t: ["toolkit", "verify", _unsigned_release(w, t), "--trust", w.toolkit_trust],
+            "toolkit: 0 of 1", id="unsigned"),
+        Row(2, lambda w, t: ["toolkit", "verify", t / "missing.json", "--trust", w.toolkit_trust], "missing.json",
+            id="missing statement"),
+    ],
+    ("toolkit", "wheels"): [
+        Row(0, lambda w, t: ["toolkit", "wheels", "--release", w.wheels, "--trust", w.toolkit_trust, "-o", t / "out"],
+            "wrote the 1 wheel of"),
+        Row(1, lambda w, t: ["toolkit", "wheels", "--release", _swapped_wheels(w, t), "--trust", w.toolkit_trust,
+                             "-o", t / "out"], "sha256", id="a wheel not released"),
+        Row(2, lambda w, t: ["toolkit", "wheels", "--trust", w.toolkit_trust, "-o", t / "out"],
+            "give a bundle or --release DIR", id="neither bundle nor release"),
     ],
     ("import",): [
         Row(0, lambda w, t: ["import", w.bundle, "--trust", w.trust, "--registry", w.registry, "--plain-http",
@@ -469,6 +526,10 @@ WRITERS: dict[tuple[str, ...], Callable[[World, Path], tuple[list, Path]]] = {
                                         "-o", t / "out"], t / "out"),
     ("inventory",): lambda w, t: (["inventory", "--registry", w.registry, "--plain-http", "-o", t / "out"], t / "out"),
     ("transfer",): lambda w, t: (["transfer", w.bundle, t], t / w.bundle.name),
+    ("toolkit", "release"): lambda w, t: (["toolkit", "release", "--wheels", w.wheels, "--version", "0.1.0", "--commit",
+                                           COMMIT, "-o", t / "out"], t / "out"),
+    ("toolkit", "wheels"): lambda w, t: (["toolkit", "wheels", "--release", w.wheels, "--trust", w.toolkit_trust,
+                                          "-o", t / "out"], t / "out" / "toolkit-release.json"),
 }
 
 
@@ -487,9 +548,11 @@ def test_force_is_needed_to_replace_an_output(verb, world, tmp_path):
     argv, output = WRITERS[verb](world, tmp_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(b"precious")
+    named = next(str(a) for a in argv if str(output).startswith(str(a)) and str(a) != str(tmp_path))  \
+        if verb == ("toolkit", "wheels") else str(output)  # a directory written as a whole: the directory is named
     r = _run(argv)
     assert r.code == 2, r.err
-    assert f"{output} exists" in r.err and "add --force to overwrite" in r.err
+    assert f"{named} exists" in r.err and "add --force to overwrite" in r.err
     assert output.read_bytes() == b"precious"
     r = _run([*argv, "--force"])
     assert r.code == 0, r.err

@@ -97,8 +97,9 @@ def test_no_count_is_printed_with_a_fixed_plural():
 
     from tests.helpers import REPO
 
-    nouns = "parts|files|images|members|blobs|entries|signatures|keys|repositories|manifests|tags|bytes|nodes"
-    fixed = re.compile(r"\{(len\([^{}]*\)|[a-z_.\[\]'\"]*(?:count|total|parts|size|have|seq)[a-z_\]'\"]*)\} (" + nouns + r")\b")
+    nouns = "parts|files|images|members|blobs|entries|signatures|keys|repositories|manifests|tags|bytes|nodes|wheels|items"
+    fixed = re.compile(r"\{(len\([^{}]*\)|[a-z_.\[\]'\"]*(?:count|total|parts|size|have|seq|missing)[a-z_\]'\"]*)\} "
+                       r"(?:more )?(?:[a-z]+ )?(" + nouns + r")\b")
     offenders = []
     for path in sorted((REPO / "airgap").rglob("*.py")):
         for i, line in enumerate(path.read_text().splitlines(), 1):

@@ -335,7 +335,9 @@ def test_load_public_keyid_mismatch(tmp_path):
 
 
 def test_fixture_keyring(keyring):
-    assert len({keyring.pub(n).keyid for n in keyring.keys}) == 7
+    from tests.fixtures.keys import KEY_NAMES
+
+    assert len({keyring.pub(n).keyid for n in keyring.keys}) == len(KEY_NAMES) == 9
     assert SigningKey.load(keyring.key_path("officer-1"), keyring.provider()).keyid == keyring[
         "officer-1"
     ].keyid

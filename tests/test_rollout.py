@@ -14,7 +14,12 @@ site as the next one expects:
    by site.yml, which renews it) every check passes again;
 4. a container host is rebooted: its workloads come back and check.yml passes;
 5. 1.1.0 over 1.0.0 moves the workloads to the new digests; 1.0.0 afterwards is
-   refused by the bundle stage (rollback).
+   refused by the bundle stage (rollback);
+6. the toolkit: a trojan airgap wheel (same name and version, builder- and
+   officer-signed, no toolkit release lists it) installs nothing on the staging
+   host and the bundle stage names the wheel and the missing statement; a
+   modified toolkit the toolkit role released installs and runs (bundle stage
+   only, twice: no further site.yml run).
 
 The lab has its own network namespace name and work directory, so it never
 touches a lab brought up by ``airgap lab up`` or by the demo.
@@ -26,6 +31,7 @@ import io
 import json
 import os
 import re
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -83,19 +89,66 @@ def site(tmp_path_factory):
         demo.make_images()
         demo.make_keys()
         demo.make_trust()
+        demo.make_toolkit_release()
         built = {"1.0.0": demo.build("bundle.yaml", "1.0.0"), "1.1.0": demo.build("bundle-1.1.0.yaml", "1.1.0")}
+        toolkits = toolkit_bundles(demo, base)
     finally:
         demo.stop()
     media = {v: demo.carry(b) for v, b in built.items()}
     demo.lab_up()
     try:
         bundles = {v: demo.join_inside(m, built[v].name) for v, m in media.items()}
-        yield Site(demo, lab, bundles, demo.workdir / "layout")
+        # The toolkit bundles are only ever staged: the controller reads them in place.
+        yield Site(demo, lab, {**bundles, **toolkits}, demo.workdir / "layout")
     finally:
         lab.down()
 
 
 # ----------------------------------------------------------------------------- helpers
+
+def modified_toolkit(out: Path, marker: str) -> Path:
+    """airgap's wheel with the same name and version (0.1.0), whose ``airgap --version`` says *marker*."""
+    from airgap import wheels
+    from airgap.demo import REPO
+
+    src = out / "src"
+    for path in wheels._source_paths(REPO):
+        dest = src / path.relative_to(REPO)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+    init = src / "airgap" / "__init__.py"
+    text = init.read_text()
+    assert '__version__ = "0.1.0"' in text
+    init.write_text(text.replace('__version__ = "0.1.0"', f'__version__ = "0.1.0+{marker}"'))
+    return wheels.build_toolkit_wheel(src, out / "wheel")
+
+
+def toolkit_bundles(demo, base: Path) -> dict[str, Path]:
+    """1.2.0: the issue's trojan (a modified airgap wheel of the same name and version, no toolkit
+    statement), built and countersigned like any bundle; 1.3.0: a modified toolkit the toolkit
+    role released (statement signed by toolkit-1)."""
+    from airgap.demo import REPO
+
+    honest = demo.release_dir
+    specs = base / "specs"
+    shutil.copytree(REPO / "bundles" / "geheim-pilot", specs)
+    out = {}
+    for version, marker in (("1.2.0", "trojan"), ("1.3.0", "released")):
+        spec = specs / f"bundle-{version}.yaml"
+        spec.write_text((specs / "bundle-1.1.0.yaml").read_text().replace('version: "1.1.0"', f'version: "{version}"'))
+        wheel = modified_toolkit(base / f"toolkit-{marker}", marker)
+        house = base / f"wheelhouse-{marker}"
+        house.mkdir()
+        for w in honest.glob("*.whl"):
+            shutil.copyfile(wheel if w.name == wheel.name else w, house / w.name)
+        if marker == "released":
+            demo.make_toolkit_release(base / "release-2", wheels_from=house)
+        else:
+            demo.release_dir = house  # no statement: the builder carries unreleased wheels
+        out[f"{version}-{marker}"] = demo.build(spec, version)
+    demo.release_dir = honest
+    return out
+
 
 def recap(output: str) -> dict[str, dict[str, int]]:
     """PLAY RECAP counters per host."""
@@ -484,3 +537,31 @@ def test_upgrade_to_1_1_0_then_rollback_to_1_0_0_is_refused(site):
     for node in sorted(CONTAINER_HOSTS):
         assert set(running_digests(site, node).values()) == set(want.values())
     print(f"\nsite.yml/check.yml timings on the 3-node lab: {json.dumps({k: round(v, 1) for k, v in TIMINGS.items()})}")
+
+
+def toolkit_version(site: Site) -> str:
+    return site.sh("registry-1", "/opt/airgap/bin/airgap --version").stdout.strip()
+
+
+def test_trojan_wheel_installs_nothing_then_a_released_toolkit_installs_and_runs(site):
+    """The issue's scenario, through the bundle stage only (the rest of site.yml is not about the toolkit)."""
+    assert toolkit_version(site) == "airgap 0.1.0"
+    installed = "/opt/airgap/lib/python3*/site-packages/airgap/__init__.py"
+    before = site.sh("registry-1", f"sha256sum {installed}").stdout
+
+    proc = site.demo.stage(site.bundles["1.2.0-trojan"], capture=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    text = " ".join(proc.stdout.split())
+    # The bundle stage says which wheel and which statement: and keeps the toolkit.
+    assert "files/wheels/airgap-0.1.0-py3-none-any.whl: no valid toolkit release lists it" in text, proc.stdout[-5000:]
+    assert "the bundle carries no toolkit release statement (files/wheels/toolkit-release.json)" in text
+    assert "keeps the installed toolkit" in text
+    print("\nbundle stage, trojan bundle: " + text[text.index("registry-1 keeps"):][:700])
+    assert toolkit_version(site) == "airgap 0.1.0"
+    assert site.sh("registry-1", f"sha256sum {installed}").stdout == before
+    assert "0.1.0+trojan" not in site.sh("registry-1", "grep -r 0.1.0+trojan /opt/airgap 2>/dev/null; true").stdout
+
+    proc = site.demo.stage(site.bundles["1.3.0-released"], capture=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    # Installed, and it is what verified the bundle on the staging host in this very stage.
+    assert toolkit_version(site) == "airgap 0.1.0+released"

@@ -44,18 +44,22 @@ def os_error(exc: OSError, path: str | os.PathLike | None = None, doing: str = "
     return InputError(message) if exc.errno in _INPUT_ERRNOS else OperationError(message)
 
 
-def check_output(path: str | os.PathLike, *, force: bool) -> Path:
+def check_output(path: str | os.PathLike, *, force: bool, directory: bool = False) -> Path:
     """Before any work: refuse an existing *path* (file, directory or link) unless *force*.
 
-    Missing parent directories are made; one that cannot be (a file in the way,
-    no permission) is an input error, so a long build never fails at its end.
+    *directory*: the output is a directory written as a whole (with *force*, an
+    existing one is replaced; a file in its place is refused).  Missing parent
+    directories are made; one that cannot be (a file in the way, no permission)
+    is an input error, so a long build never fails at its end.
     """
     out = Path(path)
     if os.path.lexists(out):
         if not force:
             raise OutputExistsError(os.fspath(out))
-        if out.is_dir() and not out.is_symlink():
-            raise InputError(f"{out}: is a directory; give the file to write")
+        is_dir = out.is_dir() and not out.is_symlink()
+        if is_dir != directory:
+            raise InputError(f"{out}: is a directory; give the file to write" if is_dir
+                             else f"{out}: exists and is not a directory")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -73,7 +73,7 @@ def escape_lines(text: str) -> str:
 
 # --- counts and articles ----------------------------------------------------
 
-_IRREGULAR = {"entry": "entries", "repository": "repositories", "index": "indexes", "key(s)": "keys"}
+_IRREGULAR = {"entry": "entries", "repository": "repositories", "index": "indexes"}
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
