@@ -29,6 +29,7 @@ PAGES: dict[str, tuple[str, str]] = {
     "spec-reference.md": ("spec.schema.json", "Bundle spec reference"),
     "manifest-reference.md": ("manifest.schema.json", "Bundle manifest reference"),
     "trust-reference.md": ("trust.schema.json", "Trust policy reference"),
+    "toolkit-release-reference.md": ("toolkit-release.schema.json", "Toolkit release reference"),
 }
 """Page name -> (schema in airgap/schemas, page title)."""
 
