@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -334,11 +335,16 @@ def build(
     progress: bool = False,
     registry_client_factory: Callable[..., object] | None = None,
     log: Callable[[str], None] | None = None,
+    apt_sources: str | os.PathLike | None = None,
+    apt_baseline: str | os.PathLike | None = None,
     force: bool = False,
 ) -> BuildResult:
     """Build and sign a bundle from a spec; see the module docstring.
 
     An existing *out* is replaced only with *force* (refused before anything is pulled).
+    *apt_sources* and *apt_baseline* replace the spec's ``packages.sources`` and
+    ``packages.baseline`` (the connected side's mirror and the target's base
+    system are properties of where the bundle is built, like its registries).
     """
     from airgap import dsse
     from airgap import spec as specmod
@@ -352,6 +358,7 @@ def build(
     factory = registry_client_factory or _default_client_factory(plain_http, ca_file, auth_file, limits)
     clients: dict[str, object] = {}
     documents = Documents(out.parent)
+    work = tempfile.TemporaryDirectory(prefix="airgap-build-")
     try:
         resolver = Resolver(documents)
         records = _resolve_images(spec, resolver, clients, factory, log)
@@ -359,6 +366,9 @@ def build(
         warnings: list[str] = []
         if getattr(spec, "wheels", None):
             files.extend(_wheel_files(spec, warnings))
+        workload_records, workload_files = _workload_files(spec, records)
+        packages, package_files = _package_files(spec, Path(work.name), t0, log, apt_sources, apt_baseline)
+        files += workload_files + package_files
         members, external = plan_members(records, resolver.blobs, files, skip)
 
         def manifest_of(planned: list[PlannedMember]) -> bytes:
@@ -376,6 +386,8 @@ def build(
                 base=base,
                 external_blobs=tuple(sorted(external)),
                 description=spec.metadata.description,
+                workloads=workload_records,
+                packages=packages,
             ).to_bytes()
 
         # The manifest is checked as verify will read it before a byte of layer content
@@ -395,6 +407,7 @@ def build(
         raise spec.locate(exc) from None
     finally:
         documents.close()
+        work.cleanup()
         for c in clients.values():
             close = getattr(c, "close", None)
             if close:
@@ -569,3 +582,68 @@ def _wheel_files(spec, warnings: list[str]) -> list[tuple[str, Path, int, int, s
     size, sha = hash_file(house.release)
     out.append((f"wheels/{toolkit.RELEASE_FILE}", house.release, size, 0o644, sha))
     return out
+
+
+def _workload_files(spec, records: list[ImageRecord]) -> tuple[tuple, list[tuple[str, Path, int, int, str]]]:
+    """Each workload's files, read and checked once, and its record: objects and the bundle image of each reference."""
+    from airgap import workloads
+
+    images = [(src.spec_ref, src.ref, record) for src, record in zip(spec.images, records)]
+    records, files = [], []
+    for w in spec.workloads:
+        seen: set[str] = set()
+        objects, uses_found, paths = [], [], []
+        for rel, src in w.entries:
+            where = f"workloads[{w.index}] {w.name}: {rel}"
+            data = src.read_bytes()
+            try:
+                found, uses = workloads.scan(workloads.parse(data, rel), rel, seen)
+            except FormatError as exc:
+                raise SpecError(f"workloads[{w.index}].src", f"{w.name}: {exc}") from None
+            objects += found
+            for use in uses:
+                record = workloads.resolve(use.ref, images)
+                if record is None:
+                    raise SpecError(f"workloads[{w.index}].src",
+                                    f"{where}: {use.object} {use.field} is {use.ref!r}, which is not one of the bundle's "
+                                    "images; list it under images (or write it as images[].ref writes it)")
+                uses_found.append(workloads.WorkloadImage(use.object, use.field, use.ref, record.layout_ref, record.digest))
+            dest = f"workloads/{w.name}/{rel}"
+            tarfmt.check_name("files/" + dest, where)
+            files.append((dest, src, len(data), 0o644, hashlib.sha256(data).hexdigest()))
+            paths.append("files/" + dest)
+        if not objects:
+            raise SpecError(f"workloads[{w.index}].src", f"{w.name}: no Kubernetes object in its files")
+        records.append(workloads.WorkloadRecord(w.name, tuple(paths), tuple(objects), tuple(uses_found)))
+    return tuple(records), files
+
+
+def _package_files(spec, work: Path, created: datetime, log, apt_sources=None,
+                   apt_baseline=None) -> tuple[object, list[tuple[str, Path, int, int, str]]]:
+    """The .deb closure apt computes for ``packages:``, with the repository index, as bundle files."""
+    p = spec.packages
+    if p is None:
+        if apt_sources or apt_baseline:
+            raise SpecError("packages", "--apt-sources/--apt-baseline given, but the spec has no packages: section")
+        return None, []
+    from airgap import debs
+
+    sources = Path(apt_sources) if apt_sources else p.sources
+    baseline = Path(apt_baseline) if apt_baseline else p.baseline
+    for what, path in (("--apt-sources", sources), ("--apt-baseline", baseline)):
+        if path is not None and not path.is_file():
+            raise InputError(f"{what} {path}: no such file")
+    resolved = debs.resolve(p.names, sources, baseline, p.architecture, work, log)
+    index_paths = debs.write_repository(resolved, work / "index", release=p.release, architecture=p.architecture,
+                                        label=f"{spec.metadata.name} {spec.metadata.version}", date=created)
+    files = [(f"{debs.INDEX_DIR}/{d.file_name}", d.path, d.size, 0o644, d.sha256) for d in resolved]
+    for path in index_paths:
+        size, sha = hash_file(path)
+        files.append((f"{debs.INDEX_DIR}/{path.name}", path, size, 0o644, sha))
+    record = debs.PackageSet(
+        release=p.release, architecture=p.architecture, names=p.names,
+        debs=tuple(debs.DebRecord(d.package, d.version, d.architecture, f"files/{debs.INDEX_DIR}/{d.file_name}")
+                   for d in resolved),
+        index=tuple(f"files/{debs.INDEX_DIR}/{path.name}" for path in index_paths),
+    )
+    return record, files

@@ -204,6 +204,8 @@ def cmd_build(args) -> int:
         workers=args.jobs,
         progress=_progress(args),
         force=args.force,
+        apt_sources=args.apt_sources,
+        apt_baseline=args.apt_baseline,
     )
     m = result.manifest
     data = {
@@ -763,6 +765,26 @@ def cmd_inventory(args) -> int:
     return 0
 
 
+def cmd_manifests_render(args) -> int:
+    from airgap import render
+
+    result = render.render_bundle(args.bundle, trust_path=args.trust, registry=args.registry, out=args.output,
+                                  state_dir=args.state, now=_now(), force=args.force)
+    _emit(args, result.to_dict(), "" if args.quiet else result.to_text())
+    return 0
+
+
+def cmd_packages_export(args) -> int:
+    from airgap import debs
+
+    result = debs.export(args.bundle, trust_path=args.trust, out=args.output, state_dir=args.state, now=_now(),
+                         force=args.force)
+    human = (f"{result['output']}: the apt repository of {result['bundle']} ({plural(len(result['packages']), 'package')}, "
+             f"{plural(len(result['written']), 'file')} written)\n  apt source: {result['sources_line']}")
+    _emit(args, result, "" if args.quiet else human)
+    return 0
+
+
 def cmd_lab(args) -> int:
     from airgap.lab import DEFAULT_INVENTORY, DEFAULT_NAME, DEFAULT_WORKDIR, Lab
 
@@ -910,6 +932,16 @@ def _all_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
                     yield (*prefix, name), sub
 
 
+def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
+    """A verb that verifies BUNDLE, then writes what it carries into a directory."""
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
+    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--force", action="store_true", help=force_help)
+    _common(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.",
                      epilog="Every verb exits 0 when done or accepted, 1 when rejected or when an operation failed "
@@ -958,6 +990,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
     p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="blobs downloaded in parallel (default 4)")
+    p.add_argument("--apt-sources", help="apt sources file to resolve packages: with (instead of the spec's)")
+    p.add_argument("--apt-baseline", help="dpkg status of the target's base system (instead of the spec's)")
     _force(p)
     _registry_flags(p)
     _source_flags(p)
@@ -1226,6 +1260,36 @@ def build_parser() -> argparse.ArgumentParser:
     _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_inventory)
+
+    man_p = sub.add_parser("manifests", help="the Kubernetes workloads a bundle carries")
+    msub = man_p.add_subparsers(dest="manifests_command", metavar="ACTION", parser_class=_Parser)
+    msub.required = True
+    p = msub.add_parser(
+        "render", help="verify, then write the workloads with every image pinned to the internal registry by digest",
+        description="Verify the bundle, then write each workload it carries as DIR/<workload>.yaml: the Kubernetes "
+                    "objects as signed, every image reference (containers, init and ephemeral containers, image "
+                    "volumes) replaced by REGISTRY/<internal repository>@sha256:... of the bundle image it was "
+                    "resolved to at build. Same bundle and registry, same bytes. Apply the files with the "
+                    "cluster's own tooling (kubectl apply -f DIR) or run them with podman kube play.",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected, or its workload files differ from what its "
+               "manifest records; 2 usage or input error (existing DIR without --force, bad --registry, "
+               "a bundle without workloads).")
+    p.add_argument("--registry", required=True, help="internal registry host:port the images were imported into")
+    _verified_output(p, "write into an existing directory (files replaced atomically)")
+    p.set_defaults(func=cmd_manifests_render)
+
+    pkg_p = sub.add_parser("packages", help="the OS packages a bundle carries")
+    psub = pkg_p.add_subparsers(dest="packages_command", metavar="ACTION", parser_class=_Parser)
+    psub.required = True
+    p = psub.add_parser(
+        "export", help="verify, then write the bundle's apt repository (the .deb files, Packages, Release)",
+        description="Verify the bundle, then write its files/packages/ into DIR, each file hashed against the "
+                    "signed manifest as it is written: a flat apt repository for 'deb [trusted=yes] file:DIR ./' "
+                    "(its trust is the bundle's signatures).",
+        epilog="Exit codes: 0 written; 1 the bundle was rejected; 2 usage or input error (existing DIR without "
+               "--force, a bundle without packages).")
+    _verified_output(p, "update an existing directory (unchanged files are kept)")
+    p.set_defaults(func=cmd_packages_export)
 
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)

@@ -99,6 +99,8 @@ class Demo:
     lab: object = None
     release_dir: Path | None = None  # the toolkit release the builder carries (make_toolkit_release)
     officer_token: bool = False
+    runtime: str = "podman"
+    apt: tuple[Path, Path] | None = None  # the connected side's apt sources and the target's baseline
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -155,11 +157,12 @@ class Demo:
             env["AIRGAP_WHEELHOUSE"] = str(self.release_dir)
         return env
 
-    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
         if netns:
             argv = ["ip", "netns", "exec", self.lab_name, *argv]
-        self.log("$ " + " ".join(str(a) for a in argv))
-        proc = subprocess.run([str(a) for a in argv], cwd=REPO, env=self.env(), text=True,
+        self.log(("$ " if cwd is None else f"$ (cd {cwd} && ") + " ".join(str(a) for a in argv) + ("" if cwd is None else ")"))
+        proc = subprocess.run([str(a) for a in argv], cwd=cwd or REPO, env=self.env(), text=True,
                               capture_output=capture)
         if check and proc.returncode != 0:
             detail = (proc.stderr or "").strip()[-2000:] if capture else ""
@@ -182,6 +185,39 @@ class Demo:
         if layout.exists():  # make-images.sh wants a new directory; the images are rebuilt identically
             shutil.rmtree(layout)
         self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
+
+    def make_apt_mirror(self, spec: str = "bundle.yaml") -> None:
+        """The connected side's Debian mirror, for the spec's ``packages:``: here a local copy.
+
+        The tests and the demo may not reach the internet, so the mirror is the
+        .deb files apt already fetched on this machine (scripts/setup.sh keeps
+        them), indexed by dpkg-scanpackages; the target's baseline is this
+        machine's dpkg status without those packages (lab nodes are copies of
+        it), so the bundle carries exactly them.
+        """
+        from airgap.spec import load_spec
+
+        names = load_spec(REPO / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages.names
+        self.step(f"Connected side: a local Debian mirror for the nodes' packages ({', '.join(names)})")
+        mirror = self.workdir / "apt-mirror"
+        if mirror.exists():
+            shutil.rmtree(mirror)
+        mirror.mkdir(parents=True)
+        for name in names:
+            debs = sorted(Path("/var/cache/apt/archives").glob(f"{name}_*.deb"))
+            if not debs:
+                raise OperationError(f"no {name} .deb in /var/cache/apt/archives: run scripts/setup.sh")
+            for deb in debs:
+                shutil.copyfile(deb, mirror / deb.name)
+        index = self.run(["dpkg-scanpackages", "--multiversion", "."], capture=True, cwd=mirror)
+        (mirror / "Packages").write_text(index.stdout)
+        sources = self.workdir / "apt-sources.list"
+        sources.write_text(f"deb [trusted=yes] file:{mirror} ./\n")
+        keep = [p for p in Path("/var/lib/dpkg/status").read_text().split("\n\n")
+                if p.strip() and p.split("\n", 1)[0].removeprefix("Package: ") not in names]
+        baseline = self.workdir / "target-baseline.status"
+        baseline.write_text("\n\n".join(keep) + "\n")
+        self.apt = (sources, baseline)
 
     @property
     def controller_state(self) -> Path:
@@ -264,7 +300,9 @@ class Demo:
         out = self.workdir / "dist" / f"geheim-pilot-{version}.tar"
         if out.exists():
             out.unlink()
-        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key", "--plain-http")
+        apt = ["--apt-sources", self.apt[0], "--apt-baseline", self.apt[1]] if self.apt else []
+        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key",
+                    "--plain-http", *apt)
         self.airgap("inspect", out, "--trust", self.trust)
         self.airgap("sign", out, *self.officer_key_args(), "--trust", self.trust, "--yes")
         return out
@@ -321,9 +359,13 @@ class Demo:
         return self.run([str(self.venv_bin / "ansible-playbook"), "-i", str(self.inventory_path()), f"playbooks/{name}", *extra],
                         netns=True, check=check, capture=capture)
 
+    def runtime_args(self) -> list[str]:
+        """The container hosts' runtime, when not the default (podman)."""
+        return ["-e", f"airgap__runtime={self.runtime}"] if self.runtime != "podman" else []
+
     def rollout_args(self, bundle: Path) -> list[str]:
         return ["-e", f"bundle_path={bundle}", "-e", f"trust_path={self.workdir / 'isolated/incoming/trust.json'}",
-                "-e", f"airgap__controller_state_dir={self.controller_state}"]
+                "-e", f"airgap__controller_state_dir={self.controller_state}", *self.runtime_args()]
 
     def stage(self, bundle: Path, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
         """Only the bundle stage of site.yml: copy, install the toolkit (if released), verify there."""
@@ -346,8 +388,8 @@ class Demo:
         if report_json.exists():
             report_json.unlink()  # never judge an earlier run's report
         proc = self.playbook("check.yml", "-e", f"check__report_dir={report_dir}",
-                             "-e", f"airgap__controller_state_dir={self.controller_state}", *extra,
-                             check=False, capture=capture)
+                             "-e", f"airgap__controller_state_dir={self.controller_state}", *self.runtime_args(),
+                             *extra, check=False, capture=capture)
         if not report_json.exists():
             detail = (proc.stdout or "")[-3000:] if capture else ""
             raise OperationError(f"check.yml wrote no report (exit {proc.returncode}) {detail}")
@@ -380,6 +422,13 @@ class Demo:
             answers.append(text)
         return answers
 
+    def show_containerd(self) -> None:
+        """What a containerd node holds and where it may pull from (as kubelet would find it)."""
+        self.step("A containerd node: the signed images in k8s.io, the internal registry as its only server")
+        ssh = self.lab.ssh_argv("node-1")
+        self.run([*ssh, "ctr -n k8s.io images ls -q"], netns=True, check=False)
+        self.run([*ssh, "cat /etc/containerd/certs.d/docker.io/hosts.toml"], netns=True, check=False)
+
     def stop(self) -> None:
         if self.source:
             self.source.stop()
@@ -393,10 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--down", action="store_true", help="bring the lab down at the end")
     p.add_argument("--officer-token", action="store_true",
                    help="keep the officer's key on a SoftHSM2 token (PKCS#11) instead of in a key file")
+    p.add_argument("--runtime", choices=("podman", "containerd"), default="podman",
+                   help="the container hosts' runtime: podman runs the workloads (podman kube play); containerd "
+                        "is prepared as a Kubernetes node's runtime (every signed image pre-pulled by digest)")
     args = p.parse_args(argv)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir, officer_token=args.officer_token)
+    demo = Demo(workdir, officer_token=args.officer_token, runtime=args.runtime)
     # The controller's rollback state belongs to this run's freshly built bundles.
     shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:
@@ -405,18 +457,25 @@ def main(argv: list[str] | None = None) -> int:
         demo.make_keys()
         demo.make_trust()
         demo.make_toolkit_release()
+        demo.make_apt_mirror()
         bundle = demo.build()
         media = demo.carry(bundle)
         demo.lab_up(fresh=True)
         joined = demo.join_inside(media, bundle.name)
         demo.rollout(joined)
         report = demo.check()
-        answers = demo.ask_pilot()
-        if any(a.startswith("no answer") for a in answers):
-            raise OperationError("a pilot application did not answer")
+        if demo.runtime == "containerd":
+            demo.show_containerd()
+        else:
+            answers = demo.ask_pilot()
+            if any(a.startswith("no answer") for a in answers):
+                raise OperationError("a pilot application did not answer")
         demo.step("The security officer's report (check.yml)")
         demo.log(demo.summary(report))
-        demo.log("\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out, checked: all PASS.")
+        what = ("containerd nodes prepared (every signed image in k8s.io by digest, nothing pullable from outside)"
+                if demo.runtime == "containerd" else "the workloads run from their Kubernetes manifests")
+        demo.log(f"\nDONE: bundle built, signed twice, carried as media parts, verified, imported, rolled out ({what}), "
+                 "checked: PASS (the lab's expected Haven failures are listed in the report).")
         if args.down:
             demo.log(f"The lab is brought down (--down).  Work files: {workdir}")
         else:

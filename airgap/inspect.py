@@ -213,6 +213,25 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
             "new": len(new_blobs),
             "new_bytes": sum(blobs_b[p] for p in new_blobs),
         },
+        "workloads": _changes(_workload_images(ma), _workload_images(mb)),
+        "os_packages": _changes(_package_versions(ma), _package_versions(mb)),
+    }
+
+
+def _workload_images(m: BundleManifest) -> dict[str, str]:
+    """``workload object field`` -> the digest it runs."""
+    return {f"{w.name} {i.object} {i.field}": i.digest for w in m.workloads for i in w.images}
+
+
+def _package_versions(m: BundleManifest) -> dict[str, str]:
+    return {f"{d.package}:{d.architecture}": d.version for d in (m.packages.debs if m.packages else ())}
+
+
+def _changes(a: dict[str, str], b: dict[str, str]) -> dict[str, list]:
+    return {
+        "added": [{"name": k, "value": b[k]} for k in sorted(set(b) - set(a))],
+        "removed": [{"name": k, "value": a[k]} for k in sorted(set(a) - set(b))],
+        "changed": [{"name": k, "from": a[k], "to": b[k]} for k in sorted(set(a) & set(b)) if a[k] != b[k]],
     }
 
 
@@ -241,6 +260,13 @@ def format_diff(d: dict[str, Any]) -> str:
             lines += [f"  changed: {ref}  {what(x)} {x['from']} → {x['to']}" for x in pk["changed"]]
             lines += [f"  added:   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
             lines += [f"  removed: {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
+    for section, title in (("workloads", "workloads (which digest each container runs)"), ("os_packages", "os packages")):
+        ch = d.get(section) or {"added": [], "removed": [], "changed": []}
+        if any(ch.values()):
+            lines.append(f"{title}:")
+            lines += [f"  changed: {x['name']}  {x['from']} → {x['to']}" for x in ch["changed"]]
+            lines += [f"  added:   {x['name']}  {x['value']}" for x in ch["added"]]
+            lines += [f"  removed: {x['name']}  {x['value']}" for x in ch["removed"]]
     bl = d["blobs"]
     lines.append(f"blobs: {bl['shared']} shared, {bl['new']} new ({human_size(bl['new_bytes'])})")
     return "\n".join(lines)
@@ -255,9 +281,13 @@ def diff_summary(d: dict[str, Any]) -> str:
         n = sum(len(pk[kind]) for pk in d.get("packages", {}).values())
         if n:
             counts.append(f"{plural(n, 'package')} {kind}")
+    for section, noun in (("workloads", "workload container"), ("os_packages", "OS package")):
+        counts += [f"{plural(len(d[section][kind]), noun)} {kind}" for kind in ("changed", "added", "removed")
+                   if d.get(section, {}).get(kind)]
     return f"{head}: {', '.join(counts)}" if counts else f"{head}: no image, file or package differs"
 
 
 def has_differences(d: dict[str, Any]) -> bool:
     return (any(d["images"][k] for k in d["images"]) or any(d["files"][k] for k in d["files"])
-            or any(v for pk in d.get("packages", {}).values() for v in pk.values()))
+            or any(v for pk in d.get("packages", {}).values() for v in pk.values())
+            or any(v for section in ("workloads", "os_packages") for v in d[section].values()))

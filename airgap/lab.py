@@ -18,12 +18,14 @@ The lab builds a small isolated site out of Linux namespaces (root only):
     node -- :meth:`Lab.restart` is a reboot -- and removed with the lab); on its
     first boot the node is "installed": the host's external package sources are
     removed and the seed (ssh keys, hosts, resolv.conf, podman config) copied in;
-  - mounts a fresh ``/proc`` (own PID namespace), a fresh read-only ``/sys`` (no
-    cgroup mounts at all), a tmpfs ``/dev`` with the usual device nodes bound in
-    and its own ``devpts``, tmpfs ``/run`` and ``/tmp``;
-  - bind-mounts ``<workdir>/nodes/<node>/containers`` (on the host's disk) onto
-    ``/var/lib/containers`` so podman can use its native overlay driver (overlay
-    on overlay does not work);
+  - mounts a fresh ``/proc`` (own PID namespace), a fresh read-only ``/sys``
+    whose ``/sys/fs/cgroup`` holds the host's cgroup v1 hierarchies and not the
+    unified cgroup2 mount (so pods get cgroups with the cgroupfs manager), a tmpfs
+    ``/dev`` with the usual device nodes bound in and its own ``devpts``, tmpfs
+    ``/run`` and ``/tmp``;
+  - bind-mounts ``<workdir>/nodes/<node>/containers`` and ``.../containerd`` (on
+    the host's disk) onto ``/var/lib/containers`` and ``/var/lib/containerd`` so
+    podman and containerd can use overlayfs (overlay on overlay does not work);
   - hides the lab's work directory under a tmpfs, sets the hostname (own UTS
     namespace), ``pivot_root``\\ s into the new root;
   - runs ``sshd`` on 127.0.10.N:22 with the node's own ed25519 host key and root
@@ -36,9 +38,10 @@ The lab builds a small isolated site out of Linux namespaces (root only):
 
 * **podman quirks of this host**, handled by the lab so roles need not know
   (file ``/etc/containers/containers.conf`` and ``storage.conf`` of each node):
-  ``cgroups = "disabled"`` and ``cgroup_manager = "cgroupfs"`` (cgroup v1 host
-  with a cgroup2 mount; the node's /sys has no cgroup mounts), ``default_ulimits
-  = []`` (raising RLIMIT_NOFILE fails here), ``events_logger = "file"`` and no
+  ``cgroups = "enabled"`` with ``cgroup_manager = "cgroupfs"`` on the host's
+  cgroup v1 hierarchies (pods need real cgroups: with cgroups disabled ``podman
+  kube play`` fails, "pod cgroup is not set"), ``default_ulimits = []``
+  (raising RLIMIT_NOFILE fails here), ``events_logger = "file"`` and no
   journald (no systemd), ``netns = "host"`` (containers share the node's
   network namespace: no bridge/veth appears in the isolated network, and
   containers reach the registry at 127.0.10.1), runtime ``crun``, storage
@@ -55,6 +58,7 @@ On-disk layout (``workdir``, default :data:`DEFAULT_WORKDIR`)::
     nodes/<node>/init.log      node init + sshd log (stdout/stderr of PID 1)
     nodes/<node>/seed/         files copied into the node's upper layer at start
     nodes/<node>/containers/   the node's /var/lib/containers (podman storage)
+    nodes/<node>/containerd/   the node's /var/lib/containerd (containerd content and snapshots)
     nodes/<node>/{layer,root}/ empty mount points, used only inside the node
 
 Running Ansible against the lab -- from *inside* the lab's network namespace
@@ -119,7 +123,7 @@ _LAUNCHED: dict[int, subprocess.Popen] = {}
 CONTAINERS_CONF = """\
 # Written by airgap lab: quirks of the lab host handled here so roles need not know.
 [containers]
-cgroups = "disabled"
+cgroups = "enabled"
 default_ulimits = []
 netns = "host"
 log_driver = "k8s-file"
@@ -541,6 +545,7 @@ class Lab:
             "layer",
             "root",
             "containers",
+            "containerd",
             "seed/etc/ssh",
             "seed/etc/containers",
             "seed/root/.ssh",
@@ -593,7 +598,11 @@ class Lab:
                 "/etc/apt/sources.list.d/*",
                 "/etc/systemd/system/*.target.wants/*",
             ],
-            "binds": [[str(d / "containers"), "/var/lib/containers"]],
+            # Image stores on the host's disk: overlayfs (podman's and containerd's
+            # snapshotters) cannot stack on the node's overlay root.
+            "binds": [[str(d / "containers"), "/var/lib/containers"],
+                      [str(d / "containerd"), "/var/lib/containerd"]],
+            "cgroups": "v1",
             "hide": [str(self.workdir)],
             "services": {
                 "sshd": ["/usr/sbin/sshd", "-D", "-e", "-f", "/etc/ssh/sshd_config"]

@@ -147,6 +147,8 @@ class BundleManifest:
     base: BaseRecord | None = None
     external_blobs: tuple[tuple[str, int], ...] = ()
     description: str | None = None
+    workloads: tuple = ()  # airgap.workloads.WorkloadRecord: Kubernetes manifests and the images they run
+    packages: Any = None  # airgap.debs.PackageSet: the nodes' OS packages, or None
     _raw: bytes | None = field(default=None, compare=False, repr=False)
 
     # ------------------------------------------------------------------ encoding
@@ -168,6 +170,11 @@ class BundleManifest:
         }
         if self.description is not None:
             d["description"] = self.description
+        # Present only when used, so bundles without them keep the same bytes.
+        if self.workloads:
+            d["workloads"] = [w.to_dict() for w in self.workloads]
+        if self.packages is not None:
+            d["packages"] = self.packages.to_dict()
         return d
 
     def to_bytes(self) -> bytes:
@@ -221,6 +228,7 @@ class BundleManifest:
             if m.path in (MANIFEST_MEMBER, SIGNATURES_MEMBER):
                 raise FormatError(artifact, f"members[{i}].path {m.path!r} is reserved")
         base = doc["base"]
+        workloads, packages = _platform_sections(doc, members, artifact)
         return cls(
             name=doc["name"],
             version=doc["version"],
@@ -235,5 +243,33 @@ class BundleManifest:
             base=BaseRecord(base["kind"], base["digest"], base["description"]) if base else None,
             external_blobs=tuple((b["digest"], b["size"]) for b in doc["external_blobs"]),
             description=doc.get("description"),
+            workloads=workloads,
+            packages=packages,
             _raw=data,
         )
+
+
+def _platform_sections(doc: dict[str, Any], members: tuple[MemberRecord, ...], artifact: str) -> tuple[tuple, Any]:
+    """Workloads and packages: every file they name is a member, every image one the bundle carries."""
+    from airgap import debs, workloads
+
+    paths = {m.path for m in members}
+    images = {(i["layout_ref"], i["digest"]) for i in doc["images"]}
+    records = tuple(workloads.WorkloadRecord.from_dict(w) for w in doc.get("workloads", []))
+    names = [w.name for w in records]
+    if len(set(names)) != len(names):
+        raise FormatError(artifact, "workloads: a workload name appears twice")
+    for w in records:
+        for f in w.files:
+            if f not in paths or not f.startswith(f"files/workloads/{w.name}/"):
+                raise FormatError(artifact, f"workloads {w.name}: {f} is not one of its members")
+        for i in w.images:
+            if (i.image, i.digest) not in images:
+                raise FormatError(artifact, f"workloads {w.name}: {i.object} runs {i.image}@{i.digest}, "
+                                            "which the bundle does not carry")
+    packages = debs.PackageSet.from_dict(doc["packages"]) if "packages" in doc else None
+    if packages is not None:
+        for path in (*packages.index, *(d.path for d in packages.debs)):
+            if path not in paths:
+                raise FormatError(artifact, f"packages: {path} is not a member of the bundle")
+    return records, packages

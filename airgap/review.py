@@ -194,13 +194,15 @@ def _render_item(item: dict[str, Any]) -> list[str]:
     mark = _MARK[item["status"]] + (" CODE" if item["code"] else "")
     old, new = item["old"], item["new"]
     # Names come from the bundle: escaped, so the officer reads what the machine will use.
-    if item["kind"] == "image":
-        lines = [f"  {mark} image {escape(item['name'])}"]
+    if item["kind"] in ("image", "workload"):
+        # A workload's item is one image reference as written, and the digest it runs.
+        label, sep = ("image ", "  ") if item["kind"] == "image" else ("", " -> ")
+        lines = [f"  {mark} {label}{escape(item['name'])}"]
         if item["status"] == CHANGED:
-            lines += [f"      {escape(old['ref'])}  {old['digest']}", f"   -> {escape(new['ref'])}  {new['digest']}"]
+            lines += [f"      {escape(old['ref'])}{sep}{old['digest']}", f"   -> {escape(new['ref'])}{sep}{new['digest']}"]
         else:
             state = new or old
-            lines.append(f"      {escape(state['ref'])}  {state['digest']}")
+            lines.append(f"      {escape(state['ref'])}{sep}{state['digest']}")
     elif item["kind"] == "package":
         desc = f"{old['version']} -> {new['version']}" if item["status"] == CHANGED else (new or old)["version"]
         lines = [f"  {mark} package {escape(item['name'])}  {escape(desc)}"]
@@ -337,9 +339,43 @@ def _other_files_section(ctx: Context) -> Section:
     return Section("files", "Files", _file_items(ctx, False))
 
 
+def _workloads_section(ctx: Context) -> Section | None:
+    """Each workload's image references and the digest each runs (the manifest's own record)."""
+    def uses(manifest: BundleManifest | None) -> dict[str, dict[str, Any]]:
+        return {f"{w.name}: {u.object} {u.field}": {"ref": u.ref, "digest": u.digest}
+                for w in (manifest.workloads if manifest else ()) for u in w.images}
+
+    new, old = uses(ctx.manifest), uses(ctx.previous)
+    if not new and not old:
+        return None
+    section = Section("workloads", "Workloads (Kubernetes manifests): the digest each container runs",
+                      [Item("workload", key, status, a, b) for key, status, a, b in _pair(new, old)])
+    section.lines += [f"{w.name}: {', '.join(w.objects)}" for w in ctx.manifest.workloads]
+    return section
+
+
+def _os_packages_section(ctx: Context) -> Section | None:
+    """The nodes' OS packages: what was asked for; the .deb files are under RUNS AS CODE."""
+    def versions(manifest: BundleManifest | None) -> dict[str, dict[str, Any]]:
+        p = manifest.packages if manifest else None
+        return {f"{d.package} ({d.architecture})": {"version": d.version} for d in (p.debs if p else ())}
+
+    p = ctx.manifest.packages
+    new, old = versions(ctx.manifest), versions(ctx.previous)
+    if p is None and not old:
+        return None
+    section = Section("os_packages", "OS packages for the nodes (dependency-closed by apt)",
+                      [Item("package", key, status, a, b) for key, status, a, b in _pair(new, old)])
+    if p is not None:
+        section.lines.append(f"for {p.release}/{p.architecture}, asked for: {', '.join(p.names)}; "
+                             "installed with apt from the bundle's own repository")
+    return section
+
+
 #: The section builders, in the order they are printed (code first).  Another
 #: member class adds its builder here.
 SECTIONS: list[Callable[[Context], Section | None]] = [_code_section, _images_section, _packages_section,
+                                                      _workloads_section, _os_packages_section,
                                                       _other_files_section]
 
 

@@ -55,8 +55,8 @@ from typing import Any, Mapping
 
 import jsonschema
 import jsonschema.exceptions
-import yaml
 
+from airgap._internal import strictyaml
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, InvalidValueError, SpecError
 from airgap.reference import Reference, internal_repository, parse_reference
@@ -157,6 +157,33 @@ class FileSource:
 
 
 @dataclass(frozen=True)
+class WorkloadSource:
+    """One ``workloads[]`` entry: Kubernetes manifests carried under ``files/workloads/<name>/``."""
+
+    name: str
+    entries: tuple[tuple[str, Path], ...]
+    """Every YAML file: (path relative to the workload, absolute resolved source), sorted."""
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class PackagesSource:
+    """``packages``: Debian packages resolved by apt on the connected side."""
+
+    release: str
+    architecture: str
+    sources: Path
+    """Absolute path of the apt sources file (one-line ``.list`` or deb822 ``.sources``)."""
+    baseline: Path | None
+    """dpkg status of the target's base system (what it holds is not carried), or None (carry everything)."""
+    names: tuple[str, ...]
+
+
+RESERVED_DESTS = ("wheels", "workloads", "packages")
+"""Top directories of ``files/`` that the bundle fills itself; ``files[].dest`` may not use them."""
+
+
+@dataclass(frozen=True)
 class BundleSpec:
     """A validated bundle spec."""
 
@@ -174,6 +201,8 @@ class BundleSpec:
     """Variables substituted into image references and sources (name -> value used)."""
     sources: Mapping[str, str] = field(default_factory=dict)
     """Source aliases (``pilot`` -> ``127.0.0.1:5000/pilot``), variables substituted."""
+    workloads: tuple[WorkloadSource, ...] = ()
+    packages: PackagesSource | None = None
     lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Where each field is written (``images[0].ref`` -> line), for :meth:`locate`."""
 
@@ -282,8 +311,12 @@ def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: 
     images = _images(data.get("images", []), base_dir, written, sources)
     files = _files(data.get("files", []), base_dir)
     wheels = bool(data.get("wheels", False))
-    if not images and not files and not wheels:
+    workloads = _workloads(data.get("workloads", []), base_dir)
+    packages = _packages(data.get("packages"), base_dir)
+    if not images and not files and not wheels and not packages:
         raise SpecError("images", "the bundle carries nothing: list at least one image or file")
+    if workloads and not images:
+        raise SpecError("workloads", "workloads run images: list them under images")
     return BundleSpec(
         path=path,
         base_dir=base_dir,
@@ -294,6 +327,8 @@ def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: 
         wheels=wheels,
         variables=variables,
         sources=sources,
+        workloads=workloads,
+        packages=packages,
         lines=lines,
     )
 
@@ -308,24 +343,6 @@ def spec_schema() -> dict:
 # --- YAML ------------------------------------------------------------------------
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader without the YAML 1.1 timestamp type (timestamps stay text)."""
-
-
-_StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_YAML_KINDS = {
-    "tag:yaml.org,2002:int": "number",
-    "tag:yaml.org,2002:float": "number",
-    "tag:yaml.org,2002:bool": "boolean",
-    "tag:yaml.org,2002:null": "null",
-}
-
-
 def _read_spec_bytes(path: Path) -> bytes:
     try:
         with open(path, "rb") as fh:
@@ -338,76 +355,15 @@ def _read_spec_bytes(path: Path) -> bytes:
 
 
 def _parse_yaml(text: str, path: Path, lines: dict[str, int]) -> tuple[Any, dict[str, str]]:
-    """Compose, check the node tree, construct.  Returns (data, {field: raw scalar});
+    """Parse strictly (see :mod:`airgap._internal.strictyaml`).  Returns (data, {field: raw scalar});
     *lines* gets the line of every field."""
-    loader = _StrictLoader(text)
-    try:
-        try:
-            node = loader.get_single_node()
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc) from None
-        if node is None:
-            raise SpecError("", "the spec is empty")
-        scalars: dict[str, str] = {}
-        _check_nodes(node, "", scalars, set(), lines)
-        try:
-            data = loader.construct_document(node)
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc) from None
-        return data, scalars
-    finally:
-        loader.dispose()
+    def error(where: str, message: str, line: int | None) -> SpecError:
+        return SpecError(where, message, line=line)
+
+    return strictyaml.load_one(text, str(path), error, "a bundle spec", lines=lines)
 
 
-def _yaml_error(exc: yaml.YAMLError) -> SpecError:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    problem = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
-    return SpecError("", f"not valid YAML: {problem}", line=mark.line + 1 if mark else None)
-
-
-def _line(node: yaml.Node) -> str:
-    return f"line {node.start_mark.line + 1}"
-
-
-def _check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[int], lines: dict[str, int]) -> None:
-    lines.setdefault(where, node.start_mark.line + 1)
-    if id(node) in seen:
-        raise SpecError(where, "YAML aliases (*anchor) are not allowed in a bundle spec", line=node.start_mark.line + 1)
-    seen.add(id(node))
-    if isinstance(node, yaml.ScalarNode):
-        if node.tag != _STR_TAG:
-            scalars[where] = node.value
-        return
-    if isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_nodes(item, f"{where}[{i}]", scalars, seen, lines)
-        return
-    if isinstance(node, yaml.MappingNode):
-        keys: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            at = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise SpecError(where, "mapping keys must be plain text", line=at)
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise SpecError(where, "YAML merge keys (<<) are not allowed in a bundle spec", line=at)
-            if key_node.tag != _STR_TAG:
-                kind = _YAML_KINDS.get(key_node.tag, key_node.tag)
-                raise SpecError(_join(where, key_node.value),
-                                f"YAML reads the key {key_node.value!r} as a {kind}; quote it", line=at)
-            key = key_node.value
-            child = _join(where, key)
-            if key in keys:
-                raise SpecError(child, f"duplicate key {key!r} (first at {_line(keys[key])}); "
-                                       "YAML would silently keep only the last one", line=at)
-            keys[key] = key_node
-            lines[child] = at  # the key's line: where the field is written
-            _check_nodes(value_node, child, scalars, seen, lines)
-        return
-    raise SpecError(where, "unsupported YAML node", line=node.start_mark.line + 1)  # pragma: no cover
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
+_join = strictyaml.join
 
 
 def _check_text(obj: Any, where: str) -> None:
@@ -670,6 +626,9 @@ def _files(items: list[dict], base_dir: Path) -> tuple[FileSource, ...]:
         src_where, dest_where = f"files[{i}].src", f"files[{i}].dest"
         src = _inside(base_dir, src_rel, src_where, what="source")
         dest = _normalise_dest(item["dest"], dest_where)
+        if dest.split("/", 1)[0] in RESERVED_DESTS:
+            raise SpecError(dest_where, f"{item['dest']!r}: files/{dest.split('/', 1)[0]}/ is filled by the bundle itself "
+                                        f"({', '.join(RESERVED_DESTS)}); choose another destination")
         mode = int(item["mode"], 8) if "mode" in item else None
         st = src.stat()
         entries: list[tuple[str, Path]] = []
@@ -711,6 +670,46 @@ def _files(items: list[dict], base_dir: Path) -> tuple[FileSource, ...]:
                 )
             parent = posixpath.dirname(parent)
     return tuple(out)
+
+
+def _workloads(items: list[dict], base_dir: Path) -> tuple[WorkloadSource, ...]:
+    out: list[WorkloadSource] = []
+    names: dict[str, int] = {}
+    for i, item in enumerate(items):
+        where = f"workloads[{i}].src"
+        name, src_rel = item["name"], item["src"]
+        if name in names:
+            raise SpecError(f"workloads[{i}].name", f"{name!r} is already the name of workloads[{names[name]}]")
+        names[name] = i
+        src = _inside(base_dir, src_rel, where, what="workload")
+        if src_rel.endswith("/"):
+            if not src.is_dir():
+                raise SpecError(where, f"{src_rel} ends with '/' but is not a directory")
+            entries = [(rel, path) for rel, path in _walk(src, base_dir, where, src_rel)
+                       if rel.endswith((".yaml", ".yml"))]
+            if not entries:
+                raise SpecError(where, f"{src_rel} holds no .yaml or .yml file")
+        else:
+            if not src.is_file() or not src_rel.endswith((".yaml", ".yml")):
+                raise SpecError(where, f"{src_rel} must be a .yaml or .yml file, or a directory written with a trailing '/'")
+            entries = [(PurePosixPath(src_rel).name, src)]
+        out.append(WorkloadSource(name=name, entries=tuple(sorted(entries)), index=i))
+    return tuple(out)
+
+
+def _packages(item: dict | None, base_dir: Path) -> PackagesSource | None:
+    if item is None:
+        return None
+    sources = _inside(base_dir, item["sources"], "packages.sources", what="apt sources file")
+    if not sources.is_file():
+        raise SpecError("packages.sources", f"{item['sources']} is not a file")
+    baseline = None
+    if "baseline" in item:
+        baseline = _inside(base_dir, item["baseline"], "packages.baseline", what="dpkg status file")
+        if not baseline.is_file():
+            raise SpecError("packages.baseline", f"{item['baseline']} is not a file")
+    return PackagesSource(release=item["release"], architecture=item.get("architecture", "amd64"),
+                          sources=sources, baseline=baseline, names=tuple(item["names"]))
 
 
 def _walk(root: Path, base_dir: Path, where: str, src_rel: str):

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what airgap needs on a fresh Debian machine: the Debian packages for
-# the real parts (registry, sshd, skopeo, umoci, podman, SoftHSM2 and OpenSC's
-# pkcs11-tool for token keys, zstd for zstd-compressed layers) and a virtualenv in .venv.
+# the real parts (registry, sshd, skopeo, umoci, podman, containerd + runc, apt's
+# tools, SoftHSM2 and OpenSC's pkcs11-tool for token keys, zstd for zstd-compressed
+# layers) and a virtualenv in .venv.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(
     python3 python3-venv python3-dev gcc libffi-dev
-    docker-registry skopeo umoci podman uidmap
+    docker-registry skopeo umoci podman uidmap containerd runc
+    dpkg-dev openssl
     openssh-server openssh-client busybox-static
     iproute2 util-linux procps systemd coreutils tar
     softhsm2 opensc zstd
@@ -23,6 +25,22 @@ if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The demo and the OS-package tests carry these packages from apt's cache into a bundle
+# (no download while the tests run): keep their .deb files there.
+cached=()
+for pkg in containerd runc docker-registry podman; do
+    ls /var/cache/apt/archives/"${pkg}"_*.deb >/dev/null 2>&1 || cached+=("$pkg")
+done
+if ((${#cached[@]})); then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --reinstall --download-only "${cached[@]}" >/dev/null
+fi
+# Debian's containerd package enables a system service; the lab runs its own
+# containerd per node, so the host's stays off.
+if command -v systemctl >/dev/null && systemctl is-active --quiet containerd 2>/dev/null; then
+    systemctl stop containerd || true
 fi
 # The Debian registry package starts a system service on :5000; airgap's tests
 # and demo start their own registries on loopback ports, so the service stays off.

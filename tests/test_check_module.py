@@ -455,7 +455,8 @@ HEADER = {"generated": "2026-01-01T00:00:00Z", "inventory": ["inv"], "registry":
 
 def test_report_verdict_and_failures_first():
     doc = report.build(_results(), HEADER)
-    assert doc["verdict"] == "FAIL" and doc["counts"] == {"hosts": 3, "checks": 3, "pass": 2, "fail": 1, "findings": 1}
+    assert doc["verdict"] == "FAIL" and doc["counts"] == {"hosts": 3, "checks": 3, "pass": 2, "fail": 1, "findings": 1,
+                                                      "expected_fail": 0, "needs_cluster": 0}
     assert doc["hosts"] == ["controller", "node-1", "node-2"]  # sorted, the controller first
     md = report.markdown(doc)
     assert md.startswith("# airgap check: FAIL")

@@ -52,6 +52,8 @@ class World:
     a_tar: Path = field(init=False)  # a tar that is no bundle and no policy
     garbage: Path = field(init=False)
     log: Path = field(init=False)  # an intact audit log with two entries
+    platform: Path = field(init=False)  # an image, a workload running it and an OS package; signed
+    platform_builder_only: Path = field(init=False)
     toolkit_trust: Path = field(init=False)  # the same policy with a toolkit role (toolkit-1)
     wheels: Path = field(init=False)  # wheels with a complete toolkit release statement
 
@@ -81,8 +83,36 @@ class World:
                 "--key", self.key("root-1"), "-o", out, *extra]
 
 
+def _platform_bundle(d: Path, keyring, seeded) -> tuple[Path, Path]:
+    """(signed, builder-only) bundle with pilot/status, a Pod that runs it and one OS package."""
+    from tests.test_debs import make_deb
+
+    repo = d / "upstream"
+    repo.mkdir()
+    make_deb(repo, "airgap-test-tool", "1.0-1", "")
+    (repo / "Packages").write_bytes(subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=repo,
+                                                   check=True, capture_output=True).stdout)
+    spec_dir = d / "platform-spec"
+    (spec_dir / "apt").mkdir(parents=True)
+    (spec_dir / "apt/sources.list").write_text(f"deb [trusted=yes] file:{repo} ./\n")
+    (spec_dir / "k8s").mkdir()
+    (spec_dir / "k8s/status.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: status}\nspec:\n  containers:\n"
+        f"    - name: status\n      image: {seeded.ref('pilot/status')}\n")
+    spec = write_spec(spec_dir, images=[seeded.ref("pilot/status")], files=[], expires="3650d", extra={
+        "workloads": [{"name": "status", "src": "k8s/status.yaml"}],
+        "packages": {"release": "bookworm", "sources": "apt/sources.list", "names": ["airgap-test-tool"]}})
+    builder_only = d / "platform.builder-only.tar"
+    r = _run(["build", spec, "-o", builder_only, "--key", keyring.key_path("builder-1"), "--plain-http"])
+    assert r.code == 0, r.err
+    signed = d / "platform.tar"
+    shutil.copyfile(builder_only, signed)
+    assert _run(["sign", signed, "--key", keyring.key_path("officer-1"), "--yes"]).code == 0
+    return signed, builder_only
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, keyring, registry_session) -> World:
+def world(tmp_path_factory, keyring, registry_session, seeded_registry) -> World:
     from airgap.trust import TrustPolicy
 
     d = tmp_path_factory.mktemp("contract")
@@ -118,6 +148,7 @@ def world(tmp_path_factory, keyring, registry_session) -> World:
         r = _run(["verify", bundle, "--trust", trust, "--state", state])
         assert r.code == 0, r.err
     w.log = state / "audit.log"
+    w.platform, w.platform_builder_only = _platform_bundle(d, keyring, seeded_registry)
     w.toolkit_trust = d / "toolkit-trust.json"
     policy = make_policy(keyring, toolkit=("toolkit-1",))
     w.toolkit_trust.write_bytes(policy.to_bytes())
@@ -399,6 +430,21 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
         Row(2, lambda w, t: ["inventory", "--registry", w.registry, "-o", t / "inv.json", "--username", "u"],
             "--password-file", id="username without password file"),
     ],
+    ("manifests", "render"): [
+        Row(0, lambda w, t: ["manifests", "render", w.platform, "--trust", w.trust, "--registry", "127.0.0.1:5000",
+                             "-o", t / "out"], "status"),
+        Row(1, lambda w, t: ["manifests", "render", w.platform_builder_only, "--trust", w.trust, "--registry",
+                             "127.0.0.1:5000", "-o", t / "out"], "officer: 0 of 1", id="rejected"),
+        Row(2, lambda w, t: ["manifests", "render", w.bundle, "--trust", w.trust, "--registry", "127.0.0.1:5000",
+                             "-o", t / "out"], "workloads", id="a bundle without workloads"),
+    ],
+    ("packages", "export"): [
+        Row(0, lambda w, t: ["packages", "export", w.platform, "--trust", w.trust, "-o", t / "out"], "apt source"),
+        Row(1, lambda w, t: ["packages", "export", w.platform_builder_only, "--trust", w.trust, "-o", t / "out"],
+            "officer: 0 of 1", id="rejected"),
+        Row(2, lambda w, t: ["packages", "export", w.bundle, "--trust", w.trust, "-o", t / "out"], "packages",
+            id="a bundle without packages"),
+    ],
     ("lab", "up"): [
         Row(0, lambda w, t: _lab(t, "up", "--nodes", "1", "--inventory", t / "hosts.yml"), "up"),
         Row(2, lambda w, t: _lab(t, "up", "--nodes", "0"), "--nodes", id="no nodes"),
@@ -530,6 +576,10 @@ WRITERS: dict[tuple[str, ...], Callable[[World, Path], tuple[list, Path]]] = {
                                            COMMIT, "-o", t / "out"], t / "out"),
     ("toolkit", "wheels"): lambda w, t: (["toolkit", "wheels", "--release", w.wheels, "--trust", w.toolkit_trust,
                                           "-o", t / "out"], t / "out" / "toolkit-release.json"),
+    ("manifests", "render"): lambda w, t: (["manifests", "render", w.platform, "--trust", w.trust, "--registry",
+                                            "127.0.0.1:5000", "-o", t / "out"], t / "out" / "status.yaml"),
+    ("packages", "export"): lambda w, t: (["packages", "export", w.platform, "--trust", w.trust, "-o", t / "out"],
+                                          t / "out" / "Packages"),
 }
 
 
@@ -548,8 +598,9 @@ def test_force_is_needed_to_replace_an_output(verb, world, tmp_path):
     argv, output = WRITERS[verb](world, tmp_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(b"precious")
-    named = next(str(a) for a in argv if str(output).startswith(str(a)) and str(a) != str(tmp_path))  \
-        if verb == ("toolkit", "wheels") else str(output)  # a directory written as a whole: the directory is named
+    # A verb that writes a directory names the directory.
+    named = str(output.parent) if verb in (("toolkit", "wheels"), ("manifests", "render"), ("packages", "export")) \
+        else str(output)
     r = _run(argv)
     assert r.code == 2, r.err
     assert f"{named} exists" in r.err and "add --force to overwrite" in r.err

@@ -278,16 +278,18 @@ def test_writes_in_a_node_stay_in_that_node(lab):
 
 def test_node_runs_podman_with_quirks_handled(lab):
     r = lab.exec("node-1", ["cat", "/etc/containers/containers.conf"])
-    assert 'cgroups = "disabled"' in r.stdout and "default_ulimits = []" in r.stdout
+    assert 'cgroups = "enabled"' in r.stdout and "default_ulimits = []" in r.stdout
     r = lab.exec(
         "node-1",
         [
             "sh",
             "-c",
-            "grep -c cgroup2 /proc/self/mountinfo; stat -f -c %T /sys/fs/cgroup",
+            "grep -c cgroup2 /proc/self/mountinfo; stat -f -c %T /sys/fs/cgroup; "
+            "stat -f -c %T /sys/fs/cgroup/memory",
         ],
     )
-    assert r.stdout.split() == ["0", "tmpfs"]
+    # The host's v1 hierarchies (real cgroups for pods), never the unified cgroup2 mount.
+    assert r.stdout.split() == ["0", "tmpfs", "cgroupfs"]
 
 
 # --- podman through a registry inside the isolated network ----------------------

@@ -112,8 +112,11 @@ def test_sample_spec_validates():
         assert [i.ref for i in spec.images] == [
             f"127.0.0.1:5000/pilot/status:{tag}",
             f"127.0.0.1:5000/pilot/notes:{tag}",
+            "127.0.0.1:5000/pilot/pause:1.0",
         ]
         assert spec.variables == {"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:5000"}
+        assert [w.name for w in spec.workloads] == ["pilot-status", "pilot-notes"]
+        assert spec.packages.names == ("docker-registry", "podman", "containerd", "runc")
 
 
 def test_single_file_source_and_dest_directory(specdir):

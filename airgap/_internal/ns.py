@@ -263,6 +263,41 @@ def _make_dev(root: str) -> None:
     os.symlink("/proc/kcore", os.path.join(dev, "core"))
 
 
+def _host_cgroup_v1() -> list[str]:
+    """Mount points of the host's cgroup v1 hierarchies (cpu, memory, name=systemd, ...)."""
+    out = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[sep + 1] == "cgroup" and fields[4].startswith("/sys/fs/cgroup/"):
+                out.append(fields[4])
+    return out
+
+
+def _mount_cgroups(target: str, mode: str) -> None:
+    """The node's /sys/fs/cgroup: the host's v1 hierarchies, never the unified cgroup2 mount.
+
+    crun insists that /sys/fs/cgroup is a cgroup2 or a tmpfs (v1) mount.  On
+    this hybrid host podman and runc misbehave when both a v1 hierarchy and the
+    cgroup2 mount at /sys/fs/cgroup/unified are visible, so a node sees a tmpfs
+    with the v1 hierarchies bound in (``v1``: pods and containers get real
+    cgroups, cgroupfs manager) or an empty one (``none``: runtimes must run with
+    cgroups disabled).  On a cgroup2-only host ``v1`` binds the unified tree.
+    """
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    hierarchies = _host_cgroup_v1() if mode == "v1" else []
+    if mode == "v1" and not hierarchies and os.path.ismount("/sys/fs/cgroup"):
+        mount("/sys/fs/cgroup", target, None, MS_BIND | MS_REC)
+        return
+    mount("cgroup", target, "tmpfs", flags, "mode=755,size=4k")
+    for path in hierarchies:
+        sub = os.path.join(target, os.path.basename(path))
+        os.makedirs(sub, exist_ok=True)
+        mount(path, sub, None, MS_BIND)
+    mount("cgroup", target, None, MS_REMOUNT | MS_RDONLY | flags)
+
+
 def _build_root(cfg: dict) -> None:
     node_dir = cfg["node_dir"]
     layer = os.path.join(node_dir, "layer")
@@ -302,15 +337,7 @@ def _build_root(cfg: dict) -> None:
         "sysfs",
         MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
     )
-    # crun insists that /sys/fs/cgroup is a cgroup2 or a tmpfs (v1) mount;
-    # with cgroups disabled an empty read-only tmpfs is all it needs.
-    mount(
-        "cgroup",
-        os.path.join(root, "sys/fs/cgroup"),
-        "tmpfs",
-        MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY,
-        "mode=755,size=4k",
-    )
+    _mount_cgroups(os.path.join(root, "sys/fs/cgroup"), cfg.get("cgroups", "v1"))
     _make_dev(root)
     mount("tmpfs", os.path.join(root, "run"), "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
     for d in ("lock", "sshd", "user"):

@@ -6,8 +6,9 @@
 #   make-images.sh LAYOUT HOST:PORT             build, then push with skopeo
 #                                               (plain HTTP / no TLS verification)
 #
-# LAYOUT gets four tags:    status-1.0 status-1.1 notes-1.0 notes-1.1
-# pushed as:                HOST:PORT/pilot/status:1.0 ... HOST:PORT/pilot/notes:1.1
+# LAYOUT gets five tags:    status-1.0 status-1.1 notes-1.0 notes-1.1 pause-1.0
+# pushed as:                HOST:PORT/pilot/status:1.0 ... HOST:PORT/pilot/notes:1.1,
+#                           HOST:PORT/pilot/pause:1.0 (the pods' infra image)
 #
 # Each image has two layers: a shared base layer (/bin/busybox, a few applet
 # links, /etc/passwd and /etc/group) and an application layer (/www).  1.1
@@ -132,25 +133,50 @@ for app in $APPS; do
     done
 done
 
+# --- pause: the pods' infra (sandbox) image, base + /pause -----------------------
+# podman (infra_image) and containerd (sandbox_image) hold a pod's namespaces with
+# it; it must come from the internal registry like every other image.
+"$UMOCI" tag --image "$LAYOUT:base" pause-1.0
+"$UMOCI" unpack $ROOTLESS --image "$LAYOUT:pause-1.0" "$WORK/pause-1.0"
+printf '#!/bin/sh\n# The pod infra process: hold the namespaces, exit on TERM or INT.\ntrap "exit 0" TERM INT\nwhile :; do sleep 3600 & wait $!; done\n' \
+    > "$WORK/pause-1.0/rootfs/pause"
+chmod 0755 "$WORK/pause-1.0/rootfs/pause"
+pin "$WORK/pause-1.0/rootfs/pause" "$BASE_EPOCH"
+touch -h -d "@$BASE_EPOCH" "$WORK/pause-1.0/rootfs"
+"$UMOCI" repack --image "$LAYOUT:pause-1.0" \
+    --history.created "$BASE_CREATED" --history.author "airgap geheim-pilot" \
+    --history.created_by "make-images.sh: pilot/pause 1.0 /pause" \
+    "$WORK/pause-1.0"
+"$UMOCI" config --image "$LAYOUT:pause-1.0" --no-history \
+    --created "$BASE_CREATED" --author "airgap geheim-pilot" \
+    --architecture amd64 --os linux \
+    --config.user 65534:65534 \
+    --config.env PATH=/bin \
+    --config.entrypoint /pause \
+    --config.stopsignal SIGTERM \
+    --config.label "org.opencontainers.image.title=pilot/pause" \
+    --config.label "org.opencontainers.image.version=1.0" \
+    --config.label "org.opencontainers.image.created=$BASE_CREATED" \
+    --config.label "org.opencontainers.image.description=GEHEIM pilot pod infra (pause) image" \
+    --config.label "org.opencontainers.image.vendor=airgap geheim-pilot" \
+    --config.label "org.opencontainers.image.licenses=GPL-2.0-only" \
+    --config.label "org.opencontainers.image.base.name=scratch"
+
 "$UMOCI" rm --image "$LAYOUT:base"
 "$UMOCI" gc --layout "$LAYOUT"
 
-for app in $APPS; do
-    for version in $VERSIONS; do
-        digest=$(sed 's/},{/}\n{/g' "$LAYOUT/index.json" | grep "\"org.opencontainers.image.ref.name\":\"$app-$version\"" \
-                 | sed 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/')
-        echo "$LAYOUT:$app-$version $digest"
-    done
+for tag in $(for app in $APPS; do for version in $VERSIONS; do echo "$app-$version"; done; done) pause-1.0; do
+    digest=$(sed 's/},{/}\n{/g' "$LAYOUT/index.json" | grep "\"org.opencontainers.image.ref.name\":\"$tag\"" \
+             | sed 's/.*"digest":"\(sha256:[0-9a-f]*\)".*/\1/')
+    echo "$LAYOUT:$tag $digest"
 done
 
 # --- push ------------------------------------------------------------------------
 if [ -n "$REGISTRY" ]; then
-    for app in $APPS; do
-        for version in $VERSIONS; do
-            "$SKOPEO" copy --quiet --preserve-digests \
-                --dest-tls-verify=false \
-                "oci:$LAYOUT:$app-$version" "docker://$REGISTRY/pilot/$app:$version"
-            echo "pushed $REGISTRY/pilot/$app:$version"
-        done
+    for tag in $(for app in $APPS; do for version in $VERSIONS; do echo "$app-$version"; done; done) pause-1.0; do
+        "$SKOPEO" copy --quiet --preserve-digests \
+            --dest-tls-verify=false \
+            "oci:$LAYOUT:$tag" "docker://$REGISTRY/pilot/${tag%-*}:${tag##*-}"
+        echo "pushed $REGISTRY/pilot/${tag%-*}:${tag##*-}"
     done
 fi

@@ -25,8 +25,10 @@ SCRIPT = HERE / "make-images.sh"
 
 APPS = ("status", "notes")
 VERSIONS = ("1.0", "1.1")
-TAGS = tuple(f"{app}-{version}" for app in APPS for version in VERSIONS)
-"""Tags in the OCI layout: ``status-1.0``, ``status-1.1``, ``notes-1.0``, ``notes-1.1``."""
+PAUSE = "pause-1.0"
+"""The pods' infra (pause) image: podman's ``infra_image``, containerd's ``sandbox_image``."""
+TAGS = tuple(f"{app}-{version}" for app in APPS for version in VERSIONS) + (PAUSE,)
+"""Tags in the OCI layout: ``status-1.0``, ``status-1.1``, ``notes-1.0``, ``notes-1.1``, ``pause-1.0``."""
 
 
 def registry_ref(registry: str, tag: str) -> str:
@@ -47,7 +49,7 @@ def layout_digests(layout: str | Path) -> dict[str, str]:
 
 
 def build_layout(layout: str | Path, registry: str | None = None) -> dict[str, str]:
-    """Build the four images into a new OCI layout (and push them to *registry* if given).
+    """Build the five images into a new OCI layout (and push them to *registry* if given).
 
     Returns ``{tag: manifest digest}``.  Raises ``subprocess.CalledProcessError``
     (with the script's stderr) if the build fails.

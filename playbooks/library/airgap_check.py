@@ -37,7 +37,8 @@ options:
     elements: str
     required: true
     choices: [policy, enclave, dns, ntp, packages, proxy, hosts, routes, registries, image_policy,
-              credentials, workloads, marker, registry_content, registry_access, certificate, audit]
+              credentials, workloads, marker, registry_content, registry_access, certificate, audit,
+              containerd, containerd_probe]
   enclave:
     description:
       - The enclave, C(ranges) (CIDR list), C(domains), C(names) and C(services)
@@ -84,6 +85,14 @@ options:
     type: list
     elements: dict
     default: []
+  containerd:
+    description:
+      - For C(containerd), C(images) (the signed manifest's C([internal name, digest]) pairs), C(hosts_dir),
+        C(address) (containerd's socket) and C(token) (the probe's tag, unique per node and run).
+      - For C(containerd_probe) (on the registry host), C(probes) (node name to its token), C(logs) (the
+        registry's log files) and C(unit) (its systemd unit, read when there are no log files).
+    type: dict
+    default: {}
   signed_digests:
     description: For C(workloads), every manifest digest of the signed bundle (to say whether a foreign container's image is signed).
     type: list
@@ -149,6 +158,7 @@ allowed:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.airgap_check_audit import check_audit
 from ansible.module_utils.airgap_check_common import Enclave, Files, Labels, Result
+from ansible.module_utils.airgap_check_containerd import check_containerd, check_probe_logs, read_logs
 from ansible.module_utils.airgap_check_network import check_dns, check_hosts, check_ntp, check_routes
 from ansible.module_utils.airgap_check_registry import (Registry, check_certificate, check_registry_access,
                                                         check_registry_content)
@@ -158,7 +168,7 @@ from ansible.module_utils.airgap_check_sources import check_packages, check_prox
 from ansible.module_utils.airgap_check_workloads import check_marker, check_workloads
 
 NODE_CHECKS = ("dns", "ntp", "packages", "proxy", "hosts", "routes", "registries", "image_policy",
-               "credentials", "workloads", "marker")
+               "credentials", "workloads", "marker", "containerd", "containerd_probe")
 CONTROLLER_CHECKS = ("policy", "enclave", "registry_content", "registry_access", "certificate", "audit")
 
 
@@ -222,6 +232,7 @@ ARGUMENT_SPEC = dict(
     may_push=dict(type="bool", default=False),
     images=dict(type="list", elements="dict", default=[]),
     workloads=dict(type="list", elements="dict", default=[]),
+    containerd=dict(type="dict", default={}),
     signed_digests=dict(type="list", elements="str", default=[]),
     marker=dict(type="dict", default={}),
     audit=dict(type="dict", default={}),
@@ -269,6 +280,17 @@ def run_check(check, c, out):
     if check == "registry_content":
         res, out["allowed"] = check_registry_content(c.registry("pull"), p["images"])
         return res
+    ctd = p["containerd"] or {}
+    if check == "containerd":
+        credentials = "%s:%s" % (reg.get("username") or "", reg.get("password") or "")
+        return check_containerd(c.run, c.module.get_bin_path("ctr"), [tuple(i) for i in ctd.get("images") or []],
+                                c.internal, ctd.get("hosts_dir") or "/etc/containerd/certs.d",
+                                ctd.get("address") or "/run/containerd/containerd.sock", credentials,
+                                ctd.get("token") or "airgap-probe")
+    if check == "containerd_probe":
+        text, shown = read_logs(c.run, c.files, ctd.get("logs") or [], ctd.get("unit") or "airgap-registry")
+        out["probes"] = check_probe_logs(text, shown, ctd.get("probes"))
+        return None
     audit = p["audit"]
     simple = {
         "enclave": lambda: check_enclave(c.enclave, p["addresses"]),
@@ -303,7 +325,9 @@ def main():
     context = Context(module)
     out = {"changed": False, "results": []}
     for check in module.params["checks"]:
-        out["results"].append(run_check(check, context, out).to_dict())
+        res = run_check(check, context, out)
+        if res is not None:
+            out["results"].append(res.to_dict())
     out["failed_checks"] = sum(1 for r in out["results"] if r["status"] == "FAIL")
     module.exit_json(**out)
 

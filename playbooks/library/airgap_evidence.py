@@ -19,7 +19,8 @@ description:
     C(airgap inspect --json --trust) of the same bundle, refuses a rejected
     bundle or two different manifest digests, and returns the signed facts
     (bundle, manifest digest, signers, trust policy, images with their internal
-    repositories); with I(dir) it also writes them to C(DIR/bundle.json).
+    repositories, workloads with the internal reference of each image they run);
+    with I(dir) it also writes them to C(DIR/bundle.json).
   - C(state=anchor) takes the head of the controller's copy of the staging
     host's audit log (C(DIR/state/audit.log)) as C(airgap audit head --json)
     printed it and writes it (C(SEQ:HASH)) to C(DIR/audit-head.json).
@@ -137,12 +138,23 @@ def signed_facts(module, verify_doc, inspect_doc):
         from airgap.manifest import ImageRecord
     except ImportError as exc:
         module.fail_json(msg="the toolkit is not installed next to ansible-playbook on the controller: %s" % exc)
-    images = []
+    images, by_layout = [], {}
     for img in manifest.get("images") or []:
         ref = img["ref"]
         repo = internal_repository(ImageRecord.from_dict(img))
         images.append({"ref": ref, "digest": img["digest"], "platforms": img.get("platforms") or [],
                        "repository": repo, "internal_name": "%s/%s" % (p["registry"], repo)})
+        by_layout[img["layout_ref"]] = images[-1]
+    # Each workload (Kubernetes manifests) and, per image reference in it, the
+    # internal reference it runs: what the nodes run and check.yml holds them to.
+    workloads = []
+    for w in manifest.get("workloads") or []:
+        uses = []
+        for use in w.get("images") or []:
+            img = by_layout.get(use["image"], {})
+            uses.append({"object": use["object"], "field": use["field"], "ref": use["ref"], "digest": use["digest"],
+                         "internal": "%s@%s" % (img.get("internal_name", ""), use["digest"])})
+        workloads.append({"name": w["name"], "objects": w.get("objects") or [], "images": uses})
     signers = []
     for role, info in sorted((((verify_doc.get("signatures") or {}).get("roles")) or {}).items()):
         for key in info.get("keys") or []:
@@ -158,6 +170,7 @@ def signed_facts(module, verify_doc, inspect_doc):
         "signers": signers,
         "registry": p["registry"],
         "images": images,
+        "workloads": workloads,
     }
 
 

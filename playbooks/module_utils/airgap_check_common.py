@@ -25,7 +25,7 @@ from ansible.module_utils.airgap_endpoints import EndpointSet, PatternError, as_
 PASS, FAIL = "PASS", "FAIL"
 
 # Every check: (section, title, legend). The report names checks by title and
-# prints the legend once; sections group them (a later "Haven" section adds its own).
+# prints the legend once; sections group them.
 CHECKS = {
     "signed": ("Supply chain", "Signed bundle",
                "the controller's verified bundle: manifest digest, signers, images (the anchor of every other check)"),
@@ -40,6 +40,11 @@ CHECKS = {
                      "policy.json rejects by default and accepts only the internal registry"),
     "registries": ("Runtime", "Container registries",
                    "registries.conf, certs.d (containers and containerd), auth files and runtime configuration name only the internal registry"),
+    "containerd": ("Runtime", "containerd images",
+                   "every signed image is in containerd's k8s.io namespace by digest; an image the internal registry "
+                   "lacks cannot be pulled from anywhere else"),
+    "containerd_probe": ("Runtime", "containerd probe logged",
+                         "the internal registry's access log shows the node's probe: the request reached it"),
     "credentials": ("Runtime", "Registry credentials",
                     "nodes hold only the pull credential; the push credential exists only on the staging host"),
     "registry_access": ("Runtime", "Registry access",
@@ -55,6 +60,23 @@ CHECKS = {
     "enclave": ("Enclave", "Enclave description",
                 "the inventory's enclave: ranges are networks, every service and node address lies inside"),
     "policy": ("Enclave", "Sovereignty labels", "the sovereignty policy that labels findings was loaded"),
+    # Haven: the Compliancy Checker's checks a node and the inventory can prove (airgap_haven) ...
+    "haven_nodes": ("Haven", "Nodes", "at least 3 control-plane and 3 worker hosts in the inventory"),
+    "haven_zones": ("Haven", "Availability zones", "the hosts are spread over more than one availability zone"),
+    "haven_lsm": ("Haven", "Linux security module", "SELinux enforcing or AppArmor enabled on the node"),
+    "haven_addresses": ("Haven", "Private addresses", "the node's addresses are private and inside the enclave"),
+    "haven_mirrors": ("Haven", "Registry mirrors",
+                      "the container runtime pulls only from the internal registry, with no fallback upstream"),
+    "haven_time": ("Haven", "Time synchronisation", "time is synchronised from the enclave's time servers only"),
+    "haven_logs": ("Haven", "Log shipping", "logs are shipped to a collector inside the enclave"),
+    # ... and those only a Kubernetes API can answer (NEEDS-CLUSTER, with what to run there).
+    "haven_version": ("Haven", "Kubernetes version", "at most one minor version behind the latest, no skew between nodes (needs a cluster)"),
+    "haven_rbac": ("Haven", "RBAC, no anonymous access", "RBAC enabled, basic and anonymous authentication off (needs a cluster)"),
+    "haven_conformance": ("Haven", "CNCF conformance", "the cluster passes the CNCF conformance tests (needs a cluster)"),
+    "haven_storage": ("Haven", "Dynamic storage", "ReadWriteOnce and ReadWriteMany volumes provisioned on demand (needs a cluster)"),
+    "haven_metrics": ("Haven", "Cluster metrics", "metrics are collected centrally, metrics-server (needs a cluster)"),
+    "haven_certificates": ("Haven", "Automated certificates", "HTTPS certificates issued automatically, cert-manager (needs a cluster)"),
+    "haven_log_aggregation": ("Haven", "Log aggregation", "container logs are aggregated centrally (needs a cluster)"),
 }
 
 

@@ -17,29 +17,47 @@ import json
 from ansible.module_utils.airgap_check_common import CHECKS
 
 EVIDENCE_SHOWN = 3
-SECTIONS = ("Supply chain", "Runtime", "Enclave")
+SECTIONS = ("Supply chain", "Runtime", "Enclave", "Haven")
+NEEDS_CLUSTER = "NEEDS-CLUSTER"
+
+
+def _findings(r):
+    out = [dict(f, host=r["host"], title=r.get("title") or r["check"]) for f in r.get("findings") or []]
+    if r["status"] == "FAIL" and not out:
+        out.append({"host": r["host"], "check": r["check"], "title": r.get("title") or r["check"],
+                    "source": "", "line": None, "value": "", "reason": r.get("summary", "")})
+    return out
 
 
 def build(results, header):
-    """The report document (what the JSON file holds) from per-host results and the header."""
+    """The report document (what the JSON file holds) from per-host results and the header.
+
+    A FAIL the site's inventory declares as expected (``expected``: the reason,
+    e.g. the lab's Haven checks) is listed apart, with its reason, and does not
+    fail the verdict; NEEDS-CLUSTER (a check only a Kubernetes API can answer)
+    is neither PASS nor FAIL.
+    """
     results = sorted(results, key=lambda r: (_host_key(r["host"]), _check_key(r["check"])))
-    failures = []
+    failures, expected = [], []
     for r in results:
-        for f in r.get("findings") or []:
-            failures.append(dict(f, host=r["host"], title=r.get("title") or r["check"]))
-        if r["status"] == "FAIL" and not r.get("findings"):
-            failures.append({"host": r["host"], "check": r["check"], "title": r.get("title") or r["check"],
-                             "source": "", "line": None, "value": "", "reason": r.get("summary", "")})
+        if r["status"] == "FAIL" and r.get("expected"):
+            expected += [dict(f, expected=r["expected"]) for f in _findings(r)]
+        else:
+            failures += _findings(r)
     hosts = sorted({r["host"] for r in results}, key=_host_key)
-    failed = [r for r in results if r["status"] == "FAIL"]
+    failed = [r for r in results if r["status"] == "FAIL" and not r.get("expected")]
     used = sorted({r["check"] for r in results}, key=_check_key)
+    cluster = sum(1 for r in results if r["status"] == NEEDS_CLUSTER)
     return {
         "generated": header.get("generated"),
         "inventory": header.get("inventory"),
         "verdict": "FAIL" if failed else "PASS",
         "passed": not failed,
-        "counts": {"hosts": len(hosts), "checks": len(results), "pass": len(results) - len(failed),
-                   "fail": len(failed), "findings": len(failures)},
+        "counts": {"hosts": len(hosts), "checks": len(results),
+                   "pass": sum(1 for r in results if r["status"] == "PASS"),
+                   "fail": len(failed), "findings": len(failures),
+                   "expected_fail": sum(1 for r in results if r["status"] == "FAIL" and r.get("expected")),
+                   "needs_cluster": cluster},
         "bundle": header.get("bundle") or {},
         "trust": header.get("trust") or {},
         "signers": header.get("signers") or [],
@@ -49,6 +67,7 @@ def build(results, header):
                        for c in used if c in CHECKS),
         "hosts": hosts,
         "failures": failures,
+        "expected_failures": expected,
         "results": results,
     }
 
@@ -79,9 +98,9 @@ def head_lines(report):
     """(label, value) rows of the report's header."""
     b = report["bundle"]
     return [
-        ("Verdict", "%s: %d of %d checks failed on %d hosts, %d finding(s)" % (
+        ("Verdict", "%s: %d of %d checks failed on %d hosts, %d finding(s)%s" % (
             report["verdict"], report["counts"]["fail"], report["counts"]["checks"], report["counts"]["hosts"],
-            report["counts"]["findings"])),
+            report["counts"]["findings"], _also(report["counts"]))),
         ("Bundle", "%s %s (%s, sha256 %s)" % (b.get("name", "?"), b.get("version", "?"), b.get("file", "?"),
                                               (b.get("sha256") or "?")[:16])),
         ("Manifest", b.get("manifest_digest", "?")),
@@ -92,11 +111,24 @@ def head_lines(report):
     ]
 
 
+def _also(counts):
+    parts = []
+    if counts.get("expected_fail"):
+        parts.append("%d FAIL expected on this site (listed below)" % counts["expected_fail"])
+    if counts.get("needs_cluster"):
+        parts.append("%d need a Kubernetes cluster" % counts["needs_cluster"])
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def _cell(r):
+    return "FAIL (expected)" if r["status"] == "FAIL" and r.get("expected") else r["status"]
+
+
 def _matrix(report):
     """rows: (section, check, title, {host: status})"""
     cells = {}
     for r in report["results"]:
-        cells.setdefault(r["check"], {})[r["host"]] = r["status"]
+        cells.setdefault(r["check"], {})[r["host"]] = _cell(r)
     rows = []
     for check in sorted(cells, key=_check_key):
         section, title, _ = CHECKS.get(check, ("Other", check, ""))
@@ -135,6 +167,18 @@ def markdown(report):
     else:
         out.append("None: every check passed on every host.")
     out.append("")
+    exp = report.get("expected_failures") or []
+    if exp:
+        out.append("## Expected failures on this site (%d)" % len(exp))
+        out.append("")
+        out.append("FAIL, and declared expected by the inventory (check__haven_expected_failures): shown, not counted in the verdict.")
+        out.append("")
+        out.append("| Node | Check | Where | Value | Why | Expected because |")
+        out.append("| --- | --- | --- | --- | --- | --- |")
+        for f in exp:
+            out.append("| %s | %s | `%s` | `%s` | %s | %s |" % (_md(f["host"]), _md(f["title"]), _md(_where(f)),
+                                                              _md(f["value"]), _md(f["reason"]), _md(f["expected"])))
+        out.append("")
     out.append("## Every check on every host")
     out.append("")
     hosts = report["hosts"]
@@ -145,8 +189,8 @@ def markdown(report):
         if sec != section:
             out.append("| **%s** |%s" % (sec, " |" * len(hosts)))
             section = sec
-        out.append("| %s | %s |" % (title, " | ".join(("**FAIL**" if cells.get(h) == "FAIL" else cells.get(h, "-"))
-                                                     for h in hosts)))
+        out.append("| %s | %s |" % (title, " | ".join(("**%s**" % cells[h] if cells.get(h, "").startswith("FAIL")
+                                                      else cells.get(h, "-")) for h in hosts)))
     out.append("")
     out.append("Legend: " + "; ".join("**%s**: %s" % (v["title"], v["legend"]) for v in report["legend"].values()) + ".")
     out.append("")
@@ -203,6 +247,15 @@ def html_page(report):
         out.append("</table>")
     else:
         out.append("<p>None: every check passed on every host.</p>")
+    exp = report.get("expected_failures") or []
+    if exp:
+        out.append("<h2>Expected failures on this site (%d)</h2><p>FAIL, and declared expected by the inventory: "
+                   "shown, not counted in the verdict.</p>" % len(exp))
+        out.append("<table><tr><th>Node</th><th>Check</th><th>Where</th><th>Value</th><th>Why</th><th>Expected because</th></tr>")
+        for f in exp:
+            out.append("<tr><td>%s</td><td>%s</td><td><code>%s</code></td><td><code>%s</code></td><td>%s</td><td>%s</td></tr>" % (
+                _h(f["host"]), _h(f["title"]), _h(_where(f)), _h(f["value"]), _h(f["reason"]), _h(f["expected"])))
+        out.append("</table>")
     hosts = report["hosts"]
     out.append("<h2>Every check on every host</h2><table><tr><th>Check</th>%s</tr>" % "".join(
         "<th>%s</th>" % _h(h) for h in hosts))
@@ -212,7 +265,8 @@ def html_page(report):
             out.append('<tr><td class="s" colspan="%d">%s</td></tr>' % (len(hosts) + 1, _h(sec)))
             section = sec
         out.append("<tr><td>%s</td>%s</tr>" % (_h(title), "".join(
-            '<td class="c%s">%s</td>' % (" f" if cells.get(h) == "FAIL" else "", _h(cells.get(h, "-"))) for h in hosts)))
+            '<td class="c%s">%s</td>' % (" f" if cells.get(h, "").startswith("FAIL") else "", _h(cells.get(h, "-")))
+            for h in hosts)))
     out.append("</table><dl>")
     for item in report["legend"].values():
         out.append("<dt>%s</dt><dd>%s</dd>" % (_h(item["title"]), _h(item["legend"])))
@@ -235,6 +289,9 @@ def summary_lines(report, paths):
     for f in report["failures"]:
         lines.append("FAIL %s %s: %s %s -- %s%s" % (f["host"], f["check"], _where(f), f["value"], f["reason"],
                                                    (" [%s]" % f["label"]) if f.get("label") else ""))
+    for f in report.get("expected_failures") or []:
+        lines.append("FAIL (expected: %s) %s %s: %s %s -- %s" % (f["expected"], f["host"], f["check"], _where(f),
+                                                                f["value"], f["reason"]))
     lines.append("Reports: %s" % ", ".join(paths))
     return lines
 

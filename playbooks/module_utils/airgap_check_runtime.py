@@ -218,6 +218,11 @@ def _containerd(files, internal, res, bad):
         hosts = list((doc.get("host") or {}).keys())
         if server is None and not internal(namespace) and namespace != "_default":
             bad(shown, None, "(no server)", "without a server line containerd falls back to %s" % namespace)
+        if server is not None and not hosts and not internal(namespace) and namespace != "_default":
+            # containerd 1.6 (Debian 12) cannot decode such a file ("invalid `host` tree") and
+            # uses the upstream instead (tests/test_platform_lab.py shows it).
+            bad(shown, None, "(no [host] table)", "containerd 1.6 rejects a hosts.toml without a [host.\"...\"] table "
+                                                  "and pulls %s from upstream; name the internal registry as a host too" % namespace)
         if server is not None:
             if internal(server):
                 res.note("%s: server = %s (internal)" % (shown, server))

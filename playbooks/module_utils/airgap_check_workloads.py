@@ -16,6 +16,7 @@ import os
 import pwd
 
 from ansible.module_utils.airgap_check_common import Result
+from ansible.module_utils.airgap_check_containerd import pod_of
 
 try:
     from urllib.request import urlopen
@@ -51,9 +52,15 @@ def podman_state(run, podman):
     if image_ids:
         data, _err = _podman_json(run, [podman, "image", "inspect"] + image_ids)
         images = {i.get("Id"): i for i in (data or [])}
+    pod_names = {}
+    if any(c.get("Pod") for c in listing):
+        pods, _err = _podman_json(run, [podman, "pod", "ps", "--format", "json"])
+        pod_names = dict((p.get("Id"), p.get("Name")) for p in pods or [])
     containers = []
     for c in listing:
         info = inspected.get(c.get("Id"), {})
+        if c.get("Pod") and not c.get("PodName"):  # `podman ps` names pods only with --pod
+            c = dict(c, PodName=pod_names.get(c["Pod"], ""))
         containers.append((c, info))
     return containers, images, None
 
@@ -79,9 +86,16 @@ def _mounts(info):
 
 
 def check_workloads(run, podman, files, workloads, signed_digests, health_timeout=5):
-    """Judge every container on the node against *workloads* (specs from the controller)."""
+    """Judge every container on the node against *workloads* (specs from the controller).
+
+    A workload runs as pods (``podman kube play``): its spec names the pods'
+    name patterns (``pods``), the digests its containers may run and those of
+    the pods' infra container (``infra_digests``).  A spec without ``pods`` is
+    one container of that name.
+    """
     res = Result("workloads", "")
     specs = dict((w["name"], w) for w in workloads)
+    pods = dict((w["name"], w["pods"]) for w in workloads if w.get("pods"))
     if not podman:
         res.fail("podman", "(missing)", "podman is not installed: the workloads cannot run")
         return res
@@ -89,7 +103,7 @@ def check_workloads(run, podman, files, workloads, signed_digests, health_timeou
     if containers is None:
         res.fail("podman ps --all", err or "", "the container engine could not be asked")
         return res
-    seen = set()
+    seen, healthy = set(), set()
     for c, info in containers:
         names = c.get("Names") or []
         name = names[0] if names else (c.get("Id") or "")[:12]
@@ -98,7 +112,13 @@ def check_workloads(run, podman, files, workloads, signed_digests, health_timeou
         digests = _digests(info, image)
         image_name = info.get("ImageName") or c.get("Image", "")
         state = str((info.get("State") or {}).get("Status") or c.get("State", "")).lower()
-        spec = specs.get(name)
+        workload = pod_of(c.get("PodName") or "", pods) if c.get("Pod") or info.get("Pod") else None
+        spec = specs.get(workload) if workload else (specs.get(name) if not pods.get(name) else None)
+        infra = bool(info.get("IsInfra") or c.get("IsInfra"))
+        if spec is not None and workload and infra:
+            spec = dict(spec, name=name, digests=spec.get("infra_digests") or [], mounts=[])
+        elif spec is not None and workload:
+            spec = dict(spec, name=name)
         if spec is None:
             known = sorted(digests & set(signed_digests))
             why = "not a workload of this node (%s)" % (
@@ -106,12 +126,19 @@ def check_workloads(run, podman, files, workloads, signed_digests, health_timeou
                     ", ".join(sorted(digests)) or "unknown"))
             res.fail(source, "%s %s (%s)" % (name, image_name, state), why)
             continue
-        seen.add(name)
+        owner = workload or name
+        if not infra:
+            seen.add(owner)
         problems = _judge(spec, info, digests, image_name, state)
         for value, why in problems:
             res.fail(source, value, why)
         if problems:
             continue
+        if owner in healthy or infra:
+            res.note("%s: %s@%s, %s" % (name, image_name.split("@")[0],
+                                         (sorted(digests & set(spec.get("digests") or [])) or ["?"])[0], state))
+            continue
+        healthy.add(owner)
         answer = _health(spec.get("health_url"), health_timeout)
         if answer is not None and not answer[0]:
             res.fail(spec["health_url"], name, answer[1])
