@@ -393,9 +393,23 @@ TABLE: dict[tuple[str, ...], list[Row]] = {
             id="missing bundle"),
     ],
     ("join",): [
-        Row(0, lambda w, t: ["join", w.media(t), "-o", t / "joined.tar"], "joined"),
-        Row(1, lambda w, t: ["join", _damage_a_part(w.media(t)), "-o", t / "joined.tar"], "sha256", id="damaged part"),
-        Row(2, lambda w, t: ["join", t, "-o", t / "joined.tar"], "parts.json", id="no index"),
+        Row(0, lambda w, t: ["join", w.media(t), "--trust", w.trust, "-o", t / "joined.tar"], "joined"),
+        Row(1, lambda w, t: ["join", _damage_a_part(w.media(t)), "--trust", w.trust, "-o", t / "joined.tar"], "sha256",
+            id="damaged part"),
+        Row(1, lambda w, t: ["join", w.media(t), "--trust", w.other_target, "-o", t / "joined.tar"], "elsewhere",
+            id="policy of another target"),
+        Row(2, lambda w, t: ["join", t, "--trust", w.trust, "-o", t / "joined.tar"], "parts.json", id="no index"),
+        Row(2, lambda w, t: ["join", w.media(t), "--trust", w.trust, "-o", _empty(t / "joined.tar")],
+            "exists: add --force", id="existing output"),
+    ],
+    ("extract",): [
+        Row(0, lambda w, t: ["extract", w.bundle, "--trust", w.trust, "-o", t / "out"], "EXTRACTED"),
+        Row(1, lambda w, t: ["extract", w.builder_only, "--trust", w.trust, "-o", t / "out"], "officer: 0 of 1",
+            id="rejected"),
+        Row(2, lambda w, t: ["extract", w.bundle, "--trust", w.trust, "--member", "nothing/", "-o", t / "out"],
+            "--member 'nothing/'", id="no member has the prefix"),
+        Row(2, lambda w, t: ["extract", w.bundle, "--trust", w.trust, "-o", t], "exists: add --force",
+            id="existing output"),
     ],
     ("transfer",): [
         Row(0, lambda w, t: ["transfer", w.bundle, t / "dest"], "sha256"),
@@ -566,7 +580,9 @@ WRITERS: dict[tuple[str, ...], Callable[[World, Path], tuple[list, Path]]] = {
     ("key", "export"): lambda w, t: (["key", "export", w.key("officer-1"), "-o", t / "out"], t / "out"),
     ("build",): lambda w, t: (["build", w.spec, "-o", t / "out", "--key", w.key("builder-1")], t / "out"),
     ("split",): lambda w, t: (["split", w.bundle, "--size", "8K", "-o", t], t / f"{w.bundle.name}.part001"),
-    ("join",): lambda w, t: (["join", w.media(t / "m"), "-o", t / "out"], t / "out"),
+    ("join",): lambda w, t: (["join", w.media(t / "m"), "--trust", w.trust, "-o", t / "out"], t / "out"),
+    ("extract",): lambda w, t: (["extract", w.bundle, "--trust", w.trust, "-o", t / "out"],
+                                t / "out" / "files" / "configs" / "pilot.conf"),
     ("trust", "init"): lambda w, t: (w.init_args(t / "out"), t / "out"),
     ("trust", "rotate"): lambda w, t: (["trust", "rotate", w.trust, "--key", w.key("root-1"), "--key", w.key("root-2"),
                                         "-o", t / "out"], t / "out"),
@@ -599,8 +615,8 @@ def test_force_is_needed_to_replace_an_output(verb, world, tmp_path):
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(b"precious")
     # A verb that writes a directory names the directory.
-    named = str(output.parent) if verb in (("toolkit", "wheels"), ("manifests", "render"), ("packages", "export")) \
-        else str(output)
+    named = {("toolkit", "wheels"): output.parent, ("manifests", "render"): output.parent,
+             ("packages", "export"): output.parent, ("extract",): tmp_path / "out"}.get(verb, output)
     r = _run(argv)
     assert r.code == 2, r.err
     assert f"{named} exists" in r.err and "add --force to overwrite" in r.err
