@@ -443,7 +443,8 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
         artifact = f"{img.field} {img.ref}"
         try:
             # Every name in the record is derived from the ref the officer is shown; verify checks the same.
-            names = names_of(img.ref)
+            source = spec.sources[img.alias] if getattr(img, "alias", None) else None
+            names = names_of(img.ref, source)
         except ValueError as exc:
             raise SpecError(f"{img.field}", str(exc)) from None
         registry, repository, tag, layout_ref = names.registry, names.repository, names.tag, names.layout_ref
@@ -471,7 +472,7 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
         records.append(ImageRecord(
             ref=img.ref, layout_ref=layout_ref, registry=registry, repository=repository, tag=tag,
             digest=r.digest, media_type=r.media_type, size=r.size, platforms=r.platforms,
-            source_index=r.source_index, sovereignty=sov,
+            source_index=r.source_index, sovereignty=sov, source=source,
         ))
     refs = [r.layout_ref for r in records]
     if len(set(refs)) != len(refs):
@@ -481,12 +482,14 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
 
 def _source_hint(spec, img, registry: str) -> str:
     """Where an unreachable registry's address came from, and what to set instead."""
+    alias = getattr(img, "alias", None)
+    where = f"sources.{alias}" if alias else img.field
     for name, value in getattr(spec, "variables", {}).items():
-        if value != registry or f"${{{name}" not in getattr(img, "spec_ref", ""):
+        if value != registry or (not alias and f"${{{name}" not in getattr(img, "spec_ref", "")):
             continue
         if os.environ.get(name):
-            return f"; {img.field} takes the registry from {name}={value}: check that variable"
-        return (f"; {img.field} takes the registry from ${{{name}}}, which is not set, so the spec's default "
+            return f"; {where} takes the registry from {name}={value}: check that variable"
+        return (f"; {where} takes the registry from ${{{name}}}, which is not set, so the spec's default "
                 f"{value} was used: set {name}=host:port of your connected-side registry "
                 "(and add --plain-http if it serves plain HTTP)")
     return ""

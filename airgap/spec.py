@@ -532,12 +532,13 @@ def _source_of(ref: str, sources: Mapping[str, str], where: str) -> tuple[str | 
         raise SpecError(where, f"{first!r} is neither a registry host (it has no '.' or ':PORT') nor an alias declared "
                                f"under sources (declared: {declared}); declare it (sources: {{{first}: HOST:PORT}}) or "
                                "write the registry host: a bare name would silently mean Docker Hub")
-    try:
-        parsed = parse_reference(f"{sources[first]}/{rest}")
-        internal = parse_reference(f"localhost/{first}/{rest}").repository
-    except InputError as exc:
-        raise SpecError(where, f"{ref} through sources.{first} ({sources[first]}): {exc}") from None
-    return first, parsed, internal
+    from airgap.manifest import names_of
+
+    try:  # the derivation verify holds the signed record to
+        names = names_of(ref, sources[first])
+    except InvalidValueError as exc:
+        raise SpecError(where, f"through sources.{first} ({sources[first]}): {exc}") from None
+    return first, Reference(names.registry, names.repository, names.tag, names.pinned), names.destination
 
 
 def _images(items: list[dict], base_dir: Path, written: dict[int, str],

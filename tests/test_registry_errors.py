@@ -122,7 +122,7 @@ def test_the_readme_build_without_a_source_registry_says_what_to_set(tmp_path, k
     assert proc.returncode == 1
     line = error_line(proc.stderr)
     assert "127.0.0.1:5000: connection refused" in line
-    assert ("images[0].ref takes the registry from ${AIRGAP_SOURCE_REGISTRY}, which is not set, so the spec's default "
+    assert ("sources.pilot takes the registry from ${AIRGAP_SOURCE_REGISTRY}, which is not set, so the spec's default "
             "127.0.0.1:5000 was used: set AIRGAP_SOURCE_REGISTRY=host:port of your connected-side registry") in line
     assert len(requests_logged(proc.stderr)) == 1
     assert (REPO / "bundles/geheim-pilot/bundle.yaml").exists()

@@ -109,11 +109,15 @@ def test_sample_spec_validates():
     for name, version, tag in (("bundle.yaml", "1.0.0", "1.0"), ("bundle-1.1.0.yaml", "1.1.0", "1.1")):
         spec = load_spec(root / name, env={})
         assert spec.metadata.version == version
-        assert [i.ref for i in spec.images] == [
+        # written through the alias: internal names that do not change with the source's port
+        assert [i.ref for i in spec.images] == [f"pilot/status:{tag}", f"pilot/notes:{tag}", "pilot/pause:1.0"]
+        assert [str(i.reference) for i in spec.images] == [
             f"127.0.0.1:5000/pilot/status:{tag}",
             f"127.0.0.1:5000/pilot/notes:{tag}",
             "127.0.0.1:5000/pilot/pause:1.0",
         ]
+        assert [i.internal for i in spec.images] == ["pilot/status", "pilot/notes", "pilot/pause"]
+        assert spec.sources == {"pilot": "127.0.0.1:5000/pilot"}
         assert spec.variables == {"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:5000"}
         assert [w.name for w in spec.workloads] == ["pilot-status", "pilot-notes"]
         assert spec.packages.names == ("docker-registry", "podman", "containerd", "runc")
