@@ -393,6 +393,9 @@ def _print_report(args, report, error: AirgapError | None) -> None:
         for c in report.checks:
             detail = f"{c.artifact}: {c.detail}" if c.artifact else c.detail
             print(f"  {marks.get(c.status, c.status):8} {c.name:13} {escape(detail)}")
+        if report.media:  # read from media parts: who signed the part index (or that nobody did)
+            mark = "note" if report.media.endswith("index unsigned") else "PASS"
+            print(f"  {mark:8} {'media-index':13} {escape(report.media)}")
     if error is None:
         m = report.manifest
         print(f"VERIFIED: {m.name} {m.version} (manifest {m.digest})")
@@ -677,7 +680,11 @@ def cmd_import(args) -> int:
     except AirgapError as exc:
         _audit_refusal(args, "import", obj, exc)
         report = getattr(exc, "report", None)
-        if report is not None and not args.json:
+        if args.json:  # the check list always, whatever failed and wherever
+            print(json.dumps(record_names(_import_failure(args, exc, report)), indent=2, sort_keys=True))
+            print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+            return exc.exit_code
+        if report is not None and report.error is exc:  # verification refused it: the checks say where
             _print_report(args, report, exc)
             return exc.exit_code
         raise
@@ -688,8 +695,25 @@ def cmd_import(args) -> int:
     for o in report.overrides:
         _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
     _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
-    _emit(args, result.to_dict(), importer.format_result(result))
+    _emit(args, {**result.to_dict(), **_checks_of(report)}, importer.format_result(result))
     return 0
+
+
+def _checks_of(report) -> dict[str, Any]:
+    """What import --json says about verification: the checks (all skipped when it never ran) and the media index."""
+    from airgap import verify
+
+    if report is None:
+        return {"checks": [verify.Check(name, "skipped", "not reached").to_dict() for name in verify.CHECK_NAMES],
+                "media": None}
+    return {"checks": [c.to_dict() for c in report.checks], "media": report.media}
+
+
+def _import_failure(args, exc: AirgapError, report) -> dict[str, Any]:
+    """import --json when it did not import: a rejection is verify's report, any other failure the error and the checks."""
+    if report is not None and report.error is exc:
+        return {**report.to_dict(), "registry": args.registry}
+    return {"result": "error", **exc.to_dict(), "bundle": args.bundle, "registry": args.registry, **_checks_of(report)}
 
 
 def cmd_split(args) -> int:

@@ -150,8 +150,15 @@ def import_bundle(
     with state_lock(state_dir):
         with verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override,
                               progress=progress, hash_content=False) as verified:
-            return import_verified(verified, registry=registry, state_dir=state_dir, files_dir=files_dir,
-                                   client=client, now=now, progress=progress, log=log)
+            try:
+                return import_verified(verified, registry=registry, state_dir=state_dir, files_dir=files_dir,
+                                       client=client, now=now, progress=progress, log=log)
+            except AirgapError as exc:
+                # A failure after verification (a registry error, content that did not
+                # hash) still carries the checks that ran, for import --json.
+                if getattr(exc, "report", None) is None:
+                    exc.report = verified.report  # type: ignore[attr-defined]
+                raise
 
 
 def import_verified(
