@@ -87,6 +87,8 @@ def format_summary(s: dict[str, Any]) -> str:
     for img in m["images"]:
         plats = ", ".join(img["platforms"]) or "-"
         extra = [f"chosen from index {img['source_index']}"] if img["source_index"] else []
+        if img.get("source"):  # an alias ref: where it was pulled from (the internal name does not depend on it)
+            extra.insert(0, f"pulled from {img['registry']}/{img['repository']}")
         if img["sovereignty"]:
             extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
         if extra or plats != "-":

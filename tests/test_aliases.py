@@ -55,7 +55,8 @@ def test_alias_names_the_image_in_manifest_plan_inspect_and_import(tmp_path, see
     assert {d["ref"]: d["repository"] for d in doc["destinations"]} == {"pilot/status:1.0": "pilot/status",
                                                                         "pilot/notes:1.0": "pilot/notes"}
     line = f"import writes REGISTRY/pilot/status:1.0 @ {digest}"
-    assert line in airgap("inspect", bundle).out
+    human = airgap("inspect", bundle).out
+    assert line in human and f"  pilot/status:1.0  [-]; pulled from {seeded_registry.host}/pilot/status" in human
     unsigned = _build(spec, tmp_path / "unsigned.tar", keyring, seeded_registry.host, sign=False)
     plan = airgap_proc("sign", unsigned, "--key", keyring.key_path("officer-1"), stdin=open(os.devnull))
     assert line in plan.out, plan.out
