@@ -25,6 +25,8 @@ import time
 from typing import IO, Mapping
 from urllib.parse import urlsplit
 
+from airgap.exceptions import InvalidValueError
+
 # Large socket writes matter for multi-GiB uploads: http.client's default of 8 KiB
 # turns every GiB into 131072 send() calls.
 _BLOCKSIZE = 1 << 20
@@ -177,7 +179,7 @@ class Transport:
             elif scheme == "http":
                 conn = _HTTP(netloc, timeout=self._connect_timeout, blocksize=_BLOCKSIZE)
             else:
-                raise ValueError(f"unsupported URL scheme {scheme!r}")
+                raise InvalidValueError(f"unsupported URL scheme {scheme!r}")
             conn.read_timeout = self._timeout  # type: ignore[attr-defined]
             conns[(scheme, netloc)] = conn
             with self._lock:
