@@ -27,8 +27,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airgap._internal import keyid as _keyid
 from airgap._internal.fsutil import fsync_dir, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap._internal.text import plural
 from airgap.exceptions import AnchorError, AuditError, FormatError, InputError
 
 GENESIS = "0" * 64
@@ -275,7 +277,7 @@ class AuditLog:
             if written != len(line):
                 # A short append leaves a truncated line that verify() will name;
                 # say so now rather than pretend the entry exists.
-                raise AuditError(f"{self.path}:{seq}", f"short write ({written} of {len(line)} bytes)")
+                raise AuditError(f"{self.path}:{seq}", f"short write ({written} of {plural(len(line), 'byte')})")
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -364,7 +366,7 @@ class AuditLog:
             seq, digest = _check_head(expect_head)
             anchor = format_head((seq, digest))
             if not self.path.exists():
-                raise AnchorError(str(self.path), f"the log is missing: it held {seq} entries at the anchor "
+                raise AnchorError(str(self.path), f"the log is missing: it held {plural(seq, 'entry')} at the anchor "
                                   f"{anchor}; {_TAMPERED}", expected=anchor, found=None)
         count, last = 0, (0, GENESIS)
         for entry in self.entries():
@@ -382,7 +384,7 @@ class AuditLog:
             what = "the log is empty" if count == 0 else f"the log ends at entry {count} (head {found})"
             raise AnchorError(
                 f"{self.path}:{count + 1}",
-                f"{what} but it held {seq} entries at the anchor {anchor}: "
+                f"{what} but it held {plural(seq, 'entry')} at the anchor {anchor}: "
                 f"{seq - count} entr{'y was' if seq - count == 1 else 'ies were'} cut from its end; {_TAMPERED}",
                 expected=anchor, found=found,
             )
@@ -436,6 +438,13 @@ def _short(value: Any) -> str:
     if value is None:
         return "-"
     return str(value)
+
+
+def entries_by_key(entries: list[AuditEntry], keyid: str, where: str) -> list[AuditEntry]:
+    """The entries made with the key whose keyid starts with *keyid* (8+ hex digits, as shown)."""
+    ids = sorted({e.actor.keyid for e in entries if e.actor.keyid})
+    full = ids[_keyid.pick(keyid, [(k, "") for k in ids], option="--keyid", where=f"the entries of {where}")]
+    return [e for e in entries if e.actor.keyid == full]
 
 
 def format_entry(entry: AuditEntry) -> str:

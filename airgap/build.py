@@ -29,9 +29,10 @@ from pathlib import Path
 
 from airgap import __version__, caps, oci
 from airgap._internal import tarfmt, timefmt
-from airgap._internal.fsutil import atomic_writer
+from airgap._internal.fsutil import atomic_writer, check_output
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
 from airgap.manifest import (
     MANIFEST_MEMBER,
@@ -142,7 +143,7 @@ def plan_members(images: list[ImageRecord], blobs: dict[str, Blob], files: list[
     index_entries.sort(key=lambda e: e["annotations"][oci.REF_NAME])
     index_bytes = canonical_bytes({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": index_entries})
     if len(index_bytes) > oci.MAX_INDEX_BYTES:
-        raise SpecError("images", f"index.json would be {len(index_bytes)} bytes; verify reads at most {oci.MAX_INDEX_BYTES}")
+        raise SpecError("images", f"index.json would be {plural(len(index_bytes), 'byte')}; verify reads at most {oci.MAX_INDEX_BYTES}")
     layout_bytes = oci.layout_file()
     external: list[tuple[str, int]] = []
     members = [
@@ -166,7 +167,7 @@ def check_caps(members: list[PlannedMember], images: list[ImageRecord], external
     """Refuse, with the reason, a bundle verify would refuse for its size (limits in airgap.caps)."""
     if len(members) > caps.MAX_MEMBERS:
         files = sum(1 for m in members if m.path.startswith("files/"))
-        raise SpecError("files", f"the bundle would hold {len(members)} members ({files} files); verify accepts at most "
+        raise SpecError("files", f"the bundle would hold {plural(len(members), 'member')} ({plural(files, 'file')}); verify accepts at most "
                                  f"{caps.MAX_MEMBERS}: carry the files in more than one bundle, or as one archive file")
     if len(images) > caps.MAX_IMAGES:
         raise SpecError("images", f"{len(images)} images; verify accepts at most {caps.MAX_IMAGES} per bundle")
@@ -224,12 +225,14 @@ def write_bundle(
     check: Callable[[Path], None],
     workers: int = 4,
     progress: ByteProgress | None = None,
+    force: bool = False,
 ) -> None:
     """Write the archive to a temporary file next to *out*; rename it into place
-    only after ``check(temporary path)`` passes.  On any failure nothing is left."""
+    only after ``check(temporary path)`` passes (over an existing *out* only with
+    *force*).  On any failure nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True)
     sig_offset = _layout_offsets(members, len(manifest_bytes))
-    with atomic_writer(out) as f:
+    with atomic_writer(out, overwrite=force) as f:
         try:
             _write_members(f.fileno(), manifest_bytes, members, envelope_bytes, sig_offset, documents, workers,
                            progress)
@@ -239,6 +242,7 @@ def write_bundle(
                 raise
             raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
         check(Path(f.name))
+
 
 def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember], envelope_bytes: bytes,
                    sig_offset: int, documents: Documents, workers: int, progress: ByteProgress | None) -> None:
@@ -259,7 +263,7 @@ def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember],
         data = m.data if m.data is not None or m.blob is None or not m.blob.stored else documents.get(m.blob.digest)
         if data is not None:
             if len(data) != m.size:  # pragma: no cover - the store holds only checked documents
-                raise IntegrityError(m.path, f"{len(data)} bytes where {m.size} were planned")
+                raise IntegrityError(m.path, f"{plural(len(data), 'byte')} where {m.size} were planned")
             put(m.header_offset + tarfmt.BLOCK, data)
         elif m.file is not None:
             _copy_file(m, fd)
@@ -370,9 +374,11 @@ def build(
     log: Callable[[str], None] | None = None,
     apt_sources: str | os.PathLike | None = None,
     apt_baseline: str | os.PathLike | None = None,
+    force: bool = False,
 ) -> BuildResult:
     """Build and sign a bundle from a spec; see the module docstring.
 
+    An existing *out* is replaced only with *force* (refused before anything is pulled).
     *apt_sources* and *apt_baseline* replace the spec's ``packages.sources`` and
     ``packages.baseline`` (the connected side's mirror and the target's base
     system are properties of where the bundle is built, like its registries).
@@ -381,7 +387,7 @@ def build(
     from airgap import spec as specmod
 
     spec_path = Path(spec_path)
-    out = Path(out)
+    out = check_output(out, force=force)
     t0 = build_time(created)
     # Relative expiry counts from the creation time, not the clock: same inputs, same bytes.
     spec = specmod.load_spec(spec_path, now=t0)
@@ -418,7 +424,9 @@ def build(
         with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
             write_bundle(out, manifest.to_bytes(), members, envelope.to_bytes(), documents=documents,
                          check=lambda tmp: _check_output(tmp, out, manifest.to_bytes(), signing_key.public_key),
-                         workers=workers, progress=bar)
+                         workers=workers, progress=bar, force=force)
+    except SpecError as exc:  # found while resolving: say where the spec asks for it
+        raise spec.locate(exc) from None
     finally:
         documents.close()
         work.cleanup()
@@ -440,7 +448,8 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
         artifact = f"{img.field} {img.ref}"
         try:
             # Every name in the record is derived from the ref the officer is shown; verify checks the same.
-            names = names_of(img.ref)
+            source = spec.sources[img.alias] if getattr(img, "alias", None) else None
+            names = names_of(img.ref, source)
         except ValueError as exc:
             raise SpecError(f"{img.field}", str(exc)) from None
         registry, repository, tag, layout_ref = names.registry, names.repository, names.tag, names.layout_ref
@@ -468,7 +477,7 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
         records.append(ImageRecord(
             ref=img.ref, layout_ref=layout_ref, registry=registry, repository=repository, tag=tag,
             digest=r.digest, media_type=r.media_type, size=r.size, platforms=r.platforms,
-            source_index=r.source_index, sovereignty=sov,
+            source_index=r.source_index, sovereignty=sov, source=source,
         ))
     refs = [r.layout_ref for r in records]
     if len(set(refs)) != len(refs):
@@ -478,12 +487,14 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
 
 def _source_hint(spec, img, registry: str) -> str:
     """Where an unreachable registry's address came from, and what to set instead."""
+    alias = getattr(img, "alias", None)
+    where = f"sources.{alias}" if alias else img.field
     for name, value in getattr(spec, "variables", {}).items():
-        if value != registry or f"${{{name}" not in getattr(img, "spec_ref", ""):
+        if value != registry or (not alias and f"${{{name}" not in getattr(img, "spec_ref", "")):
             continue
         if os.environ.get(name):
-            return f"; {img.field} takes the registry from {name}={value}: check that variable"
-        return (f"; {img.field} takes the registry from ${{{name}}}, which is not set, so the spec's default "
+            return f"; {where} takes the registry from {name}={value}: check that variable"
+        return (f"; {where} takes the registry from ${{{name}}}, which is not set, so the spec's default "
                 f"{value} was used: set {name}=host:port of your connected-side registry "
                 "(and add --plain-http if it serves plain HTTP)")
     return ""
@@ -589,7 +600,7 @@ def _wheel_files(spec, warnings: list[str]) -> list[tuple[str, Path, int, int, s
         records[path.name] = toolkit.WheelRecord(path.name, size, sha)
         out.append((f"wheels/{path.name}", path, size, 0o644, sha))
     if house.release is None:
-        warnings.append(f"{house.directory} has no {toolkit.RELEASE_FILE}: the bundle carries {len(out)} wheels that "
+        warnings.append(f"{house.directory} has no {toolkit.RELEASE_FILE}: the bundle carries {plural(len(out), 'wheel')} that "
                         "no toolkit release lists, so isolated hosts keep their installed toolkit (build with "
                         f"{wheels.ENV}=<a toolkit release directory>)")
         return out

@@ -19,8 +19,8 @@ from airgap import __version__
 
 if TYPE_CHECKING:
     import logging
-from airgap._internal.fsutil import display, record_names
-from airgap._internal.text import escape, escape_lines
+from airgap._internal.fsutil import check_output, display, os_error, record_names
+from airgap._internal.text import article, escape, escape_lines, plural
 from airgap.exceptions import AirgapError, InputError, UsageError
 
 
@@ -31,9 +31,14 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _emit(args, data: dict[str, Any], human: str) -> None:
+def _emit(args, data: dict[str, Any], human: str, summary: str | None = None) -> None:
+    """*data* as JSON with --json; else *human*, or with --quiet only *summary* (default: its first line)."""
     if getattr(args, "json", False):
         print(json.dumps(record_names(data), indent=2, sort_keys=True))
+    elif getattr(args, "quiet", False):
+        line = summary if summary is not None else human.split("\n", 1)[0]
+        if line:
+            print(escape(line))
     elif human:
         print(escape_lines(human))
 
@@ -114,7 +119,10 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
         return
     from airgap.audit import AuditLog
 
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, Path(log).parent, "make the audit log's directory") from None
     AuditLog(log).append(action, record_names(obj), result, actor=_actor(keyid), detail=record_names(detail or {}))
 
 
@@ -132,7 +140,7 @@ def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
 
 
 def cmd_keygen(args) -> int:
-    from airgap.keys import PassphraseSource, keygen
+    from airgap.keys import PassphraseSource, check_keygen, keygen, load_public
 
     if args.pkcs11:
         return _keygen_on_token(args)
@@ -140,12 +148,10 @@ def cmd_keygen(args) -> int:
         raise UsageError("--pin-file goes with --pkcs11 URI")
     if args.no_passphrase and args.passphrase_file:
         raise UsageError("--no-passphrase and --passphrase-file exclude each other")
+    check_keygen(args.name, args.dir, force=args.force)  # before asking for a passphrase
     passphrase = None if args.no_passphrase else PassphraseSource.for_key(
         Path(args.dir) / f"{args.name}.key", args.passphrase_file, label=args.name, confirm=True)()
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    key_path, pub_path = keygen(args.name, args.dir, passphrase)
-    from airgap.keys import load_public
-
+    key_path, pub_path = keygen(args.name, args.dir, passphrase, force=args.force)
     pub = load_public(pub_path)
     data = {"private_key": str(key_path), "public_key": str(pub_path), "keyid": pub.keyid, "encrypted": passphrase is not None}
     human = f"wrote {key_path} (0600, {'encrypted' if passphrase else 'NOT ENCRYPTED'}) and {pub_path}\nkeyid {pub.keyid}"
@@ -166,12 +172,9 @@ def _keygen_on_token(args) -> int:
     if args.no_passphrase or args.passphrase_file:
         raise UsageError("a key made on a token has no passphrase: it is guarded by the token's PIN (--pin-file)")
     keygen_check_name(args.name)
-    pub_path = Path(args.dir) / f"{args.name}.pub"
-    if pub_path.exists() or pub_path.is_symlink():
-        raise UsageError(f"{pub_path}: already exists; refusing to overwrite")
+    pub_path = check_output(Path(args.dir) / f"{args.name}.pub", force=args.force)
     pub, uri = pkcs11.generate(args.pkcs11, args.name, module=args.pkcs11_module, pin_file=args.pin_file)
-    Path(args.dir).mkdir(parents=True, exist_ok=True)
-    write_public(pub_path, pub)
+    write_public(pub_path, pub, overwrite=args.force)
     data = {"private_key": uri, "public_key": str(pub_path), "keyid": pub.keyid, "on_token": True, "extractable": False}
     _emit(args, data, f"generated an Ed25519 key pair on the token (private key sensitive, not extractable)\n"
                       f"wrote {pub_path}\nkeyid {pub.keyid}\nsign with: --key '{uri}'")
@@ -182,9 +185,7 @@ def cmd_key_export(args) -> int:
     from airgap import pkcs11
     from airgap.keys import is_pkcs11_uri, write_public
 
-    out = Path(args.output)
-    if (out.exists() or out.is_symlink()) and not args.force:
-        raise UsageError(f"{out}: already exists; give --force to overwrite")
+    out = check_output(args.output, force=args.force)
     if is_pkcs11_uri(args.key):
         opts = _key_options(args).get(args.key, {})
         if "passphrase_file" in opts:
@@ -215,6 +216,7 @@ def cmd_build(args) -> int:
         since=args.since,
         workers=args.jobs,
         progress=_progress(args),
+        force=args.force,
         apt_sources=args.apt_sources,
         apt_baseline=args.apt_baseline,
     )
@@ -232,10 +234,11 @@ def cmd_build(args) -> int:
     }
     for w in result.warnings:
         print(f"airgap: warning: {w}", file=sys.stderr)
-    lines = [f"built {result.path}: {m.name} {m.version} ({len(m.images)} images, {len(m.members)} members)"]
+    lines = [f"built {result.path}: {m.name} {m.version} ({plural(len(m.images), 'image')}, "
+             f"{plural(len(m.members), 'member')})"]
     lines += [f"  {i.ref} -> {i.digest}" for i in m.images]
     if result.external_blobs:
-        lines.append(f"  differential: {result.external_blobs} blobs left out (present at the base)")
+        lines.append(f"  differential: {plural(result.external_blobs, 'blob')} left out (present at the base)")
     lines.append(f"manifest {m.digest}, signed by builder key {key.public_key.keyid[:16]}")
     _emit(args, data, "\n".join(lines))
     return 0
@@ -259,8 +262,14 @@ def cmd_diff(args) -> int:
     from airgap import inspect
 
     d = inspect.diff(args.a, args.b)
-    _emit(args, d, inspect.format_diff(d))
+    _emit(args, d, inspect.format_diff(d), inspect.diff_summary(d))
     return 0
+
+
+def _show_plan(args, plan) -> None:
+    """The plan is shown unless it is not wanted (--json) or nobody will be asked (--quiet with --yes)."""
+    if not args.json and not (args.quiet and args.yes):
+        print(escape_lines(plan.describe()))
 
 
 def _confirm(args, question: str, refusal: str, *, typed_yes: bool = False) -> bool:
@@ -296,8 +305,8 @@ def _approve_signing(args, plan, key) -> bool:
     if not args.trust:
         print(UNCHECKED_KEY.format(key=args.key), file=sys.stderr)
     code = plan.code_to_approve
-    if code and not _confirm(args, f"{len(code)} item(s) marked CODE above will run as code on the isolated hosts "
-                                   f"({', '.join(i.name for i in code[:3])}{', …' if len(code) > 3 else ''}). "
+    if code and not _confirm(args, f"{plural(len(code), 'item')} marked CODE above will run as code on the isolated "
+                                   f"hosts ({', '.join(i.name for i in code[:3])}{', …' if len(code) > 3 else ''}). "
                                    "Type 'yes' to approve them: ",
                              "refusing to sign: the bundle adds or changes code that runs on the isolated hosts "
                              "(marked CODE in the plan); approve it on a terminal or pass --yes", typed_yes=True):
@@ -318,11 +327,11 @@ def _approve_signing(args, plan, key) -> bool:
 def cmd_sign(args) -> int:
     from airgap import sign
 
+    sign.check_bundle_file(args.bundle, "sign")  # media parts are refused before a passphrase is asked
     key = _load_key(args, args.key)
     plan = sign.prepare(args.bundle, key, key_source=args.key, trust_path=args.trust, now=_now(),
                         against=args.against, history_dir=_history_dir(args))
-    if not args.json:
-        print(escape_lines(plan.describe()))
+    _show_plan(args, plan)
     if not _approve_signing(args, plan, key):
         return 1
     env = plan.commit()
@@ -335,7 +344,7 @@ def cmd_sign(args) -> int:
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
             "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status,
             "review": plan.review.to_dict(), "history_record": str(kept) if kept else None}
-    human = f"signed: {plan.signature_count} signatures on {args.bundle}" + (f" ({status})" if status else "")
+    human = f"signed: {plural(plan.signature_count, 'signature')} on {args.bundle}" + (f" ({status})" if status else "")
     if kept:
         human += f"\nkept for the next review: {kept}"
     _emit(args, data, human)
@@ -346,8 +355,7 @@ def cmd_unsign(args) -> int:
     from airgap import sign
 
     plan = sign.prepare_unsign(args.bundle, args.keyid, trust_path=args.trust)
-    if not args.json:
-        print(escape_lines(plan.describe()))
+    _show_plan(args, plan)
     removed = plan.removed
     if not _confirm(args, f"Remove signature {plan.index + 1} (keyid {removed.keyid[:16]}…) from "
                           f"{plan.manifest.name} {plan.manifest.version}? [y/N] ",
@@ -385,6 +393,9 @@ def _print_report(args, report, error: AirgapError | None) -> None:
         for c in report.checks:
             detail = f"{c.artifact}: {c.detail}" if c.artifact else c.detail
             print(f"  {marks.get(c.status, c.status):8} {c.name:13} {escape(detail)}")
+        if report.media:  # read from media parts: who signed the part index (or that nobody did)
+            mark = "note" if report.media.endswith("index unsigned") else "PASS"
+            print(f"  {mark:8} {'media-index':13} {escape(report.media)}")
     if error is None:
         m = report.manifest
         print(f"VERIFIED: {m.name} {m.version} (manifest {m.digest})")
@@ -455,7 +466,7 @@ def cmd_extract(args) -> int:
                                  "output": args.output}, "accepted", detail={"members": len(result.written)})
     data = {"result": "accepted", "bundle": args.bundle, "name": m.name, "version": m.version, "manifest_digest": m.digest,
             "output": args.output, "members": result.written}
-    _emit(args, data, f"EXTRACTED: {len(result.written)} members of {m.name} {m.version} (manifest {m.digest}) into {display(out)}, "
+    _emit(args, data, f"EXTRACTED: {plural(len(result.written), 'member')} of {m.name} {m.version} (manifest {m.digest}) into {display(out)}, "
                       "each checked against the verified manifest as it was written")
     return 0
 
@@ -488,6 +499,7 @@ def _policy_written(args, policy, path: str, done: str, previous=None, previous_
 def cmd_trust_init(args) -> int:
     from airgap import trust
 
+    check_output(args.output, force=args.force)
     policy = trust.init_policy(
         target=args.target,
         expires=args.expires,
@@ -495,7 +507,7 @@ def cmd_trust_init(args) -> int:
         signing_keys=_signers(args, args.key),
         now=_now(),
     )
-    policy.write(args.output)
+    policy.write(args.output, overwrite=args.force)
     _policy_written(args, policy, args.output, f"wrote {args.output}")
     return 0
 
@@ -503,6 +515,7 @@ def cmd_trust_init(args) -> int:
 def cmd_trust_rotate(args) -> int:
     from airgap import trust
 
+    check_output(args.output, force=args.force)
     old = trust.TrustPolicy.load(args.policy, now=None)
     new = trust.rotate_policy(
         old,
@@ -512,7 +525,7 @@ def cmd_trust_rotate(args) -> int:
         signing_keys=_signers(args, args.key),
         now=_now(),
     )
-    new.write(args.output)
+    new.write(args.output, overwrite=args.force)
     _policy_written(args, new, args.output, f"wrote {args.output}", old, args.policy)
     return 0
 
@@ -535,6 +548,10 @@ def cmd_trust_show(args) -> int:
     from airgap import trust
 
     policy = trust.TrustPolicy.load(args.policy, now=_now() if not args.ignore_expiry else None)
+    if args.keyid:
+        key = trust.describe_key(policy, args.keyid)
+        _emit(args, key, trust.format_key(key))
+        return 0
     _emit(args, policy.to_dict(), policy.describe())
     return 0
 
@@ -542,7 +559,7 @@ def cmd_trust_show(args) -> int:
 def _statement_lines(statement, policy, path: str) -> tuple[dict[str, Any], list[str]]:
     release = statement.release
     lines = [f"toolkit release {release.short}"]
-    lines += [f"  {w.file}  {w.size} bytes  sha256:{w.sha256}" for w in release.wheels]
+    lines += [f"  {w.file}  {plural(w.size, 'byte')}  sha256:{w.sha256}" for w in release.wheels]
     data: dict[str, Any] = {"release": path, **release.to_dict(), "signatures": len(statement.envelope.signatures)}
     if policy is not None:
         report = statement.report(policy)
@@ -550,7 +567,8 @@ def _statement_lines(statement, policy, path: str) -> tuple[dict[str, Any], list
         data.update(thresholds=report.to_dict(), complete=report.ok)
         lines.append(f"  signed: {statement.status(policy)}")
         if not report.ok and role.missing:
-            lines.append(f"INCOMPLETE: {role.missing} more toolkit signature(s) needed before any isolated host "
+            lines.append(f"INCOMPLETE: {role.missing} more toolkit {'signature' if role.missing == 1 else 'signatures'} "
+                         "needed before any isolated host "
                          f"installs these wheels; each toolkit key holder runs: airgap toolkit sign {path} "
                          f"--key <toolkit key> --trust {policy.artifact}")
     return data, lines
@@ -561,17 +579,19 @@ def cmd_toolkit_release(args) -> int:
 
     if args.key and not args.trust:
         raise UsageError("--key needs --trust TRUST.json, so the key is checked to be a toolkit key of the policy")
+    check_output(args.output, force=args.force)
     release = toolkit.make_release(args.wheels, args.version, args.commit)
     statement = toolkit.ReleaseStatement.unsigned(release, args.output)
     policy = trust.TrustPolicy.load(args.trust, now=_now()) if args.trust else None
-    return _sign_statement(args, statement, policy, _signers(args, args.key), args.output, f"wrote {args.output}")
+    return _sign_statement(args, statement, policy, _signers(args, args.key), args.output, f"wrote {args.output}",
+                           overwrite=args.force)
 
 
-def _sign_statement(args, statement, policy, signers: list, path: str, done: str) -> int:
+def _sign_statement(args, statement, policy, signers: list, path: str, done: str, *, overwrite: bool = True) -> int:
     """Every signer is checked before anything is written (a refusal leaves the file as it was)."""
     for signer in signers:
         statement.sign(policy, signer)
-    statement.write(path)
+    statement.write(path, overwrite=overwrite)
     data, lines = _statement_lines(statement, policy, path)
     _emit(args, data, "\n".join([done, *lines]))
     return 0
@@ -609,6 +629,7 @@ def cmd_toolkit_wheels(args) -> int:
 
     if (args.bundle is None) == (args.release is None):
         raise UsageError("give a bundle or --release DIR (one of them)")
+    check_output(args.output, force=args.force, directory=True)
     if args.release:
         policy = trust.TrustPolicy.load(args.trust, now=_now())
         result = toolkit_wheels.from_release_dir(args.release, policy, args.output)
@@ -617,7 +638,7 @@ def cmd_toolkit_wheels(args) -> int:
                                             out=args.output, progress=_progress(args))
     r = result.release
     _emit(args, {"result": "written", **result.to_dict()},
-          f"wrote the {len(result.wheels)} wheels of toolkit release {r.version} (commit {r.commit[:12]}) from "
+          f"wrote the {plural(len(result.wheels), 'wheel')} of toolkit release {r.version} (commit {r.commit[:12]}) from "
           f"{result.source} to {result.output}, with {toolkit_wheels.REQUIREMENTS} for pip --require-hashes\n"
           f"  signed: {result.signers}")
     return 0
@@ -659,7 +680,11 @@ def cmd_import(args) -> int:
     except AirgapError as exc:
         _audit_refusal(args, "import", obj, exc)
         report = getattr(exc, "report", None)
-        if report is not None and not args.json:
+        if args.json:  # the check list always, whatever failed and wherever
+            print(json.dumps(record_names(_import_failure(args, exc, report)), indent=2, sort_keys=True))
+            print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+            return exc.exit_code
+        if report is not None and report.error is exc:  # verification refused it: the checks say where
             _print_report(args, report, exc)
             return exc.exit_code
         raise
@@ -670,18 +695,35 @@ def cmd_import(args) -> int:
     for o in report.overrides:
         _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
     _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
-    _emit(args, result.to_dict(), importer.format_result(result))
+    _emit(args, {**result.to_dict(), **_checks_of(report)}, importer.format_result(result))
     return 0
+
+
+def _checks_of(report) -> dict[str, Any]:
+    """What import --json says about verification: the checks (all skipped when it never ran) and the media index."""
+    from airgap import verify
+
+    if report is None:
+        return {"checks": [verify.Check(name, "skipped", "not reached").to_dict() for name in verify.CHECK_NAMES],
+                "media": None}
+    return {"checks": [c.to_dict() for c in report.checks], "media": report.media}
+
+
+def _import_failure(args, exc: AirgapError, report) -> dict[str, Any]:
+    """import --json when it did not import: a rejection is verify's report, any other failure the error and the checks."""
+    if report is not None and report.error is exc:
+        return {**report.to_dict(), "registry": args.registry}
+    return {"result": "error", **exc.to_dict(), "bundle": args.bundle, "registry": args.registry, **_checks_of(report)}
 
 
 def cmd_split(args) -> int:
     from airgap import split
 
     key = _load_key(args, args.key) if args.key else None
-    index = split.split(args.bundle, args.output, args.size, signing_key=key)
+    index = split.split(args.bundle, args.output, args.size, signing_key=key, force=args.force)
     data = index.to_dict()
-    lines = [f"split {args.bundle} into {len(index.parts)} parts in {args.output}"]
-    lines += [f"  {p.name}  {p.size} bytes  sha256:{p.sha256}" for p in index.parts]
+    lines = [f"split {args.bundle} into {plural(len(index.parts), 'part')} in {args.output}"]
+    lines += [f"  {p.name}  {plural(p.size, 'byte')}  sha256:{p.sha256}" for p in index.parts]
     _emit(args, data, "\n".join(lines))
     return 0
 
@@ -689,6 +731,7 @@ def cmd_split(args) -> int:
 def cmd_join(args) -> int:
     from airgap import split
 
+    check_output(args.output, force=args.force)  # before the parts are read
     verified, code = _verified(args, "join", hash_content=False)
     if verified is None:
         return code
@@ -696,7 +739,7 @@ def cmd_join(args) -> int:
         m = verified.manifest
         obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest, "output": args.output}
         try:
-            digest = split.join(verified, args.output)
+            digest = split.join(verified, args.output, force=args.force)
         except AirgapError as exc:
             _audit_refusal(args, "join", obj, exc)
             raise
@@ -730,13 +773,18 @@ def cmd_transfer(args) -> int:
         known_hosts=args.known_hosts,
         accept_new_host_key=args.accept_new_host_key,
         progress=progress,
+        force=args.force,
     )
     for b in bar.values():
         b.close()
     data = {"destination": args.destination, "files": [r.__dict__ for r in results]}
-    lines = [f"{'skipped' if r.skipped else 'sent'} {r.name} ({r.size} bytes, sha256:{r.sha256}, remote check: {r.hash_method}"
-             + (f", resumed at {r.resumed_from}" if r.resumed_from else "") + ")" for r in results]
-    _emit(args, data, "\n".join(lines))
+    lines = [f"{'skipped' if r.skipped else 'sent'} {r.name} ({plural(r.size, 'byte')}, sha256:{r.sha256}, "
+             f"remote check: {r.hash_method}" + (f", resumed at {r.resumed_from}" if r.resumed_from else "") + ")"
+             for r in results]
+    skipped = sum(r.skipped for r in results)
+    summary = (f"{plural(len(results), 'file')} at {args.destination}, each checked by sha256"
+               + (f" ({skipped} already there)" if skipped else ""))
+    _emit(args, data, "\n".join(lines), summary)
     return 0
 
 
@@ -757,7 +805,7 @@ def cmd_audit_verify(args) -> int:
         raise InputError(f"{path}: no such audit log")
     count = AuditLog(path).verify(expect_head=anchor)
     data = {"log": str(path), "entries": count, "result": "intact"}
-    human = f"INTACT: {path}: {count} entries, hash chain unbroken"
+    human = f"INTACT: {path}: {plural(count, 'entry')}, hash chain unbroken"
     if anchor is not None:
         data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
         human += f", entry {anchor[0]} is the anchored head"
@@ -777,16 +825,19 @@ def cmd_audit_head(args) -> int:
 
 
 def cmd_audit_show(args) -> int:
-    from airgap.audit import AuditLog, format_entry
+    from airgap.audit import AuditLog, entries_by_key, format_entry
 
     path = _audit_log_path(args)
     if not path.exists():
         raise InputError(f"{path}: no such audit log")
     entries = list(AuditLog(path).entries())
+    shown = entries_by_key(entries, args.keyid, str(path)) if args.keyid else entries
     if args.json:
-        print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in entries], indent=2, sort_keys=True, default=str))
+        print(json.dumps([e.to_dict() if hasattr(e, "to_dict") else e.__dict__ for e in shown], indent=2, sort_keys=True, default=str))
+    elif args.quiet:
+        print(f"{plural(len(shown), 'entry')} of {len(entries)} in {escape(str(path))}, hash chain unbroken")
     else:
-        for e in entries:
+        for e in shown:
             print(escape(format_entry(e)))
     return 0
 
@@ -795,12 +846,13 @@ def cmd_inventory(args) -> int:
     from airgap import inventory
     from airgap.registry import RegistryClient
 
+    check_output(args.output, force=args.force)
     with RegistryClient(args.registry, plain_http=args.plain_http, ca_file=args.ca_file, credentials=_credentials(args),
                         auth_file=args.auth_file, limits=_limits(args)) as client:
         doc = inventory.collect(client)
-    digest = inventory.write(doc, args.output)
+    digest = inventory.write(doc, args.output, force=args.force)
     _emit(args, {"inventory": args.output, "digest": digest, "repositories": len(doc["repositories"]), "blobs": len(doc["blobs"])},
-          f"wrote {args.output}: {len(doc['repositories'])} repositories, {len(doc['blobs'])} blobs ({digest})")
+          f"wrote {args.output}: {plural(len(doc['repositories']), 'repository')}, {plural(len(doc['blobs']), 'blob')} ({digest})")
     return 0
 
 
@@ -818,16 +870,17 @@ def cmd_packages_export(args) -> int:
 
     result = debs.export(args.bundle, trust_path=args.trust, out=args.output, state_dir=args.state, now=_now(),
                          force=args.force)
-    human = (f"{result['output']}: the apt repository of {result['bundle']} ({len(result['packages'])} packages, "
-             f"{len(result['written'])} file(s) written)\n  apt source: {result['sources_line']}")
+    human = (f"{result['output']}: the apt repository of {result['bundle']} ({plural(len(result['packages']), 'package')}, "
+             f"{plural(len(result['written']), 'file')} written)\n  apt source: {result['sources_line']}")
     _emit(args, result, "" if args.quiet else human)
     return 0
 
 
 def cmd_lab(args) -> int:
-    from airgap.lab import DEFAULT_INVENTORY, DEFAULT_WORKDIR, Lab
+    from airgap.lab import DEFAULT_INVENTORY, DEFAULT_NAME, DEFAULT_WORKDIR, Lab
 
-    lab = Lab(args.dir or DEFAULT_WORKDIR, inventory=getattr(args, "inventory", None) or DEFAULT_INVENTORY)
+    lab = Lab(args.dir or DEFAULT_WORKDIR, name=getattr(args, "name", None) or DEFAULT_NAME,
+              inventory=getattr(args, "inventory", None) or DEFAULT_INVENTORY)
     if args.lab_command == "up":
         info = lab.up(nodes=args.nodes)
         _emit(args, info.to_dict(), info.to_text())
@@ -846,12 +899,34 @@ def cmd_lab(args) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document for automation")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, less output")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="only the result line: no progress bars, no listing, no notes (errors still go to stderr)")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
 _DEBUG_HELP = ("log registry requests, redirects and token realms (and where credentials go) to stderr, "
                "and show the traceback of an internal error (also AIRGAP_DEBUG=1)")
+
+
+def _force(p: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    p.add_argument("--force", action="store_true", help=f"replace {what} (without --force: refused, exit 2)")
+
+
+def _exit_codes(done: str, rejected: str | None, usage: str = "") -> str:
+    """The epilog every verb carries; tests hold each verb to the codes it names."""
+    codes = [f"0 {done}"] + ([f"1 {rejected}"] if rejected else [])
+    codes.append("2 usage or input error" + (f" ({usage})" if usage else ""))
+    return "Exit codes: " + "; ".join(codes) + "."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -866,6 +941,18 @@ def _source_flags(p: argparse.ArgumentParser) -> None:
 def _registry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plain-http", action="store_true", help="allow HTTP (no TLS) to the registries of this run (loopback tests)")
     p.add_argument("--ca-file", help="CA certificate bundle for registry TLS")
+
+
+def _login_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--username", help="registry user (with --password-file)")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the registry password (never on the command line)")
+
+
+def _override_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-expired", action="store_true",
+                   help="officer override: accept an expired bundle or trust policy (needs --reason and --override-key; audited)")
+    p.add_argument("--reason", help="the officer's written reason for the override (goes to the audit log)")
+    _key_flags(p, "--override-key", help="the officer's private key that signs the override: key file or pkcs11: URI")
 
 
 def _review_flags(p: argparse.ArgumentParser) -> None:
@@ -911,12 +998,30 @@ def _unlock_flags(p: argparse.ArgumentParser) -> None:
 
 def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
     for role in ("root", "builder", "officer"):
-        p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=f"public key file of a {role} key (repeat)")
-        p.add_argument(f"--{role}-threshold", type=int, default=None if not required else 1, metavar="N")
+        if required:
+            key_help = f"public key file of {article(role)} key (repeat for each key; at least one)"
+        else:
+            key_help = (f"the {role} keys of the new version: public key files, or keyids (8+ hex digits) of keys the "
+                        f"current version lists (repeat; replaces the {role} keys; default: unchanged)")
+        p.add_argument(f"--{role}", action="append", default=[], metavar="PUB", help=key_help)
+        p.add_argument(f"--{role}-threshold", type=_positive_int, default=None if not required else 1, metavar="N",
+                       help=f"how many distinct {role} keys must sign" + (" (default 1)" if required else " (default: unchanged)"))
     p.add_argument("--toolkit", action="append", default=[], metavar="PUB",
                    help="public key file of a toolkit key (repeat): who may sign toolkit releases; disjoint from "
                         "the builder keys. Without it the policy accepts no toolkit release")
-    p.add_argument("--toolkit-threshold", type=int, default=None, metavar="N", help="default 1")
+    p.add_argument("--toolkit-threshold", type=_positive_int, default=None, metavar="N",
+                   help="how many distinct toolkit keys must sign a release (default 1)")
+
+
+def _all_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(verb words, its parser) for every verb, e.g. (("trust", "init"), parser): what tests walk."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if any(isinstance(a, argparse._SubParsersAction) for a in sub._actions):
+                    yield from _all_verbs(sub, (*prefix, name))
+                else:
+                    yield (*prefix, name), sub
 
 
 def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
@@ -951,63 +1056,78 @@ class _OneVerb:
 
 def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or (*verb*) one with only that verb's options (see :func:`main`)."""
-    parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
-    parser.add_argument("--version", action="version", version=f"airgap {__version__}")
+    parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.",
+                     epilog="Every verb exits 0 when done or accepted, 1 when rejected or when an operation failed "
+                            "(disk, network), 2 on a usage or input error. 'airgap VERB --help' names its cases.")
+    parser.add_argument("--version", action="version", version=f"airgap {__version__}", help="print the version and exit")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     if verb is not None:
         sub = parser.one_verb = _OneVerb(sub, verb)  # type: ignore[attr-defined]
 
-    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key, or on a PKCS#11 token)")
-    p.add_argument("name", help="key name: NAME.key and NAME.pub")
-    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub")
+    p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key, or on a PKCS#11 token)",
+                       epilog=_exit_codes("written", None, "NAME.key or NAME.pub exists without --force, a bad name, "
+                                          "passphrases that differ, an unusable token"))
+    p.add_argument("name", help="key name: letters, digits, '.', '_', '-' (becomes NAME.key and NAME.pub)")
+    p.add_argument("--dir", default=".", help="where to write NAME.key and NAME.pub (made if missing)")
     p.add_argument("--no-passphrase", action="store_true", help="write the private key unencrypted (says so in the file)")
     p.add_argument("--passphrase-file", metavar="FILE", help="file whose first line is the new key's passphrase")
     p.add_argument("--pkcs11", metavar="URI", help="generate the pair on this token (pkcs11:token=...;object=...); "
                    "the private key never leaves it; writes only NAME.pub")
     p.add_argument("--pin-file", metavar="FILE", help="file whose first line is the token's user PIN")
     p.add_argument("--pkcs11-module", metavar="PATH", help="PKCS#11 module (default $AIRGAP_PKCS11_MODULE)")
+    _force(p, "an existing NAME.key and NAME.pub, losing the old key")
     _common(p)
     p.set_defaults(func=cmd_keygen)
 
     key_p = sub.add_parser("key", help="work with keys: export a public key file")
     ksub = key_p.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
     ksub.required = True
-    p = ksub.add_parser("export", help="write the .pub file of a private key (key file or pkcs11: URI)")
+    p = ksub.add_parser("export", help="write the .pub file of a private key (key file or pkcs11: URI)",
+                        epilog=_exit_codes("written", None, "an existing output without --force, a public key "
+                                           "given as the key, a wrong passphrase or PIN"))
     p.add_argument("key", action=_KeyArg, help="key file or pkcs11: URI")
     p.add_argument("-o", "--output", required=True, help="public key file to write")
     p.add_argument("--name", help="name recorded in the .pub file (default: the key's name or token label)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    _force(p)
     _unlock_flags(p)
     _common(p)
     p.set_defaults(func=cmd_key_export)
 
-    p = sub.add_parser("build", help="build and sign a bundle from a spec")
-    p.add_argument("spec")
-    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("build", help="build and sign a bundle from a spec",
+                       epilog=_exit_codes("built", "a source registry failed or served something refused "
+                                          "(digest mismatch, sovereignty)", "an invalid spec (FILE:LINE: field: problem), "
+                                          "an existing output without --force, an unusable key"))
+    p.add_argument("spec", help="the bundle spec (YAML, see docs/spec-reference.md)")
+    p.add_argument("-o", "--output", required=True, help="the bundle file to write (.tar)")
     _key_flags(p, required=True, help="builder's private key: key file or pkcs11: URI")
     p.add_argument("--created", help="creation time (RFC 3339 UTC); default SOURCE_DATE_EPOCH or now")
     p.add_argument("--since", help="inventory or manifest of what the receiving side has: build a differential bundle")
-    p.add_argument("-j", "--jobs", type=int, default=4, help="blobs downloaded in parallel")
+    p.add_argument("-j", "--jobs", type=_positive_int, default=4, help="blobs downloaded in parallel (default 4)")
     p.add_argument("--apt-sources", help="apt sources file to resolve packages: with (instead of the spec's)")
     p.add_argument("--apt-baseline", help="dpkg status of the target's base system (instead of the spec's)")
+    _force(p)
     _registry_flags(p)
     _source_flags(p)
     _common(p)
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)")
-    p.add_argument("bundle")
+    p = sub.add_parser("inspect", help="show what a bundle contains (and who signed it, with --trust)",
+                       epilog=_exit_codes("shown", "the bundle is malformed, or the policy's root signatures do not "
+                                          "verify", "a missing file, a --trust file that is no trust policy"))
+    p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", help="trust policy: show roles, thresholds met and missing")
     _review_flags(p)
     p.add_argument("--sbom", action="store_true", help="list every image's packages (from the bundle's CycloneDX SBOMs)")
     _common(p)
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("diff", help="images, files and packages added, removed, changed between two bundles")
-    p.add_argument("a")
-    p.add_argument("b")
+    p = sub.add_parser("diff", help="images, files and packages added, removed, changed between two bundles",
+                       epilog=_exit_codes("compared (whether or not they differ)", "a bundle is malformed",
+                                          "a missing file"))
+    p.add_argument("a", help="the older bundle (tar, parts index or directory of parts)")
+    p.add_argument("b", help="the newer bundle")
     _common(p)
     p.set_defaults(func=cmd_diff)
 
@@ -1021,12 +1141,13 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                     "key cannot be checked: sign warns and needs --yes or a typed 'yes'. "
                     "First it shows the review plan: what changed since the last bundle of the same name "
                     "signed under the policy (the history next to --trust, or --against PREVIOUS), code first; "
-                    "added or changed code needs its own typed 'yes'.",
+                    "added or changed code needs its own typed 'yes'. "
+                    "Sign the bundle file before 'airgap split': media parts cannot be signed.",
         epilog="Exit codes: 0 signed; 1 not signed (declined at the prompt, or the policy or bundle was "
                "rejected: bad root signatures, expired policy, another target); 2 usage or input error, "
-               "including a key that cannot sign this bundle (wrong role, revoked, not in the policy, or "
-               "it already signed): the key is the caller's input, and nothing was written. "
-               "A stray signature is removed with 'airgap unsign'.")
+               "including media parts instead of the bundle file and a key that cannot sign this bundle "
+               "(wrong role, revoked, not in the policy, or it already signed): the key is the caller's input, "
+               "and nothing was written. A stray signature is removed with 'airgap unsign'.")
     p.add_argument("bundle", help="the bundle file (not its media parts)")
     _key_flags(p, required=True, help="the officer's private key: key file or pkcs11: URI")
     p.add_argument("--trust", help="trust policy: check that --key is one of its officer keys (recommended)")
@@ -1050,52 +1171,68 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_unsign)
 
-    p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted")
+    p = sub.add_parser("verify", help="verify a bundle against the trust policy; exit 0 only if accepted",
+                       epilog=_exit_codes("accepted (VERIFIED)", "rejected: the report names the artifact and why",
+                                          "a missing file, a --trust file that is no trust policy, --record "
+                                          "without --state, an override without a reason"))
     p.add_argument("bundle", help="bundle tar, parts index (*.parts.json) or directory of parts")
     p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--state", help="state directory (rollback state, trusted policy, audit log)")
     p.add_argument("--record", action="store_true", help="record the accepted version in --state (verify-only sites)")
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
-    p.add_argument("--allow-expired", action="store_true", help="officer override of an expired bundle or policy")
-    p.add_argument("--reason", help="the officer's written reason for the override")
-    _key_flags(p, "--override-key", help="the officer's private key for the override: key file or pkcs11: URI")
+    _override_flags(p)
     _common(p)
     p.set_defaults(func=cmd_verify)
 
     trust_p = sub.add_parser("trust", help="create, rotate and show trust policies")
     tsub = trust_p.add_subparsers(dest="trust_command", metavar="ACTION", parser_class=_Parser)
     tsub.required = True
-    p = tsub.add_parser("init", help="create trust policy version 1")
-    p.add_argument("--target", required=True)
-    p.add_argument("--expires", required=True, help="duration (365d) or RFC 3339 UTC time")
+    p = tsub.add_parser("init", help="create trust policy version 1",
+                        epilog=_exit_codes("written", None, "a role without keys, a threshold above its key count, "
+                                           "an --expires that is neither 365d nor an RFC 3339 time, a private key "
+                                           "given as --root, a --key that is not a root key, an existing output "
+                                           "without --force"))
+    p.add_argument("--target", required=True, help="the enclave this policy is for (bundles name it; others are refused)")
+    p.add_argument("--expires", required=True, help="duration (365d, 8w, 12h) or RFC 3339 UTC time")
     _role_flags(p, required=True)
     _key_flags(p, repeat=True, help="root private key to sign with, key file or pkcs11: URI; "
                                     "a key that is not one of --root is refused (exit 2)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the policy file to write (trust.json)")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_trust_init)
-    p = tsub.add_parser("rotate", help="make the next version, signed by old and new root thresholds")
-    p.add_argument("policy")
-    p.add_argument("--expires")
+    p = tsub.add_parser("rotate", help="make the next version, signed by old and new root thresholds",
+                        epilog=_exit_codes("written (possibly INCOMPLETE: then 'trust sign' adds root signatures)",
+                                           "the current version's root signatures do not verify",
+                                           "a threshold above its key count, an unknown or ambiguous keyid, an "
+                                           "existing output without --force"))
+    p.add_argument("policy", help="the current trust policy")
+    p.add_argument("--expires", help="new expiry: duration (365d) or RFC 3339 UTC time (default: unchanged)")
     _role_flags(p, required=False)
     p.add_argument("--revoke", action="append", default=[], metavar="KEYID|PUB",
                    help="revoke a key: keyid (8+ hex digits suffice if unique) or public key file (repeat)")
     _key_flags(p, repeat=True, help="private key to sign with, key file or pkcs11: URI: a root key of the new or "
                                     "the current version (both root thresholds must be met); any other key is "
                                     "refused (exit 2)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the new version's file (the current one is kept)")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_trust_rotate)
-    p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)")
-    p.add_argument("policy")
+    p = tsub.add_parser("sign", help="add a root signature to a policy (each root officer in turn)",
+                        epilog=_exit_codes("signed", "the policy (or --successor-of) is malformed or its signatures "
+                                           "do not verify", "a key that is not a root key, or that already signed"))
+    p.add_argument("policy", help="the policy file to add a signature to (rewritten in place)")
     _key_flags(p, required=True, help="a root private key of the policy (or of --successor-of), key file or "
                                       "pkcs11: URI; others are refused (exit 2)")
     p.add_argument("--successor-of", metavar="PREVIOUS", help="for a rotation: the previous version, whose root keys also sign")
     _common(p)
     p.set_defaults(func=cmd_trust_sign)
-    p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures")
-    p.add_argument("policy")
-    p.add_argument("--ignore-expiry", action="store_true")
+    p = tsub.add_parser("show", help="print a trust policy after verifying its root signatures",
+                        epilog=_exit_codes("shown", "root signatures below threshold, or expired (see --ignore-expiry)",
+                                           "a missing file, a file that is no trust policy, an unknown keyid"))
+    p.add_argument("policy", help="the trust policy file")
+    p.add_argument("--ignore-expiry", action="store_true", help="show an expired policy (signatures are still checked)")
+    p.add_argument("--keyid", help="show only this key: its name, roles and whether it is revoked (8+ hex digits)")
     _common(p)
     p.set_defaults(func=cmd_trust_show)
 
@@ -1114,21 +1251,25 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--commit", required=True, help="the source commit the wheels were built from (git rev-parse TAG^{commit})")
     _key_flags(p, repeat=True, help="a toolkit private key to sign with, key file or pkcs11: URI; needs --trust")
     p.add_argument("--trust", help="trust policy: the keys must be toolkit keys of it")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the release statement to write (toolkit-release.json)")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_toolkit_release)
-    p = ksub.add_parser("sign", help="add one toolkit key's signature to a release statement (each holder in turn)")
-    p.add_argument("release")
+    p = ksub.add_parser("sign", help="add one toolkit key's signature to a release statement (each holder in turn)",
+                        epilog=_exit_codes("signed (INCOMPLETE says how many signatures are missing)",
+                                           "the statement or the policy is malformed or does not verify",
+                                           "a key that is not a toolkit key of --trust, or that already signed"))
+    p.add_argument("release", help="the release statement to add a signature to (rewritten in place)")
     _key_flags(p, required=True, help="a toolkit private key of --trust, key file or pkcs11: URI; others are "
                                       "refused (exit 2)")
-    p.add_argument("--trust", required=True)
+    p.add_argument("--trust", required=True, help="trust policy whose toolkit role the key must hold")
     _common(p)
     p.set_defaults(func=cmd_toolkit_sign)
     p = ksub.add_parser("verify", help="check a release's toolkit signatures (and a directory of wheels against it)",
                         epilog="Exit codes: 0 verified; 1 rejected (threshold, revoked or wrong-role key, a wheel not "
                                "listed or with another digest); 2 usage or input error.")
-    p.add_argument("release")
-    p.add_argument("--trust", required=True)
+    p.add_argument("release", help="the release statement (toolkit-release.json)")
+    p.add_argument("--trust", required=True, help="trust policy whose toolkit role must have signed")
     p.add_argument("--wheels", metavar="DIR", help="also check that DIR holds exactly the listed wheels")
     _common(p)
     p.set_defaults(func=cmd_toolkit_verify)
@@ -1142,45 +1283,59 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
                "not meeting the toolkit threshold); 2 usage or input error.")
     p.add_argument("bundle", nargs="?", help="bundle file, parts index or directory of parts")
     p.add_argument("--release", metavar="DIR", help="a toolkit release directory instead of a bundle (first install)")
-    p.add_argument("--trust", required=True)
+    p.add_argument("--trust", required=True, help="trust policy: verifies the bundle and the toolkit release")
     p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy)")
-    p.add_argument("-o", "--output", required=True, help="directory to write (replaced as a whole)")
+    p.add_argument("-o", "--output", required=True, help="directory to write")
+    _force(p, "an existing output directory as a whole")
     _common(p)
     p.set_defaults(func=cmd_toolkit_wheels)
 
-    p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files")
+    p = sub.add_parser("import", help="verify, then push images into the internal registry and unpack files",
+                       epilog=_exit_codes("imported (or already present)", "rejected by verify, or the registry "
+                                          "failed", "a missing file, a --trust file that is no trust policy, "
+                                          "--username without --password-file"))
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
-    p.add_argument("--trust", required=True)
+    p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--registry", required=True, help="internal registry host:port")
     p.add_argument("--state", required=True, help="state directory (rollback state, trusted policy, audit log)")
     p.add_argument("--files-dir", help="where the bundle's files/ are unpacked (versions/ + current link)")
-    p.add_argument("--username", help="registry user")
-    p.add_argument("--password-file", help="file holding the registry password")
+    _login_flags(p)
     p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
-    p.add_argument("--allow-expired", action="store_true")
-    p.add_argument("--reason")
-    _key_flags(p, "--override-key", help="the officer's private key for the override: key file or pkcs11: URI")
+    _override_flags(p)
     _registry_flags(p)
     _common(p)
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("split", help="cut a bundle into media-sized parts with a part index")
-    p.add_argument("bundle")
+    p = sub.add_parser("split", help="cut a signed bundle into media-sized parts with a part index",
+                       description="Cut a bundle into parts of at most --size bytes plus a part index "
+                                   "(BUNDLE.parts.json). Split after every signature is on the bundle: "
+                                   "parts cannot be signed.",
+                       epilog=_exit_codes("split", None, "a bad --size, a missing bundle, parts of this bundle "
+                                          "already in the directory without --force"))
+    p.add_argument("bundle", help="the bundle file, signed by builder and officer")
     p.add_argument("--size", required=True, help="part size: bytes or K/M/G/T (binary), e.g. 4480M")
-    p.add_argument("-o", "--output", required=True, help="directory for the parts")
+    p.add_argument("-o", "--output", required=True, help="directory for the parts (made if missing)")
     _key_flags(p, help="sign the part index with this private key: key file or pkcs11: URI")
+    _force(p, "parts and the index of the same bundle already in the directory")
     _common(p)
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("join", help="verify the media parts, then write the bundle from what was verified")
+    p = sub.add_parser("join", help="verify the media parts, then write the bundle from what was verified",
+                       epilog=_exit_codes("joined", "the bundle or a part is rejected (missing, damaged, badly signed, "
+                                          "not the one the index names)",
+                                          "no single index in the directory, an existing output without --force"))
     p.add_argument("bundle", metavar="parts", help="parts index (*.parts.json) or its directory")
     p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--state", help="state directory: check rollback against it, audit the join (nothing else is recorded)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the bundle file to write")
+    _force(p)
     _common(p)
     p.set_defaults(func=cmd_join)
 
-    p = sub.add_parser("extract", help="verify a bundle, then write members from what was verified (no other tar)")
+    p = sub.add_parser("extract", help="verify a bundle, then write members from what was verified (no other tar)",
+                       epilog=_exit_codes("every member asked for was written", "the bundle is rejected, or a member "
+                                          "did not hash as the manifest says (nothing of it is left)",
+                                          "a --member prefix no member has, an existing directory without --force"))
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
     p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("--state", help="state directory: check rollback against it, audit the extraction (nothing else is recorded)")
@@ -1188,40 +1343,52 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--member", action="append", default=[], metavar="PREFIX",
                    help="extract the members whose path starts with PREFIX (repeat; default: every member)")
     p.add_argument("-o", "--output", required=True, help="directory to create (must not exist, unless --force)")
-    p.add_argument("--force", action="store_true", help="write into an existing directory, replacing files of the same name")
+    _force(p, "files of the same name in an existing directory (the directory is written into)")
     _common(p)
     p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check")
+    p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check",
+                       epilog=_exit_codes("every file is at the destination with the same sha256",
+                                          "the connection kept failing (rerun to resume), the host key was refused, "
+                                          "or the remote copy hashed differently",
+                                          "a missing source, an ssh:// destination without --identity and "
+                                          "--known-hosts, a destination file with other content without --force"))
     p.add_argument("source", help="bundle file or directory of parts")
     p.add_argument("destination", help="ssh://user@host:port/dir or a local directory")
     p.add_argument("--identity", help="private key for SSH")
     p.add_argument("--known-hosts", help="known_hosts file; unknown host keys are refused")
     p.add_argument("--accept-new-host-key", action="store_true", help="trust an unknown host key and record it")
+    _force(p, "a destination file that holds other content")
     _common(p)
     p.set_defaults(func=cmd_transfer)
 
     audit_p = sub.add_parser("audit", help="show or verify the audit log")
     asub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", parser_class=_Parser)
     asub.required = True
-    for name, func, help_ in (("verify", cmd_audit_verify, "check the hash chain; names the first broken entry"),
-                              ("show", cmd_audit_show, "print the entries (after checking the chain)"),
-                              ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box")):
-        p = asub.add_parser(name, help=help_)
+    for name, func, help_, done in (
+            ("verify", cmd_audit_verify, "check the hash chain; names the first broken entry", "intact"),
+            ("show", cmd_audit_show, "print the entries (after checking the chain)", "shown"),
+            ("head", cmd_audit_head, "print SEQ:HASH of the last entry, to keep outside the box", "printed")):
+        rejected = "the hash chain is broken" + (", or the log no longer holds --expect-head" if name == "verify" else "")
+        p = asub.add_parser(name, help=help_, epilog=_exit_codes(done, rejected, "no --log or --state, no log there"))
         p.add_argument("--log", help="audit log file")
         p.add_argument("--state", help="state directory (log at STATE/audit.log)")
         if name == "verify":
             p.add_argument("--expect-head", metavar="SEQ:HASH",
                            help="a head printed earlier by 'airgap audit head' and kept elsewhere: exit 1 unless "
                                 "the log still holds exactly that entry (not cut, deleted or forked)")
+        if name == "show":
+            p.add_argument("--keyid", help="only the entries made with this key (8+ hex digits suffice if unique)")
         _common(p)
         p.set_defaults(func=func)
 
-    p = sub.add_parser("inventory", help="export what the internal registry holds (input for build --since)")
-    p.add_argument("--registry", required=True)
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--username")
-    p.add_argument("--password-file")
+    p = sub.add_parser("inventory", help="export what the internal registry holds (input for build --since)",
+                       epilog=_exit_codes("written", "the registry failed or answered something unusable",
+                                          "an existing output without --force, --username without --password-file"))
+    p.add_argument("--registry", required=True, help="the internal registry host:port")
+    p.add_argument("-o", "--output", required=True, help="the inventory file to write (JSON)")
+    _login_flags(p)
+    _force(p)
     _registry_flags(p)
     _source_flags(p)
     _common(p)
@@ -1260,15 +1427,27 @@ def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
     lab_p = sub.add_parser("lab", help="a rehearsal of the isolated site in Linux namespaces")
     lsub = lab_p.add_subparsers(dest="lab_command", metavar="ACTION", parser_class=_Parser)
     lsub.required = True
-    for name, help_ in (("up", "bring the lab up"), ("down", "remove everything the lab made"), ("status", "show the nodes")):
-        p = lsub.add_parser(name, help=help_)
+    for name, help_, codes in (
+            ("up", "bring the lab up", _exit_codes("up (or already up)", None, "a bad --nodes, --name or --dir")),
+            ("down", "remove everything the lab made", _exit_codes("down (or nothing was up)", None, "a bad --dir")),
+            ("status", "show the nodes", _exit_codes("up", "not up, or degraded", "a bad --dir"))):
+        p = lsub.add_parser(name, help=help_, epilog=codes)
         p.add_argument("--dir", help="lab work directory (default /var/lib/airgap-lab)")
         if name == "up":
             p.add_argument("--nodes", type=int, default=3, help="number of nodes: one registry host, the rest container hosts")
             p.add_argument("--inventory", help="where to write the inventory (default inventories/lab/hosts.yml)")
+            p.add_argument("--name", help="network namespace name (default airgap-lab; kept in the work directory)")
         _common(p)
         p.set_defaults(func=cmd_lab)
     return parser
+
+
+def report_error(args, exc: AirgapError) -> int:
+    """Say what failed (as JSON too with --json) and return the verb's exit code."""
+    if getattr(args, "json", False):
+        print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
+    print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+    return exc.exit_code
 
 
 def _verb(args) -> str:
@@ -1293,24 +1472,21 @@ def main(argv: list[str] | None = None) -> int:
         _key_options(args)  # a misplaced --passphrase-file / --pin-file is a usage error before any work
         return int(args.func(args) or 0)
     except AirgapError as exc:
-        if getattr(args, "json", False):
-            print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
-        print(f"airgap: {escape(str(exc))}", file=sys.stderr)
-        return exc.exit_code
+        return report_error(args, exc)
     except KeyboardInterrupt:
         print("airgap: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 1
     except OSError as exc:
-        # Disk full, permission denied, ...: the operation failed and said where.
+        # The library turns the OSErrors it expects into AirgapErrors (a test holds it
+        # to that); anything else still gets the same codes: a path to fix (2) or a
+        # failed operation such as a full disk (1).
         if debug:
             import traceback
 
             traceback.print_exc()
-        where = f"{display(exc.filename)}: " if exc.filename else ""
-        print(f"airgap {_verb(args)}: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return report_error(args, os_error(exc))
     except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
         if debug:
             import traceback

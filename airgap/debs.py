@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap._internal import fsutil
+from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, OperationError, SpecError
 
 __all__ = ["DebRecord", "PackageSet", "ResolvedDeb", "resolve", "private_apt_root", "packages_index", "release_file",
@@ -216,7 +217,7 @@ def resolve(names: tuple[str, ...], sources: Path, baseline: Path | None, arch: 
             raise OperationError(f"packages: apt did not fetch {uri} (expected {path})")
         got_size, sha256, got = _hash(path, algo)
         if got_size != size or got != expected:
-            raise IntegrityError(uri, f"{got_size} bytes, {algo} {got}; apt's index says {size} bytes, {expected}")
+            raise IntegrityError(uri, f"{plural(got_size, 'byte')}, {algo} {got}; apt's index says {plural(size, 'byte')}, {expected}")
         control = _control(path)
         for key in ("Package", "Version", "Architecture"):
             if not control.get(key):
@@ -283,11 +284,10 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
     (temporary file, then rename).  Returns what was written.
     """
     from airgap import verify
-    from airgap.exceptions import InputError, UsageError
+    from airgap._internal.fsutil import check_output
+    from airgap.exceptions import InputError
 
-    out = Path(out)
-    if out.exists() and not force:
-        raise UsageError(f"{out}: already exists; export writes a new directory (or pass --force to update it)")
+    out = check_output(out, force=force, directory=True)  # with force an existing repository is updated
     # The packages come from the object verify returned (the bundle it opened),
     # each hashed against the verified manifest as it is written.
     with verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False) as verified:
@@ -309,7 +309,7 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
                 for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
                     f.write(chunk)
             written.append(target.name)
-        verified.content_used(f"{len(wanted)} package files hashed as they were written")
+        verified.content_used(f"{plural(len(wanted), 'package file')} hashed as they were written")
     return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),
             "written": written, "packages": [d.to_dict() for d in manifest.packages.debs],
             "sources_line": f"deb [trusted=yes] file:{out.absolute()} ./"}

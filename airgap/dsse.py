@@ -25,7 +25,8 @@ from typing import Any
 from airgap import caps
 from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
-from airgap.exceptions import FormatError, SignatureError
+from airgap._internal.text import plural
+from airgap.exceptions import FormatError, InvalidTypeError, InvalidValueError, SignatureError
 
 __all__ = [
     "Envelope",
@@ -96,7 +97,7 @@ class Signature:
         sig = b64decode_strict(d["sig"], artifact, f"{where}.sig")
         if len(sig) != SIGNATURE_SIZE:
             raise FormatError(
-                artifact, f"{where}.sig is {len(sig)} bytes, an ed25519 signature is {SIGNATURE_SIZE}"
+                artifact, f"{where}.sig is {plural(len(sig), 'byte')}, an ed25519 signature is {SIGNATURE_SIZE}"
             )
         return cls(keyid, sig)
 
@@ -106,9 +107,9 @@ class Envelope:
 
     def __init__(self, payload: bytes, payload_type: str = PAYLOAD_TYPE, signatures=None):
         if not isinstance(payload, bytes):
-            raise TypeError("payload must be bytes")
+            raise InvalidTypeError("payload must be bytes")
         if not isinstance(payload_type, str) or not payload_type:
-            raise ValueError("payload_type must be a non-empty string")
+            raise InvalidValueError("payload_type must be a non-empty string")
         self.payload = payload
         self.payload_type = payload_type
         self.signatures: list[Signature] = list(signatures or [])
@@ -118,8 +119,8 @@ class Envelope:
 
     def __repr__(self) -> str:
         return (
-            f"Envelope(payload_type={self.payload_type!r}, {len(self.payload)} bytes, "
-            f"{len(self.signatures)} signature(s))"
+            f"Envelope(payload_type={self.payload_type!r}, {plural(len(self.payload), 'byte')}, "
+            f"{plural(len(self.signatures), 'signature')})"
         )
 
     def pae(self) -> bytes:

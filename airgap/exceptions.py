@@ -63,16 +63,48 @@ class InputError(AirgapError):
     exit_code = 2
 
 
-class SpecError(InputError):
-    """The bundle spec is invalid; ``field`` is a path like ``images[2].ref``."""
+class InvalidValueError(UsageError, ValueError):
+    """A library function was given a value it cannot use.
 
-    def __init__(self, field: str, reason: str):
+    Also a :class:`ValueError`, the exception Python code expects for a bad
+    value (an ``io`` seek, a parse): callers of either kind catch it, and the
+    command line still turns it into exit code 2 with its message.
+    """
+
+
+class InvalidTypeError(UsageError, TypeError):
+    """A library function was given an object of the wrong type (a :class:`TypeError` too)."""
+
+
+class OutputExistsError(UsageError):
+    """An output file or directory exists and ``--force`` was not given; nothing was written."""
+
+    def __init__(self, path: str, detail: str = ""):
+        self.path = path
+        super().__init__(f"{path} exists{' ' + detail if detail else ''}: add --force to overwrite")
+
+
+class SpecError(InputError):
+    """The bundle spec is invalid: ``FILE:LINE: field: problem``.
+
+    ``field`` is a path like ``images[2].ref``; ``file`` and ``line`` say where
+    it is written (the loader fills them in; ``None`` where unknown).
+    """
+
+    def __init__(self, field: str, reason: str, *, file: str | None = None, line: int | None = None):
         self.field = field
         self.reason = reason
-        super().__init__(f"{field}: {reason}" if field else reason)
+        self.file = file
+        self.line = line
+        where = f"{file}:{line}" if file and line else file or (f"line {line}" if line else "")
+        super().__init__(": ".join(part for part in (where, field, reason) if part))
+
+    def located(self, file: str, line: int | None = None) -> SpecError:
+        """This error in *file*, at *line* unless it already knows its line."""
+        return SpecError(self.field, self.reason, file=file, line=self.line or line)
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "field": self.field, "reason": self.reason}
+        return {**super().to_dict(), "field": self.field, "reason": self.reason, "file": self.file, "line": self.line}
 
 
 class KeyFileError(InputError):

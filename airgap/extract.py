@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airgap._internal import fsutil
 from airgap._internal.fsutil import Dir, display
-from airgap.exceptions import InputError, OperationError, UsageError
+from airgap._internal.text import plural
+from airgap.exceptions import InputError, OperationError
 from airgap.verified import VerifiedBundle
 
 __all__ = ["ExtractResult", "check_output", "extract", "select", "write_member"]
@@ -32,16 +33,7 @@ class ExtractResult:
 
 def check_output(path: str | os.PathLike, *, force: bool) -> Path:
     """Refuse an existing output unless *force* (then it must be a directory); before anything is verified."""
-    out = Path(path)
-    try:
-        st = os.lstat(out)
-    except FileNotFoundError:
-        return out
-    if not force:
-        raise UsageError(f"{display(out)}: already exists; extract writes a new directory (or pass --force to write into it)")
-    if not stat.S_ISDIR(st.st_mode):
-        raise UsageError(f"{display(out)}: exists and is not a directory")
-    return out
+    return fsutil.check_output(path, force=force, directory=True)
 
 
 def select(verified: VerifiedBundle, prefixes: list[str] | tuple[str, ...]) -> list[str]:
@@ -76,7 +68,7 @@ def extract(verified: VerifiedBundle, out: str | os.PathLike, *, prefixes=(), fo
             raise OperationError(f"{display(out)}: no space left on device{where}") from None
         raise OperationError(f"{display(out)}: cannot write{where}: {exc.strerror or exc}") from None
     skipped = len(verified.content_members) - len(names)
-    verified.content_used(f"{len(names)} members written, each hashed as it was written"
+    verified.content_used(f"{plural(len(names), 'member')} written, each hashed as it was written"
                           + (f"; {skipped} not used" if skipped else ""))
     return result
 

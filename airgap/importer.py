@@ -42,6 +42,7 @@ from airgap import oci
 from airgap._internal.fsutil import Dir, display, record_names
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.exceptions import (
     AirgapError,
     BaseMissingError,
@@ -148,8 +149,15 @@ def import_bundle(
     with state_lock(state_dir):
         with verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override,
                               progress=progress, hash_content=False) as verified:
-            return import_verified(verified, registry=registry, state_dir=state_dir, files_dir=files_dir,
-                                   client=client, now=now, progress=progress, log=log)
+            try:
+                return import_verified(verified, registry=registry, state_dir=state_dir, files_dir=files_dir,
+                                       client=client, now=now, progress=progress, log=log)
+            except AirgapError as exc:
+                # A failure after verification (a registry error, content that did not
+                # hash) still carries the checks that ran, for import --json.
+                if getattr(exc, "report", None) is None:
+                    exc.report = verified.report  # type: ignore[attr-defined]
+                raise
 
 
 def import_verified(
@@ -373,7 +381,7 @@ def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress
                     bar.update(d.size)
                     continue
                 if log:
-                    log(f"pushing {d.digest} ({d.size} bytes) to {repo}")
+                    log(f"pushing {d.digest} ({plural(d.size, 'byte')}) to {repo}")
                 client.push_blob(repo, d.digest, d.size, opener, progress=bar.update,
                                  state_path=_upload_state_path(uploads_dir, repo, d) if uploads_dir else None)
                 home = home or repo
@@ -545,7 +553,7 @@ def _is_dir(st: os.stat_result) -> bool:
 
 def format_result(r: ImportResult) -> str:
     lines = [f"IMPORTED: {r.name} {r.version} (manifest {r.manifest_digest}) into {r.registry}"]
-    lines.append(f"  blobs: {r.uploaded_blobs} uploaded ({r.uploaded_bytes} bytes), {r.skipped_blobs} already present")
+    lines.append(f"  blobs: {r.uploaded_blobs} uploaded ({plural(r.uploaded_bytes, 'byte')}), {r.skipped_blobs} already present")
     lines.append(f"  manifests: {r.manifests} ({r.manifests_new} new), tags: {r.tags}")
     for img in r.images:
         lines.append(f"  {img['ref']} -> {img['internal_ref']}")

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from airgap import sbom
-from airgap._internal.text import escape
+from airgap._internal.text import escape, plural
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
 
@@ -93,11 +93,13 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"About     {escape(m['description'])}")
     if m["base"]:
         lines.append(f"Base      differential against {m['base']['kind']} {m['base']['digest']} ({m['base']['description']}); {t['external_blobs']} blobs not carried")
-    lines.append(f"Content   {t['images']} images ({t['blobs']} blobs, {human_size(t['blob_bytes'])}), "
-                 f"{t['files']} files ({human_size(t['file_bytes'])})")
+    lines.append(f"Content   {plural(t['images'], 'image')} ({plural(t['blobs'], 'blob')}, {human_size(t['blob_bytes'])}), "
+                 f"{plural(t['files'], 'file')} ({human_size(t['file_bytes'])})")
     for img in m["images"]:
         plats = ", ".join(img["platforms"]) or "-"
         extra = [f"chosen from index {img['source_index']}"] if img["source_index"] else []
+        if img.get("source"):  # an alias ref: where it was pulled from (the internal name does not depend on it)
+            extra.insert(0, f"pulled from {img['registry']}/{img['repository']}")
         if img["sovereignty"]:
             extra.append(f"sovereignty exception: {img['sovereignty']['provider']}: {escape(img['sovereignty']['reason'])}")
         if extra or plats != "-":
@@ -169,6 +171,35 @@ def _files(m: BundleManifest) -> dict[str, Any]:
     return {x.path[6:]: x for x in m.members if x.path.startswith("files/")}
 
 
+def _repository(ref: str) -> str:
+    """*ref* without its tag and digest: what stays the same when an image is bumped."""
+    rest = (ref[len("oci:"):] if ref.startswith("oci:") else ref).split("@", 1)[0]
+    colon = rest.rfind(":")
+    if colon > rest.rfind("/"):
+        rest = rest[:colon]
+    return ("oci:" if ref.startswith("oci:") else "") + rest
+
+
+def _image_changes(ia: dict[str, Any], ib: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Added, removed and changed images: a changed digest under the same reference, or a new
+    tag or digest of the same repository (one on each side), is a change, not a removal and an addition."""
+    changed = [{"ref": r, "from": ia[r].digest, "to_ref": r, "to": ib[r].digest}
+               for r in sorted(set(ia) & set(ib)) if ia[r].digest != ib[r].digest]
+    only_a, only_b = sorted(set(ia) - set(ib)), sorted(set(ib) - set(ia))
+    for repo in sorted({_repository(r) for r in only_a}):
+        olds = [r for r in only_a if _repository(r) == repo]
+        news = [r for r in only_b if _repository(r) == repo]
+        if len(olds) == 1 and len(news) == 1:
+            changed.append({"ref": olds[0], "from": ia[olds[0]].digest, "to_ref": news[0], "to": ib[news[0]].digest})
+            only_a.remove(olds[0])
+            only_b.remove(news[0])
+    return {
+        "added": [{"ref": r, "digest": ib[r].digest} for r in only_b],
+        "removed": [{"ref": r, "digest": ia[r].digest} for r in only_a],
+        "changed": sorted(changed, key=lambda c: c["ref"]),
+    }
+
+
 def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]:
     with Bundle.open(path_a) as a, Bundle.open(path_b) as b:
         ma, mb = a.manifest(), b.manifest()
@@ -181,15 +212,7 @@ def diff(path_a: str | os.PathLike, path_b: str | os.PathLike) -> dict[str, Any]
     return {
         "a": {"name": ma.name, "version": ma.version, "manifest_digest": ma.digest},
         "b": {"name": mb.name, "version": mb.version, "manifest_digest": mb.digest},
-        "images": {
-            "added": [{"ref": r, "digest": ib[r].digest} for r in sorted(set(ib) - set(ia))],
-            "removed": [{"ref": r, "digest": ia[r].digest} for r in sorted(set(ia) - set(ib))],
-            "changed": [
-                {"ref": r, "from": ia[r].digest, "to": ib[r].digest}
-                for r in sorted(set(ia) & set(ib))
-                if ia[r].digest != ib[r].digest
-            ],
-        },
+        "images": _image_changes(ia, ib),
         "files": {
             "added": sorted(set(fb) - set(fa)),
             "removed": sorted(set(fa) - set(fb)),
@@ -228,34 +251,55 @@ def _changes(a: dict[str, str], b: dict[str, str]) -> dict[str, list]:
 
 
 def format_diff(d: dict[str, Any]) -> str:
-    lines = [f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"]
-    im = d["images"]
-    for x in im["added"]:
-        lines.append(f"+ image {x['ref']}  {x['digest']}")
-    for x in im["removed"]:
-        lines.append(f"- image {x['ref']}  {x['digest']}")
-    for x in im["changed"]:
-        lines.append(f"~ image {x['ref']}  {x['from']} -> {x['to']}")
-    fl = d["files"]
-    lines += [f"+ file  {p}" for p in fl["added"]]
-    lines += [f"- file  {p}" for p in fl["removed"]]
-    lines += [f"~ file  {p}" for p in fl["changed"]]
-    for ref, pk in d.get("packages", {}).items():
+    lines = [diff_summary(d)]
+    im, fl = d["images"], d["files"]
+    if any(im.values()):
+        lines.append("images:")
+        for x in im["changed"]:
+            to = x["to"] if x["to_ref"] == x["ref"] else f"{x['to_ref']} {x['to']}"
+            lines.append(f"  changed: {x['ref']} {x['from']} → {to}")
+        lines += [f"  added:   {x['ref']} {x['digest']}" for x in im["added"]]
+        lines += [f"  removed: {x['ref']} {x['digest']}" for x in im["removed"]]
+    if any(fl.values()):
+        lines.append("files:")
+        lines += [f"  changed: {p}" for p in fl["changed"]]
+        lines += [f"  added:   {p}" for p in fl["added"]]
+        lines += [f"  removed: {p}" for p in fl["removed"]]
+    packages = {ref: pk for ref, pk in d.get("packages", {}).items() if any(pk.values())}
+    if packages:
+        lines.append("packages:")
+
         def what(x):
             return f"{x['type']} {x['name']}" + (f" ({x['arch']})" if x["arch"] else "") + (f" [{x['platform']}]" if x["platform"] else "")
-        lines += [f"+ pkg   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
-        lines += [f"- pkg   {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
-        lines += [f"~ pkg   {ref}  {what(x)} {x['from']} -> {x['to']}" for x in pk["changed"]]
-    for section, what in (("workloads", "runs"), ("os_packages", "os package")):
+        for ref, pk in packages.items():
+            lines += [f"  changed: {ref}  {what(x)} {x['from']} → {x['to']}" for x in pk["changed"]]
+            lines += [f"  added:   {ref}  {what(x)} {x['version']}" for x in pk["added"]]
+            lines += [f"  removed: {ref}  {what(x)} {x['version']}" for x in pk["removed"]]
+    for section, title in (("workloads", "workloads (which digest each container runs)"), ("os_packages", "os packages")):
         ch = d.get(section) or {"added": [], "removed": [], "changed": []}
-        lines += [f"+ {what} {x['name']}  {x['value']}" for x in ch["added"]]
-        lines += [f"- {what} {x['name']}  {x['value']}" for x in ch["removed"]]
-        lines += [f"~ {what} {x['name']}  {x['from']} -> {x['to']}" for x in ch["changed"]]
-    if len(lines) == 1:
-        lines.append("  no image or file differs")
+        if any(ch.values()):
+            lines.append(f"{title}:")
+            lines += [f"  changed: {x['name']}  {x['from']} → {x['to']}" for x in ch["changed"]]
+            lines += [f"  added:   {x['name']}  {x['value']}" for x in ch["added"]]
+            lines += [f"  removed: {x['name']}  {x['value']}" for x in ch["removed"]]
     bl = d["blobs"]
     lines.append(f"blobs: {bl['shared']} shared, {bl['new']} new ({human_size(bl['new_bytes'])})")
     return "\n".join(lines)
+
+
+def diff_summary(d: dict[str, Any]) -> str:
+    """One line: the two bundles and how many images and files differ."""
+    head = f"{d['a']['name']} {d['a']['version']} -> {d['b']['name']} {d['b']['version']}"
+    counts = [f"{plural(len(d[section][kind]), noun)} {kind}" for section, noun in (("images", "image"), ("files", "file"))
+              for kind in ("changed", "added", "removed") if d[section][kind]]
+    for kind in ("changed", "added", "removed"):
+        n = sum(len(pk[kind]) for pk in d.get("packages", {}).values())
+        if n:
+            counts.append(f"{plural(n, 'package')} {kind}")
+    for section, noun in (("workloads", "workload container"), ("os_packages", "OS package")):
+        counts += [f"{plural(len(d[section][kind]), noun)} {kind}" for kind in ("changed", "added", "removed")
+                   if d.get(section, {}).get(kind)]
+    return f"{head}: {', '.join(counts)}" if counts else f"{head}: no image, file or package differs"
 
 
 def has_differences(d: dict[str, Any]) -> bool:

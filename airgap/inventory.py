@@ -51,7 +51,11 @@ class Inventory:
         except OSError as exc:
             raise InputError(f"{p}: cannot read: {exc.strerror}") from None
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        doc = loads_strict(data, str(p), max_size=MAX_INVENTORY_BYTES)
+        hint = "give what 'airgap inventory' wrote, or a bundle's manifest.json"
+        try:
+            doc = loads_strict(data, str(p), max_size=MAX_INVENTORY_BYTES)
+        except FormatError as exc:
+            raise InputError(f"{p}: not an inventory ({exc.reason}); {hint}") from None
         if isinstance(doc, dict) and doc.get("_type") == _TYPE:
             blobs = {}
             for i, b in enumerate(doc.get("blobs", [])):
@@ -68,7 +72,7 @@ class Inventory:
             blobs = {"sha256:" + x.path.rsplit("/", 1)[1]: x.size for x in m.members if x.path.startswith("blobs/sha256/")}
             blobs.update(dict(m.external_blobs))
             return cls("bundle", m.digest, f"bundle {m.name} {m.version}", blobs)
-        raise FormatError(str(p), "neither an airgap inventory nor a bundle manifest")
+        raise InputError(f"{p}: neither an airgap inventory nor a bundle manifest; {hint}")
 
 
 def collect(client, *, now: datetime | None = None, repositories: list[str] | None = None) -> dict[str, Any]:
@@ -111,8 +115,8 @@ def _walk(client, repo: str, data: bytes, media_type: str, digest: str, manifest
             blobs[b.digest] = b.size
 
 
-def write(doc: dict[str, Any], path: str | os.PathLike) -> str:
-    """Write atomically; return the inventory's digest."""
+def write(doc: dict[str, Any], path: str | os.PathLike, *, force: bool = False) -> str:
+    """Write atomically (over an existing file only with *force*); return the inventory's digest."""
     data = pretty_bytes(doc)
-    atomic_write(path, data)
+    atomic_write(path, data, overwrite=force)
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airgap._internal.text import article
 from airgap.dsse import Signature
 from airgap.exceptions import InputError, KeyRoleError, SignatureError
 from airgap.keys import PublicKey, short_keyid
@@ -68,8 +69,7 @@ def held(policy: TrustPolicy, keyid: str) -> str | None:
     roles = policy.roles_of(keyid)
     if not roles:
         return None
-    text = " and ".join(roles) + " key"
-    return ("an " if text[0] in "aeiou" else "a ") + text
+    return article(" and ".join(roles) + " key")
 
 
 def _labels(policy: TrustPolicy, role: str) -> str:

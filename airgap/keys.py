@@ -34,9 +34,9 @@ import nacl.signing
 import nacl.utils
 
 from airgap._internal import digest as _digest
-from airgap._internal.fsutil import atomic_write, read_capped
+from airgap._internal.fsutil import atomic_write, check_output, check_output_dir, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
-from airgap.exceptions import FormatError, InputError, KeyFileError, SignatureError
+from airgap.exceptions import FormatError, InputError, InvalidValueError, KeyFileError, OutputExistsError, SignatureError
 
 __all__ = [
     "KDF_MIN",
@@ -115,7 +115,7 @@ class PublicKey:
 
     def __post_init__(self) -> None:
         if not isinstance(self.public, bytes) or len(self.public) != 32:
-            raise ValueError("an ed25519 public key is 32 bytes")
+            raise InvalidValueError("an ed25519 public key is 32 bytes")
 
     keytype = KEYTYPE
     scheme = SCHEME
@@ -185,24 +185,33 @@ def load_public(path: str | os.PathLike) -> PublicKey:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{artifact}: cannot read public key: {exc.strerror}") from None
-    doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
+    # A public key file is the caller's input, like a private one: what is wrong
+    # with it is an input error (exit 2) that says which file to give instead.
+    hint = "give the .pub file 'airgap keygen' wrote"
+    try:
+        doc = loads_strict(data, artifact, max_size=_MAX_KEY_FILE)
+    except FormatError as exc:
+        raise KeyFileError(f"{artifact}: not a public key file ({exc.reason}); {hint}") from None
     if isinstance(doc, dict) and doc.get("_type") == PRIVATE_KEY_TYPE:
         raise KeyFileError(f"{artifact} is a private key file; a public key is expected here "
                            "(the .pub file 'airgap keygen' wrote next to it)")
     if not _is_public_doc(doc):
-        raise FormatError(artifact, "a public key file has exactly keyid, key and name")
+        raise KeyFileError(f"{artifact}: not a public key file (it has exactly keyid, key and name); {hint}")
     if not isinstance(doc["name"], str) or not doc["name"]:
-        raise FormatError(artifact, "name must be a non-empty string")
-    key = PublicKey.from_dict(doc["key"], artifact).with_name(doc["name"])
+        raise KeyFileError(f"{artifact}: name must be a non-empty string")
+    try:
+        key = PublicKey.from_dict(doc["key"], artifact).with_name(doc["name"])
+    except FormatError as exc:
+        raise KeyFileError(f"{artifact}: {exc.reason}") from None
     if doc["keyid"] != key.keyid:
-        raise FormatError(artifact, f"keyid {doc['keyid']!r} does not match the key ({key.keyid})")
+        raise KeyFileError(f"{artifact}: keyid {doc['keyid']!r} does not match the key ({key.keyid}); the file was edited")
     return key
 
 
 def public_file_bytes(key: PublicKey) -> bytes:
     """The content of a ``.pub`` file for *key* (which must have a name)."""
     if not key.name:
-        raise ValueError("a public key file needs a name")
+        raise InvalidValueError("a public key file needs a name")
     return pretty_bytes({"keyid": key.keyid, "key": key.to_dict(), "name": key.name})
 
 
@@ -211,7 +220,7 @@ class SigningKey:
 
     def __init__(self, seed: bytes, name: str | None = None):
         if not isinstance(seed, bytes) or len(seed) != 32:
-            raise ValueError("an ed25519 seed is 32 bytes")
+            raise InvalidValueError("an ed25519 seed is 32 bytes")
         self._key = nacl.signing.SigningKey(seed)
         self.name = name
 
@@ -284,8 +293,8 @@ class SigningKey:
         """Write the key file, mode 0600 from its first byte; ``passphrase=None`` stores it unencrypted."""
         path = Path(path)
         if not overwrite and (path.exists() or path.is_symlink()):
-            raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file")
-        _write_private(path, self.to_file_bytes(passphrase, kdf_limits=kdf_limits))
+            raise OutputExistsError(str(path))
+        _write_private(path, self.to_file_bytes(passphrase, kdf_limits=kdf_limits), overwrite=overwrite)
 
     @classmethod
     def load(
@@ -413,10 +422,10 @@ def _peek_json(fd: int) -> Any:
         return None
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def _write_private(path: Path, data: bytes, *, overwrite: bool) -> None:
     # Created with mode 0600 from the first byte: the secret is never readable
     # by others, not even between create and chmod.
-    atomic_write(path, data, 0o600)
+    atomic_write(path, data, 0o600, overwrite=overwrite)
 
 
 def _read_private(artifact: str) -> bytes:
@@ -451,23 +460,29 @@ def _read_private(artifact: str) -> bytes:
         os.close(fd)
 
 
+def check_keygen(name: str, directory: str | os.PathLike, *, force: bool = False) -> tuple[Path, Path]:
+    """The key and public key paths keygen would write, after refusing a bad name or existing files."""
+    keygen_check_name(name)
+    directory = check_output_dir(directory)
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    for p in (key_path, pub_path):
+        check_output(p, force=force)
+    return key_path, pub_path
+
+
 def keygen(
     name: str,
     directory: str | os.PathLike,
     passphrase: str | None,
     *,
     kdf_limits: tuple[int, int] = KDF_MODERATE,
+    force: bool = False,
 ) -> tuple[Path, Path]:
-    """Create ``<name>.key`` (0600) and ``<name>.pub`` in *directory*; never overwrites."""
-    keygen_check_name(name)
-    directory = Path(directory)
-    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
-    for p in (key_path, pub_path):
-        if p.exists() or p.is_symlink():
-            raise KeyFileError(f"{p}: already exists; refusing to overwrite")
+    """Create ``<name>.key`` (0600) and ``<name>.pub`` in *directory*; replaces them only with *force*."""
+    key_path, pub_path = check_keygen(name, directory, force=force)
     key = SigningKey.generate(name)
-    key.save(key_path, passphrase, kdf_limits=kdf_limits)
-    write_public(pub_path, key.public_key)
+    key.save(key_path, passphrase, kdf_limits=kdf_limits, overwrite=force)
+    write_public(pub_path, key.public_key, overwrite=force)
     return key_path, pub_path
 
 
@@ -489,7 +504,7 @@ def write_public(path: str | os.PathLike, key: PublicKey, *, overwrite: bool = F
         with os.fdopen(fd, "wb") as f:
             f.write(public_file_bytes(key))
     except FileExistsError:
-        raise KeyFileError(f"{path}: already exists; refusing to overwrite") from None
+        raise OutputExistsError(str(path)) from None
 
 
 # --------------------------------------------------------------------------- unlocking

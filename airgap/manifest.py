@@ -9,6 +9,7 @@ from (spec digest, toolkit version, base of a differential bundle).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -19,7 +20,7 @@ from airgap import BUNDLE_FORMAT_VERSION, caps
 from airgap._internal import schema, tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import check_printable
-from airgap.exceptions import FormatError, InputError
+from airgap.exceptions import FormatError, InputError, InvalidValueError
 
 __all__ = [
     "BaseRecord",
@@ -66,10 +67,13 @@ class Names:
     repository: str
     tag: str | None
     pinned: str | None  # the digest the reference pins, if any
+    internal: str | None = None  # ALIAS/PATH of a reference written with a ``sources`` alias
 
     @property
     def destination(self) -> str:
         """The repository path in the internal registry (without the registry host)."""
+        if self.internal is not None:
+            return self.internal
         if self.registry == LAYOUT_REGISTRY:
             return f"local/{self.repository}"
         from airgap.reference import Reference, internal_repository
@@ -77,19 +81,27 @@ class Names:
         return internal_repository(Reference(self.registry, self.repository, self.tag, None))
 
 
-def names_of(ref: str) -> Names:
+def names_of(ref: str, source: str | None = None) -> Names:
     """Derive every name of an image from its reference (``ValueError`` if it cannot be).
 
     ``build`` fills an image record's registry, repository, tag and layout_ref
     from this, and ``verify`` refuses a record whose fields say anything else,
     so the name an officer is shown (``ref``) is the name import writes.
+
+    *source* is what the reference's alias stood for at build (the spec's
+    ``sources: {ALIAS: HOST[:PORT][/PREFIX]}``, recorded as the image's
+    ``source``): ``ALIAS/PATH:TAG`` was pulled from ``SOURCE/PATH:TAG`` and is
+    named ``ALIAS/PATH`` inside the bundle and the internal registry, whatever
+    the source was.
     """
-    if ref.startswith("oci:"):
+    if source is not None:
+        names = _aliased(ref, source)
+    elif ref.startswith("oci:"):
         rel, _, tag = ref[len("oci:"):].rpartition(":")
         name = PurePosixPath(rel).name if rel else ""
         if not tag or not name or name == "..":
-            raise ValueError(f"{ref!r}: an OCI layout reference is oci:<directory>:<tag>, and the directory's "
-                             "name becomes the internal repository (local/<name>)")
+            raise InvalidValueError(f"{ref!r}: an OCI layout reference is oci:<directory>:<tag>, and the directory's "
+                                    "name becomes the internal repository (local/<name>)")
         names = Names(ref, LAYOUT_REGISTRY, name, tag, None)
     else:
         from airgap.reference import parse_reference
@@ -97,16 +109,39 @@ def names_of(ref: str) -> Names:
         try:
             parsed = parse_reference(ref)
         except InputError as exc:
-            raise ValueError(str(exc)) from None
+            raise InvalidValueError(str(exc)) from None
         names = Names(str(parsed), parsed.registry, parsed.repository, parsed.tag, parsed.digest)
     from airgap.reference import parse_reference
 
     try:
         parse_reference(f"localhost/{names.destination}" + (f":{names.tag}" if names.tag else ""))
     except InputError:
-        raise ValueError(f"{ref!r}: the internal name {names.destination!r} is not a valid repository path "
-                         "(lower-case letters, digits, '.', '_', '-')") from None
+        raise InvalidValueError(f"{ref!r}: the internal name {names.destination!r} is not a valid repository path "
+                                "(lower-case letters, digits, '.', '_', '-')") from None
     return names
+
+
+_ALIAS_RE = re.compile(r"(?!localhost$)[a-z0-9]+(?:[_-][a-z0-9]+)*")
+
+
+def _aliased(ref: str, source: str) -> Names:
+    """The names of ``ALIAS/PATH[:TAG][@DIGEST]`` pulled from *source* (``HOST[:PORT][/PREFIX]``)."""
+    from airgap.reference import parse_reference
+
+    alias, sep, rest = ref.partition("/")
+    if not sep or not _ALIAS_RE.fullmatch(alias):
+        raise InvalidValueError(f"{ref!r}: a reference through a source alias is ALIAS/PATH[:TAG][@DIGEST], the alias "
+                                "in lower-case letters, digits, '_' and '-' (no '.' or ':', which make a registry host)")
+    host = source.split("/", 1)[0]
+    if not ("." in host or ":" in host or host == "localhost") or source.endswith("/") or "@" in source:
+        raise InvalidValueError(f"{ref!r}: source {source!r} is not a registry HOST[:PORT] with an optional /PREFIX")
+    try:
+        pulled = parse_reference(f"{source}/{rest}")
+        internal = parse_reference(f"localhost/{alias}/{rest}")
+    except InputError as exc:
+        raise InvalidValueError(f"{ref!r} through {alias} = {source}: {exc}") from None
+    layout_ref = str(internal)[len("localhost/"):]
+    return Names(layout_ref, pulled.registry, pulled.repository, pulled.tag, pulled.digest, internal=internal.repository)
 
 
 def _path_of(error) -> str:
@@ -160,11 +195,12 @@ class ImageRecord:
     platforms: tuple[str, ...]
     source_index: str | None = None  # multi-arch index the platform manifest was chosen from
     sovereignty: dict[str, str] | None = None  # provider + written reason, when allowed by exception
+    source: str | None = None  # what the ref's alias stood for at build (sources: ALIAS: HOST[:PORT][/PREFIX])
 
     @property
     def names(self) -> Names:
-        """The names derived from ``ref``; verified equal to the record's own fields."""
-        return names_of(self.ref)
+        """The names derived from ``ref`` (and ``source``); verified equal to the record's own fields."""
+        return names_of(self.ref, self.source)
 
     @property
     def destination(self) -> str:
@@ -177,7 +213,7 @@ class ImageRecord:
         return f"REGISTRY/{self.destination}{tag} @ {self.digest}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "ref": self.ref,
             "layout_ref": self.layout_ref,
             "registry": self.registry,
@@ -190,6 +226,9 @@ class ImageRecord:
             "source_index": self.source_index,
             "sovereignty": self.sovereignty,
         }
+        if self.source is not None:  # only for an aliased ref, so other records keep their bytes
+            d["source"] = self.source
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImageRecord:
@@ -205,6 +244,7 @@ class ImageRecord:
             platforms=tuple(d["platforms"]),
             source_index=d["source_index"],
             sovereignty=d["sovereignty"],
+            source=d.get("source"),
         )
 
 
@@ -343,7 +383,7 @@ def check_image_names(images: tuple[ImageRecord, ...], artifact: str = MANIFEST_
     seen: dict[tuple[str, str | None], int] = {}
     for i, img in enumerate(images):
         try:
-            names = names_of(img.ref)
+            names = names_of(img.ref, img.source)
         except ValueError as exc:
             raise FormatError(artifact, f"images[{i}].ref: {exc}") from None
         for field_, got, want in (("layout_ref", img.layout_ref, names.layout_ref), ("registry", img.registry, names.registry),

@@ -15,7 +15,7 @@ from typing import Any
 from airgap import caps
 from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import loads_strict
-from airgap.exceptions import FormatError
+from airgap.exceptions import FormatError, InvalidValueError
 
 __all__ = [
     "ALL_MANIFEST_TYPES",
@@ -92,7 +92,7 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(f"platform {text!r} is not os/arch[/variant]")
+            raise InvalidValueError(f"platform {text!r} is not os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
     def matches(self, other: Platform) -> bool:

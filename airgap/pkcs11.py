@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, unquote_to_bytes
 
+from airgap._internal.text import plural
 from airgap.exceptions import InputError, SignatureError, TokenError
 from airgap.keys import PublicKey, read_secret_file
 
@@ -265,7 +266,7 @@ def _public_of(p11, obj, uri: Pkcs11URI, name: str | None) -> PublicKey:
     # PKCS#11 3.0 says DER OCTET STRING; some tokens hand back the raw 32 bytes.
     raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
     if len(raw) != 32:
-        raise InputError(f"{uri}: CKA_EC_POINT is {len(point)} bytes, not an Ed25519 point")
+        raise InputError(f"{uri}: CKA_EC_POINT is {plural(len(point), 'byte')}, not an Ed25519 point")
     try:
         return PublicKey.from_dict({"keytype": "ed25519", "scheme": "ed25519", "keyval": {"public": raw.hex()}},
                                    str(uri)).with_name(name)

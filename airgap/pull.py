@@ -27,6 +27,7 @@ from typing import IO, Protocol
 
 from airgap import caps, oci
 from airgap._internal.jsonutil import loads_strict
+from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
 
 __all__ = ["Blob", "Documents", "ImageOrigin", "LayoutOrigin", "RegistryOrigin", "Resolved", "Resolver"]
@@ -163,7 +164,7 @@ class LayoutOrigin(ImageOrigin):
         if not matches:
             raise InputError(f"{self.label}: no image {reference!r} in index.json")
         if len(matches) > 1:
-            raise InputError(f"{self.label}: {reference!r} names {len(matches)} images in index.json")
+            raise InputError(f"{self.label}: {reference!r} names {plural(len(matches), 'image')} in index.json")
         desc = matches[0]
         return self.get_child(desc), desc.media_type, desc.digest
 
@@ -330,6 +331,6 @@ class Resolver:
             only = next(iter(chosen.values()))
             return Resolved(only.digest, only.media_type, only.size, platforms, top.digest)
         if len(wanted_p) == 1:
-            raise SpecError(artifact, f"platform {wanted[0] if wanted else ''} matches {len(chosen)} different manifests "
+            raise SpecError(artifact, f"platform {wanted[0] if wanted else ''} matches {plural(len(chosen), 'different manifest')} "
                                       "in the index; pin the one you want by digest")
         raise SpecError(artifact, "choose one platform or all of them: a subset of several would need a rewritten index")

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__, workloads
+from airgap._internal import fsutil
 from airgap._internal.fsutil import atomic_write
-from airgap.exceptions import FormatError, InputError, IntegrityError, UsageError
+from airgap.exceptions import FormatError, InputError, IntegrityError
 from airgap.manifest import BundleManifest
 
 __all__ = ["RenderResult", "render", "render_bundle", "check_registry"]
@@ -64,12 +65,8 @@ def check_registry(registry: str) -> str:
 
 
 def check_output(out: Path, force: bool) -> None:
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise UsageError(f"{out}: already exists; render writes a new directory (or pass --force to replace "
-                             "the workload files in it)")
-        if out.is_symlink() or not out.is_dir():
-            raise UsageError(f"{out}: exists and is not a directory")
+    """A new directory, or with *force* an existing one whose workload files are replaced."""
+    fsutil.check_output(out, force=force, directory=True)
 
 
 def render(manifest: BundleManifest, read: Callable[[str], bytes], registry: str, out: Path,

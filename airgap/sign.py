@@ -27,16 +27,17 @@ from typing import Any
 
 from airgap import keyroles, review
 from airgap._internal import keyid as _keyid
+from airgap._internal.text import plural
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
 from airgap.dsse import PAYLOAD_TYPE, Envelope
-from airgap.exceptions import InputError, IntegrityError, OperationError, TargetError
+from airgap.exceptions import InputError, IntegrityError, InvalidTypeError, OperationError, TargetError
 from airgap.history import History
 from airgap.inspect import human_size
 from airgap.keys import short_keyid
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, evaluate
 
-__all__ = ["SignPlan", "UnsignPlan", "prepare", "prepare_unsign"]
+__all__ = ["SignPlan", "UnsignPlan", "check_bundle_file", "prepare", "prepare_unsign"]
 
 RECOVERED_NOTE = ("An interrupted signing of this bundle was undone first: "
                   "it holds the signatures it had before that run.")
@@ -60,7 +61,7 @@ class _Plan:
             f"You are {verb} the manifest of {m.name} {m.version} for target {m.target}",
             f"  manifest {m.digest}",
             f"  created {m.created}, expires {m.expires}, spec sha256:{m.spec_sha256[:16]}…",
-            f"  {len(m.images)} images ({human_size(blob_bytes)} of blobs), {len(files)} files",
+            f"  {plural(len(m.images), 'image')} ({human_size(blob_bytes)} of blobs), {plural(len(files), 'file')}",
         ]
         if images:
             lines += [f"    {i.ref} -> {i.digest}" for i in m.images]
@@ -183,11 +184,13 @@ def _why(result) -> str:
             DUPLICATE: "the same key signed twice"}.get(result.status, result.status)
 
 
-def _bundle_file(path: str | os.PathLike, verb: str) -> Path:
+def check_bundle_file(path: str | os.PathLike, verb: str) -> Path:
+    """*path* as the bundle file *verb* rewrites; media parts or a missing file are input errors."""
     p = Path(path)
     if p.is_dir() or p.name.endswith(".parts.json"):
-        raise InputError(f"{p} is a set of media parts; {verb} works on the bundle file "
-                         f"({verb} before 'airgap split', or 'airgap join' the parts first)")
+        raise InputError(f"{p} is a set of media parts: {verb} the bundle file before splitting it "
+                         f"('airgap {verb} BUNDLE.tar', then 'airgap split' again), or 'airgap join' these parts "
+                         "into a bundle file first")
     if not p.is_file():
         raise InputError(f"{p}: no such bundle file")
     return p
@@ -195,7 +198,7 @@ def _bundle_file(path: str | os.PathLike, verb: str) -> Path:
 
 def _open(path: str | os.PathLike, verb: str, plan=None) -> tuple[Path, BundleManifest, Envelope, bytes, bool, Any]:
     """Open the bundle; *plan* (``plan(bundle, manifest)``) runs while it is open."""
-    p = _bundle_file(path, verb)
+    p = check_bundle_file(path, verb)
     recovered = recover_interrupted_sign(p)
     with Bundle.open(p) as bundle:
         manifest = bundle.manifest()
@@ -221,7 +224,7 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
     policy = None
     if trust_path is not None:
         if now is None:
-            raise TypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
+            raise InvalidTypeError("prepare(trust_path=...) needs now= to check the policy's expiry")
         policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
         keyroles.require_role(policy, signer, "officer")
     p, manifest, envelope, raw, recovered, (plan, history) = _open(

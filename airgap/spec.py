@@ -60,8 +60,8 @@ import jsonschema.exceptions
 from airgap import caps
 from airgap._internal import fsutil, strictyaml, timefmt
 from airgap._internal.text import escape, refusal
-from airgap.exceptions import InputError, SpecError
-from airgap.reference import Reference, parse_reference
+from airgap.exceptions import InputError, InvalidValueError, SpecError
+from airgap.reference import Reference, internal_repository, parse_reference
 
 __all__ = [
     "ALLOWED_VARIABLES",
@@ -144,6 +144,11 @@ class ImageSource:
     """Parsed, normalised registry reference (``registry`` kind only)."""
     index: int = 0
     """Position in ``images`` (for messages: ``images[{index}].ref``)."""
+    alias: str | None = None
+    """The ``sources`` alias the reference is written with (``pilot`` in ``pilot/status:1.0``), if any."""
+    internal: str = ""
+    """The repository path import gives the image in the internal registry: ``ALIAS/PATH`` for
+    an aliased reference, else ``HOST[_PORT]/PATH`` (:func:`airgap.reference.internal_repository`)."""
 
     @property
     def registry(self) -> str | None:
@@ -214,9 +219,17 @@ class BundleSpec:
     files: tuple[FileSource, ...] = ()
     wheels: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
-    """Variables substituted into image references (name -> value used)."""
+    """Variables substituted into image references and sources (name -> value used)."""
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Source aliases (``pilot`` -> ``127.0.0.1:5000/pilot``), variables substituted."""
     workloads: tuple[WorkloadSource, ...] = ()
     packages: PackagesSource | None = None
+    lines: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Where each field is written (``images[0].ref`` -> line), for :meth:`locate`."""
+
+    def locate(self, exc: SpecError) -> SpecError:
+        """A SpecError raised after loading (while building) with this spec's file and line."""
+        return exc.located(str(self.path), line_of(self.lines, exc.field))
 
 
 # --- public functions ----------------------------------------------------------
@@ -235,7 +248,7 @@ def resolve_expires(expires: str, now: datetime) -> datetime:
     the result lies in the future (:func:`load_spec` does).
     """
     if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
+        raise InvalidValueError("now must be timezone-aware")
     if not isinstance(expires, str):
         raise SpecError("metadata.expires", f"must be text, not {type(expires).__name__}")
     m = _DURATION_RE.fullmatch(expires)
@@ -269,14 +282,32 @@ def load_spec(
     now = now or datetime.now(UTC)
     env = os.environ if env is None else env
     raw = _read_spec_bytes(path)
+    lines: dict[str, int] = {}
+    try:
+        return _load(path, raw, now, env, lines)
+    except SpecError as exc:
+        raise exc.located(str(path), line_of(lines, exc.field)) from None
+
+
+def line_of(lines: Mapping[str, int], field: str) -> int | None:
+    """The line where *field* (``images[2].ref``) is written, else where its nearest parent is."""
+    where = field.split(" ", 1)[0]
+    while where:
+        if where in lines:
+            return lines[where]
+        where = where[: max(where.rfind("."), where.rfind("["), 0)]
+    return lines.get("")
+
+
+def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: dict[str, int]) -> BundleSpec:
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError("", f"{path}: not valid UTF-8 (byte {exc.start})") from None
-    data, scalars = _parse_yaml(text, path)
+        raise SpecError("", f"not valid UTF-8 (byte {exc.start})") from None
+    data, scalars = _parse_yaml(text, path, lines)
     if not isinstance(data, dict):
-        raise SpecError("", f"{path}: the spec must be a YAML mapping (apiVersion, kind, metadata, ...)")
+        raise SpecError("", "the spec must be a YAML mapping (apiVersion, kind, metadata, ...)")
     _check_text(data, "")
     variables, written = _substitute(data, env)
     _validate_schema(data, scalars)
@@ -297,7 +328,8 @@ def load_spec(
         expires_at=expires_at,
         description=md.get("description"),
     )
-    images = _images(data.get("images", []), base_dir, written)
+    sources = dict(data.get("sources", {}))
+    images = _images(data.get("images", []), base_dir, written, sources)
     files = _files(data.get("files", []), base_dir)
     wheels = bool(data.get("wheels", False))
     workloads = _workloads(data.get("workloads", []), base_dir)
@@ -315,8 +347,10 @@ def load_spec(
         files=files,
         wheels=wheels,
         variables=variables,
+        sources=sources,
         workloads=workloads,
         packages=packages,
+        lines=lines,
     )
 
 
@@ -331,13 +365,18 @@ def spec_schema() -> dict:
 
 
 def _read_spec_bytes(path: Path) -> bytes:
-    return fsutil.read_capped(path, MAX_SPEC_BYTES, "the bundle spec", too_large=lambda msg: SpecError("", msg))
+    # The file names itself as FILE (the spec error's place), not inside the message.
+    return fsutil.read_capped(path, MAX_SPEC_BYTES, "the bundle spec", too_large=lambda _msg: SpecError(
+        "", f"larger than {MAX_SPEC_BYTES} bytes; not a bundle spec", file=str(path)))
 
 
-def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[str, str]]:
-    """Parse strictly (see :mod:`airgap._internal.strictyaml`).  Returns (data, {field: raw scalar})."""
-    data, scalars = strictyaml.load_one(text, str(path), SpecError, "a bundle spec")
-    return data, scalars
+def _parse_yaml(text: str, path: Path, lines: dict[str, int]) -> tuple[Any, dict[str, str]]:
+    """Parse strictly (see :mod:`airgap._internal.strictyaml`).  Returns (data, {field: raw scalar});
+    *lines* gets the line of every field."""
+    def error(where: str, message: str, line: int | None) -> SpecError:
+        return SpecError(where, message, line=line)
+
+    return strictyaml.load_one(text, str(path), error, "a bundle spec", lines=lines)
 
 
 _join = strictyaml.join
@@ -362,16 +401,18 @@ def _check_text(obj: Any, where: str) -> None:
 
 
 def _substitute(data: dict, env: Mapping[str, str]) -> tuple[dict[str, str], dict[int, str]]:
-    """Substitute allowed variables in ``images[].ref`` in place; return (used, {i: ref as written})."""
+    """Substitute allowed variables in ``images[].ref`` and ``sources`` values in place;
+    return (used, {i: ref as written})."""
     used: dict[str, str] = {}
     originals: dict[int, str] = {}
-    images = data.get("images")
-    if not isinstance(images, list):
-        return used, originals
-    for i, image in enumerate(images):
-        if not isinstance(image, dict) or not isinstance(image.get("ref"), str) or "$" not in image["ref"]:
+    places: list[tuple[str, dict, Any]] = []
+    if isinstance(data.get("images"), list):
+        places += [(f"images[{i}].ref", image, "ref") for i, image in enumerate(data["images"]) if isinstance(image, dict)]
+    if isinstance(data.get("sources"), dict):
+        places += [(f"sources.{alias}", data["sources"], alias) for alias in data["sources"]]
+    for where, holder, key in places:
+        if not isinstance(holder.get(key), str) or "$" not in holder[key]:
             continue
-        where = f"images[{i}].ref"
 
         def replace(m: re.Match, where: str = where) -> str:
             name, default = m.group(1), m.group(2)
@@ -390,11 +431,12 @@ def _substitute(data: dict, env: Mapping[str, str]) -> tuple[dict[str, str], dic
             used[name] = value
             return value
 
-        resolved = _VAR_RE.sub(replace, image["ref"])
+        resolved = _VAR_RE.sub(replace, holder[key])
         if "$" in resolved:
             raise SpecError(where, "a '$' outside a ${NAME} or ${NAME:-default} variable")
-        originals[i] = image["ref"]
-        image["ref"] = resolved
+        if where.startswith("images["):
+            originals[int(where[len("images["):].split("]", 1)[0])] = holder[key]
+        holder[key] = resolved
     return used, originals
 
 
@@ -491,7 +533,31 @@ def _semver_hint(raw: str) -> str:
 # --- images ----------------------------------------------------------------------
 
 
-def _images(items: list[dict], base_dir: Path, written: dict[int, str]) -> tuple[ImageSource, ...]:
+def _source_of(ref: str, sources: Mapping[str, str], where: str) -> tuple[str | None, Reference, str]:
+    """(alias or None, the reference to pull, the internal repository path) of a registry *ref*."""
+    first, _, rest = ref.partition("/")
+    if "." in first or ":" in first or first == "localhost" or first.startswith("["):
+        try:
+            parsed = parse_reference(ref)
+        except InputError as exc:
+            raise SpecError(where, str(exc)) from None
+        return None, parsed, internal_repository(parsed)
+    if first not in sources:
+        declared = ", ".join(sorted(sources)) or "none"
+        raise SpecError(where, f"{first!r} is neither a registry host (it has no '.' or ':PORT') nor an alias declared "
+                               f"under sources (declared: {declared}); declare it (sources: {{{first}: HOST:PORT}}) or "
+                               "write the registry host: a bare name would silently mean Docker Hub")
+    from airgap.manifest import names_of
+
+    try:  # the derivation verify holds the signed record to
+        names = names_of(ref, sources[first])
+    except InvalidValueError as exc:
+        raise SpecError(where, f"through sources.{first} ({sources[first]}): {exc}") from None
+    return first, Reference(names.registry, names.repository, names.tag, names.pinned), names.destination
+
+
+def _images(items: list[dict], base_dir: Path, written: dict[int, str],
+            sources: Mapping[str, str]) -> tuple[ImageSource, ...]:
     out: list[ImageSource] = []
     seen: dict[Any, int] = {}
     for i, item in enumerate(items):
@@ -512,20 +578,20 @@ def _images(items: list[dict], base_dir: Path, written: dict[int, str]) -> tuple
                 allow_reason=allow, spec_ref=spec_ref, index=i,
             )
         else:
-            try:
-                parsed = parse_reference(ref)
-            except InputError as exc:
-                raise SpecError(where, str(exc)) from None
+            alias, parsed, internal = _source_of(ref, sources, where)
             keys = [("ref", str(parsed))]
             if parsed.tag:
-                keys.append(("tag", parsed.name, parsed.tag))
+                keys += [("tag", parsed.name, parsed.tag), ("internal tag", internal, parsed.tag)]
             if parsed.digest:
                 keys.append(("digest", parsed.name, parsed.digest))
             src = ImageSource(
                 ref=ref, kind="registry", tag=parsed.tag, platforms=platforms, allow_reason=allow,
-                spec_ref=spec_ref, digest=parsed.digest, reference=parsed, index=i,
+                spec_ref=spec_ref, digest=parsed.digest, reference=parsed, index=i, alias=alias, internal=internal,
             )
         for key in keys:
+            if key in seen and key[0] == "internal tag":
+                raise SpecError(where, f"{ref} would be imported as {key[1]}:{key[2]}, like images[{seen[key]}].ref; "
+                                       "rename the alias")
             if key in seen:
                 raise SpecError(where, f"{ref} names the same image as images[{seen[key]}].ref")
         for key in keys:

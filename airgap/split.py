@@ -33,9 +33,10 @@ from typing import Any
 
 from airgap import caps
 from airgap._internal import digest as _digest
-from airgap._internal.fsutil import atomic_write, atomic_writer, fsync_dir, read_capped
+from airgap._internal.fsutil import atomic_write, atomic_writer, check_output, check_output_dir, fsync_dir, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
-from airgap.exceptions import FormatError, InputError, IntegrityError
+from airgap._internal.text import plural
+from airgap.exceptions import FormatError, InputError, IntegrityError, InvalidValueError, OutputExistsError
 
 __all__ = [
     "CHUNK",
@@ -156,7 +157,7 @@ class PartIndex:
             raise FormatError(artifact, "a part has the bundle's own name")
         total = sum(p.size for p in parts)
         if total != bundle.size:
-            raise FormatError(artifact, f"parts add up to {total} bytes but the bundle has {bundle.size}")
+            raise FormatError(artifact, f"parts add up to {plural(total, 'byte')} but the bundle has {bundle.size}")
         return cls(bundle.name, bundle.size, bundle.sha256, parts)
 
     @classmethod
@@ -270,8 +271,13 @@ def split(
     out_dir: str | os.PathLike[str],
     part_size: int | str,
     signing_key: Any = None,
+    *,
+    force: bool = False,
 ) -> PartIndex:
     """Cut *bundle_path* into parts of at most *part_size* bytes in *out_dir*; return the index.
+
+    Parts or an index of the same bundle name already in *out_dir* are replaced
+    only with *force* (refused before anything is written).
 
     One pass over the bundle: each part and the whole bundle are hashed while
     copying.  Parts are written atomically, the index last, so an index on disk
@@ -290,10 +296,10 @@ def split(
             raise InputError(f"{src}: bundle is empty")
         count = -(-size // part_size)
         if count > MAX_PARTS:
-            raise InputError(f"part size {part_size} would give {count} parts (at most {MAX_PARTS})")
-        out.mkdir(parents=True, exist_ok=True)
-        width = max(3, len(str(count)))
+            raise InputError(f"part size {part_size} would give {plural(count, 'part')} (at most {MAX_PARTS})")
         name = src.name
+        _check_split_output(check_output_dir(out), name, force)
+        width = max(3, len(str(count)))
         bundle_hash = _BackgroundHash()
         parts: list[PartInfo] = []
         total = 0
@@ -322,6 +328,15 @@ def split(
     _remove_stale_parts(out, name, {p.name for p in parts})
     fsync_dir(out)
     return index
+
+
+def _check_split_output(out: Path, name: str, force: bool) -> None:
+    if force:
+        return
+    ours = re.compile(re.escape(name) + r"(\.part\d{3,}|" + re.escape(INDEX_SUFFIX) + r")")
+    for entry in sorted(os.listdir(out)):
+        if ours.fullmatch(entry):
+            raise OutputExistsError(str(out / entry))
 
 
 def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: _BackgroundHash) -> PartInfo | None:
@@ -384,9 +399,9 @@ class _PositionalReader(io.RawIOBase):
         elif whence == io.SEEK_END:
             pos = self.size + offset
         else:
-            raise ValueError(f"invalid whence {whence!r}")
+            raise InvalidValueError(f"invalid whence {whence!r}")
         if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
+            raise InvalidValueError(f"negative seek position {pos}")
         self._pos = pos
         return pos
 
@@ -401,7 +416,7 @@ class _PositionalReader(io.RawIOBase):
         """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
         self._checkClosed()
         if offset < 0 or n < 0:
-            raise ValueError("offset and length must not be negative")
+            raise InvalidValueError("offset and length must not be negative")
         n = max(0, min(n, self.size - offset))
         data = self._pread_one(offset, n)  # the common case: one read, no copy
         if data is not None and len(data) == n:
@@ -540,7 +555,7 @@ class PartsReader(_PositionalReader):
             raise IntegrityError(part.name, "not a regular file")
         if st.st_size != part.size:
             os.close(fd)
-            raise IntegrityError(part.name, f"size {st.st_size} bytes, index says {part.size}")
+            raise IntegrityError(part.name, f"size {plural(st.st_size, 'byte')}, index says {part.size}")
         return fd
 
     def _pread_one(self, offset: int, n: int) -> bytes | None:
@@ -588,8 +603,10 @@ def _hash_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def join(verified: Any, out_path: str | os.PathLike[str]) -> str:
+def join(verified: Any, out_path: str | os.PathLike[str], *, force: bool = False) -> str:
     """Write the bundle that *verified* (a VerifiedBundle, e.g. read from parts) holds; return its sha256.
+
+    An existing *out_path* is replaced only with *force* (refused before anything is written).
 
     Written from the verified object, never by copying the parts: every header
     is rendered from the verified (name, size, mode), the manifest and the
@@ -600,12 +617,12 @@ def join(verified: Any, out_path: str | os.PathLike[str]) -> str:
     """
     from airgap._internal import tarfmt
 
-    out = Path(out_path)
+    out = check_output(out_path, force=force)
     index = getattr(verified.source, "index", None)
     whole = _BackgroundHash()
     finished = False
     try:
-        with atomic_writer(out, 0o600) as fh:
+        with atomic_writer(out, 0o600, overwrite=force) as fh:
 
             def put(data: bytes) -> None:
                 whole.update(data)

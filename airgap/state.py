@@ -26,7 +26,7 @@ from typing import Any
 
 from airgap._internal.fsutil import atomic_write, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
-from airgap.exceptions import FormatError, InputError, RollbackError
+from airgap.exceptions import FormatError, InputError, InvalidValueError, RollbackError
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
@@ -54,10 +54,10 @@ class SemVer:
 
     @classmethod
     def parse(cls, text: str) -> SemVer:
-        """Parse *text*; raise ValueError if it is not semver 2.0.0."""
+        """Parse *text*; raise InvalidValueError (a ValueError) if it is not semver 2.0.0."""
         m = _SEMVER.fullmatch(text) if isinstance(text, str) else None
         if not m or len(text) > 256:
-            raise ValueError(f"{text!r} is not a semantic version (semver 2.0.0)")
+            raise InvalidValueError(f"{text!r} is not a semantic version (semver 2.0.0)")
         pre = tuple(m.group(4).split(".")) if m.group(4) else ()
         build = tuple(m.group(5).split(".")) if m.group(5) else ()
         return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), pre, build)

@@ -35,6 +35,7 @@ import jsonschema
 from airgap import keyroles
 from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
+from airgap._internal.text import plural
 from airgap.dsse import Envelope
 from airgap.exceptions import FormatError, InputError, IntegrityError, RejectedError, SignatureError
 from airgap.trust import SignatureReport, TrustPolicy, evaluate
@@ -161,7 +162,7 @@ class ToolkitRelease:
 
     @property
     def short(self) -> str:
-        return f"{PACKAGE} {self.version} (commit {self.commit[:12]}, {len(self.wheels)} wheels)"
+        return f"{PACKAGE} {self.version} (commit {self.commit[:12]}, {plural(len(self.wheels), 'wheel')})"
 
 
 # --------------------------------------------------------------------------- the signed statement
@@ -195,8 +196,8 @@ class ReleaseStatement:
     def to_bytes(self) -> bytes:
         return self.envelope.to_bytes()
 
-    def write(self, path: str | os.PathLike) -> None:
-        atomic_write(Path(path), self.to_bytes())
+    def write(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        atomic_write(Path(path), self.to_bytes(), overwrite=overwrite)
 
     def report(self, policy: TrustPolicy) -> SignatureReport:
         """The strict evaluation of the signatures against the policy's toolkit role."""
@@ -288,8 +289,8 @@ def check_wheels(release: ToolkitRelease, found: dict[str, WheelRecord], where: 
         if want is None:
             problems.append(f"{file}: not listed in the toolkit release")
         elif (want.size, want.sha256) != (rec.size, rec.sha256):
-            problems.append(f"{file}: sha256 {rec.sha256[:16]}… ({rec.size} bytes), the release lists "
-                            f"{want.sha256[:16]}… ({want.size} bytes)")
+            problems.append(f"{file}: sha256 {rec.sha256[:16]}… ({plural(rec.size, 'byte')}), the release lists "
+                            f"{want.sha256[:16]}… ({plural(want.size, 'byte')})")
     problems += [f"{w.file}: listed in the release but not in {where}" for w in release.wheels if w.file not in found]
     return problems
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from airgap import toolkit
 from airgap._internal.fsutil import atomic_write, fsync_dir
+from airgap._internal.text import plural
 from airgap.exceptions import InputError, IntegrityError, OperationError
 from airgap.toolkit import RELEASE_FILE, ReleaseStatement, ToolkitRefused, ToolkitRelease, WheelRecord
 
@@ -103,8 +104,8 @@ def _write_wheel(path: Path, w: WheelRecord, chunks: Iterable[bytes], source: st
         os.fchmod(f.fileno(), 0o644)
         os.fsync(f.fileno())
     if (size, h.hexdigest()) != (w.size, w.sha256):
-        raise IntegrityError(w.file, f"read {size} bytes with sha256 {h.hexdigest()[:16]}…, the release lists "
-                                     f"{w.size} bytes with {w.sha256[:16]}…; nothing written from {source}")
+        raise IntegrityError(w.file, f"read {plural(size, 'byte')} with sha256 {h.hexdigest()[:16]}…, the release lists "
+                                     f"{plural(w.size, 'byte')} with {w.sha256[:16]}…; nothing written from {source}")
 
 
 def from_release_dir(directory: str | os.PathLike, policy, out: str | os.PathLike) -> InstallSet:

@@ -42,10 +42,12 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
+from airgap._internal.text import plural
 from airgap.exceptions import (
     InputError,
     IntegrityError,
     KeyFileError,
+    OutputExistsError,
     RejectedError,
     TransferError,
     UsageError,
@@ -428,7 +430,8 @@ _NETWORK_ERRORS = (OSError, EOFError, paramiko.SSHException, socket.timeout)
 _FATAL_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR})
 
 
-def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress | None) -> TransferResult:
+def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress | None,
+              force: bool = False) -> TransferResult:
     name = src.name
     partial = name + PARTIAL_SUFFIX
     try:
@@ -445,7 +448,9 @@ def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress 
                 if progress:
                     progress(name, size, size)
                 return TransferResult(name, size, local, size, True, target.hash_method)
-            raise TransferError(f"{dest}/{name} already exists with different content; refusing to overwrite it")
+            if not force:
+                raise OutputExistsError(f"{dest}/{name}", "with different content")
+            fh.seek(0)  # hashed above; sent from the start below
 
         offset = target.size(partial) or 0
         digest = hashlib.sha256()
@@ -486,7 +491,7 @@ def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress 
     local = digest.hexdigest()
     remote_size = target.size(partial)
     if remote_size != size:
-        raise _Dropped(f"{dest}/{partial}: {remote_size} bytes after upload, expected {size}")
+        raise _Dropped(f"{dest}/{partial}: {plural(remote_size, 'byte')} after upload, expected {size}")
     remote = target.sha256(partial, size)
     if remote != local:
         target.remove(partial)
@@ -525,10 +530,13 @@ def transfer(
     retries: int = 3,
     retry_delay: float = 2.0,
     timeout: float = 30.0,
+    force: bool = False,
 ) -> list[TransferResult]:
     """Send a file, or every file of a directory, to *url*; resume and verify by sha256.
 
     *progress* is called as ``progress(name, bytes_done, bytes_total)``.
+    A file already at the destination with the same sha256 is skipped; one with
+    other content is replaced only with *force*.
     Raises RejectedError for host key problems, TransferError when the
     connection keeps failing (a rerun resumes), IntegrityError when the remote
     copy does not hash to the local one.
@@ -563,7 +571,7 @@ def transfer(
                 try:
                     if target is None:
                         target = connect()
-                    results.append(_send_one(target, path, dest, progress))
+                    results.append(_send_one(target, path, dest, progress, force))
                     break
                 except (_Dropped, *_NETWORK_ERRORS) as exc:
                     if isinstance(exc, OSError) and exc.errno in _FATAL_ERRNOS:

@@ -68,15 +68,19 @@ from airgap._internal import keyid as _keyid
 from airgap._internal import schema
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
+from airgap._internal.text import article, plural
 from airgap.dsse import Signature, pae
 from airgap.exceptions import (
     ExpiredError,
     FormatError,
     InputError,
+    InvalidTypeError,
+    InvalidValueError,
     KeyRoleError,
     RollbackError,
     SignatureError,
     TargetError,
+    UsageError,
 )
 from airgap.keys import PublicKey, short_keyid
 
@@ -131,7 +135,7 @@ def parse_time(value: Any, artifact: str, what: str = "expires") -> datetime:
 
 def _require_aware(now: datetime) -> None:
     if not isinstance(now, datetime) or now.tzinfo is None or now.utcoffset() is None:
-        raise TypeError("times must be timezone-aware datetimes (read the clock once, in UTC)")
+        raise InvalidTypeError("times must be timezone-aware datetimes (read the clock once, in UTC)")
 
 
 # --- schema -----------------------------------------------------------------
@@ -170,9 +174,9 @@ class ExpiryOverride:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.officer, str) and self.officer.strip()):
-            raise ValueError("an override must name the officer who decided it")
+            raise InvalidValueError("an override must name the officer who decided it")
         if not (isinstance(self.reason, str) and self.reason.strip()):
-            raise ValueError("an override must give a reason")
+            raise InvalidValueError("an override must give a reason")
 
     def to_dict(self) -> dict[str, str]:
         return {"officer": self.officer, "reason": self.reason}
@@ -193,7 +197,7 @@ def _keys_arg(keys: Iterable[PublicKey], what: str) -> list[PublicKey]:
     keys = list(keys)
     for k in keys:
         if not isinstance(k, PublicKey):
-            raise TypeError(f"{what} must be PublicKey objects, got {type(k).__name__}")
+            raise InvalidTypeError(f"{what} must be PublicKey objects, got {type(k).__name__}")
     return keys
 
 
@@ -259,7 +263,7 @@ class TrustPolicy:
                 raise FormatError(
                     artifact,
                     f"{name}: threshold {role.threshold} is not between 1 and its "
-                    f"{len(role.keyids)} key(s)",
+                    f"{plural(len(role.keyids), 'key')}",
                 )
             self.roles[name] = role
         for a, b, why in DISJOINT_ROLES:
@@ -268,7 +272,8 @@ class TrustPolicy:
             shared = set(self.roles[a].keyids) & set(self.roles[b].keyids)
             if shared:
                 labels = ", ".join(self.key_label(k) for k in sorted(shared))
-                raise FormatError(artifact, f"key(s) {labels} hold both {a} and {b} roles; {why}")
+                raise FormatError(artifact, f"{'key' if len(shared) == 1 else 'keys'} {labels} "
+                                            f"{'holds' if len(shared) == 1 else 'hold'} both {a} and {b} roles; {why}")
 
     # --- accessors ---------------------------------------------------------
 
@@ -310,13 +315,13 @@ class TrustPolicy:
         if self.revoked:
             lines.append(f"  revoked: {', '.join(self.key_label(k) for k in self.revoked)}")
         root = self.root_report().roles["root"]
-        lines.append(f"  signed by {len(root.keys)} of {root.threshold} required root keys"
+        lines.append(f"  signed by {len(root.keys)} of {plural(root.threshold, 'required root key')}"
                      + (f" ({', '.join(k.label for k in root.keys)})" if root.keys else ""))
         return "\n".join(lines)
 
-    def write(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_bytes` atomically."""
-        atomic_write(Path(path), self.to_bytes())
+    def write(self, path: str | os.PathLike, *, overwrite: bool = True) -> None:
+        """Write :meth:`to_bytes` atomically (without *overwrite*, only to a new file)."""
+        atomic_write(Path(path), self.to_bytes(), overwrite=overwrite)
 
     def is_expired(self, now: datetime) -> bool:
         _require_aware(now)
@@ -334,7 +339,7 @@ class TrustPolicy:
         if override is None:
             raise ExpiredError(self.artifact, f"expired at {self.signed['expires']}")
         if not isinstance(override, ExpiryOverride):
-            raise TypeError("override must be an ExpiryOverride")
+            raise InvalidTypeError("override must be an ExpiryOverride")
         self.expiry_override_used = override
 
     # --- wire format -------------------------------------------------------
@@ -367,8 +372,12 @@ class TrustPolicy:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, artifact: str | None = None) -> TrustPolicy:
+        """A policy file someone named: one that is no trust policy at all (a bundle,
+        a key file) is an input error (exit 2); a damaged policy is refused (exit 1)."""
         artifact = artifact or str(path)
-        return cls.from_bytes(_read_capped(path, artifact), artifact)
+        data = _read_capped(path, artifact)
+        _require_policy_shape(data, artifact)
+        return cls.from_bytes(data, artifact)
 
     # --- creation and signing ---------------------------------------------
 
@@ -457,11 +466,11 @@ class TrustPolicy:
         }
         unknown = set(changes) - allowed
         if unknown:
-            raise TypeError(f"rotate() cannot change {', '.join(sorted(unknown))}")
+            raise InvalidTypeError(f"rotate() cannot change {', '.join(sorted(unknown))}")
         revoke = set(changes.pop("revoke", ()))
         for keyid in revoke:
             if not isinstance(keyid, str) or not _KEYID.match(keyid):
-                raise ValueError(f"revoke: {keyid!r} is not a keyid")
+                raise InvalidValueError(f"revoke: {keyid!r} is not a keyid")
         plural = {"root": "roots", "builder": "builders", "officer": "officers", "toolkit": "toolkit"}
         role_keys = {}
         thresholds: dict[str, int | None] = {}
@@ -602,6 +611,20 @@ def _parse_any(source: str | os.PathLike | bytes, artifact: str | None) -> Trust
     if isinstance(source, (bytes, bytearray)):
         return TrustPolicy.from_bytes(bytes(source), artifact or ARTIFACT)
     return TrustPolicy.from_file(source, artifact)
+
+
+def _require_policy_shape(data: bytes, artifact: str) -> None:
+    hint = "give the trust policy 'airgap trust init' or 'airgap trust rotate' wrote (trust.json)"
+    if not data.lstrip()[:1] == b"{":
+        raise InputError(f"{artifact}: not a trust policy (not a JSON document); {hint}")
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return  # JSON damaged inside the object: from_bytes says where
+    signed = doc.get("signed") if isinstance(doc, dict) else None
+    if not isinstance(signed, dict) or signed.get("_type") != POLICY_TYPE:
+        kind = "a public key file" if isinstance(doc, dict) and {"keyid", "key"} <= set(doc) else "another JSON document"
+        raise InputError(f"{artifact}: not a trust policy ({kind}, no signed._type {POLICY_TYPE!r}); {hint}")
 
 
 def _read_capped(path: str | os.PathLike, artifact: str) -> bytes:
@@ -795,10 +818,10 @@ def _evaluate(
 ) -> SignatureReport:
     if not roles:
         # An empty role list would make any set of signatures "sufficient".
-        raise ValueError("at least one role must be required")
+        raise InvalidValueError("at least one role must be required")
     for r in roles:
         if r not in policy.roles:
-            raise ValueError(f"unknown role {r!r}")
+            raise InvalidValueError(f"unknown role {r!r}")
     # Identity is the public key bytes; the policy guarantees one keyid per
     # key, but counting bytes keeps that guarantee out of the security path.
     role_of: dict[bytes, str] = {}
@@ -885,7 +908,8 @@ class TrustStore:
         """The recorded policy (signatures re-checked, expiry not), or None before first use."""
         if not self.has_trusted():
             return None
-        policy = TrustPolicy.from_file(self.path, f"trusted policy {self.path}")
+        artifact = f"trusted policy {self.path}"  # state, not a file someone named: damage is a refusal
+        policy = TrustPolicy.from_bytes(_read_capped(self.path, artifact), artifact)
         policy.root_report().raise_for_status()
         return policy
 
@@ -977,12 +1001,12 @@ class TrustStore:
         """
         if not isinstance(policy, TrustPolicy):
             if now is None:
-                raise TypeError("record(path) needs now= to verify the policy first")
+                raise InvalidTypeError("record(path) needs now= to verify the policy first")
             policy = self.load_policy(
                 policy, now, intermediates=intermediates, expiry_override=expiry_override
             )
         if getattr(policy, "_accepted_for", None) != self._key():
-            raise ValueError("record() only records a policy returned by load_policy() for this state directory")
+            raise InvalidValueError("record() only records a policy returned by load_policy() for this state directory")
         old = self.trusted()
         # The state may have moved on since load_policy(); never step back.
         if old is not None and old.version > policy.version:
@@ -1030,6 +1054,9 @@ def verify_envelope(
 _DURATION = re.compile(r"([1-9][0-9]{0,5})([dwh])\Z")
 
 
+EXPIRES_FORMS = "a duration such as 365d, 8w or 12h (days, weeks, hours) or an RFC 3339 UTC time such as 2027-11-23T00:00:00Z"
+
+
 def parse_expires(value: str | datetime, now: datetime) -> str:
     """``365d``/``8w``/``12h`` from *now*, or an RFC 3339 UTC time; must lie in the future."""
     _require_aware(now)
@@ -1039,7 +1066,10 @@ def parse_expires(value: str | datetime, now: datetime) -> str:
         n, unit = int(m.group(1)), m.group(2)
         when = now + {"d": timedelta(days=n), "w": timedelta(weeks=n), "h": timedelta(hours=n)}[unit]
     else:
-        when = parse_time(value, "--expires", "--expires")
+        try:
+            when = parse_time(value, "--expires", "--expires")
+        except FormatError:
+            raise InputError(f"--expires {value!r}: give {EXPIRES_FORMS}") from None
     if when <= now:
         raise InputError(f"--expires {format_time(when)} is not in the future")
     return format_time(when)
@@ -1049,6 +1079,32 @@ def _as_public(item: PublicKey | str | os.PathLike) -> PublicKey:
     from airgap.keys import load_public
 
     return item if isinstance(item, PublicKey) else load_public(item)
+
+
+def _role_key(item: PublicKey | str | os.PathLike, policy: TrustPolicy, option: str) -> PublicKey:
+    """A key for a role of the next version: a public key file, or the keyid (or a unique
+    prefix of 8+ hex digits) of a key the current version lists."""
+    if isinstance(item, PublicKey) or Path(item).is_file() or not _keyid.is_prefix(os.fspath(item)):
+        return _as_public(item)
+    ids = sorted(policy.keys)
+    where = f"{policy.artifact} (version {policy.version})"
+    return policy.keys[ids[_keyid.pick(os.fspath(item), [(k, policy.keys[k].name or "") for k in ids],
+                                       option=option, where=where)]]
+
+
+def describe_key(policy: TrustPolicy, keyid: str) -> dict[str, Any]:
+    """What *policy* says about the key whose keyid starts with *keyid* (8+ hex digits)."""
+    ids = sorted(policy.keys)
+    where = f"{policy.artifact} (version {policy.version})"
+    full = ids[_keyid.pick(keyid, [(k, policy.keys[k].name or "") for k in ids], option="--keyid", where=where)]
+    return {"keyid": full, "name": policy.keys[full].name, "roles": policy.roles_of(full),
+            "revoked": full in policy.revoked, "policy": policy.artifact, "version": policy.version}
+
+
+def format_key(key: dict[str, Any]) -> str:
+    held = "revoked" if key["revoked"] else (" and ".join(key["roles"]) + " key") if key["roles"] else "listed, no role"
+    return (f"{key['name'] or 'unnamed key'} {short_keyid(key['keyid'])}: {held} in {key['policy']} "
+            f"(version {key['version']})\nkeyid {key['keyid']}")
 
 
 def _as_keyid(item: str | os.PathLike | PublicKey, policy: TrustPolicy) -> str:
@@ -1082,6 +1138,22 @@ def _sign_all(policy: TrustPolicy, signing_keys, previous: TrustPolicy | None = 
         policy.sign(s.key)
 
 
+def _check_roles(command: str, roles: dict[str, tuple[list, int | None]]) -> None:
+    """What the caller asked for is a policy that can be met: keys in every role, thresholds within reach."""
+    for role, (keys, threshold) in roles.items():
+        if not keys:
+            raise UsageError(f"{command} needs at least one --{role} PUB (the public key file of {article(role)} key; "
+                             "repeat the option for more)")
+        if threshold is not None and not 1 <= threshold <= len(keys):
+            raise UsageError(f"--{role}-threshold {threshold} must be between 1 and the number of {role} keys "
+                             f"({len(keys)}): a threshold above the key count can never be met")
+
+
+def _as_usage(command: str, exc: FormatError) -> UsageError:
+    """A policy the caller's arguments describe but no valid policy can be: exit 2, the reason kept."""
+    return UsageError(f"{command}: {exc.reason}")
+
+
 def init_policy(
     *,
     target: str,
@@ -1096,13 +1168,20 @@ def init_policy(
     """Version 1 from public keys (``PublicKey`` or ``.pub`` paths), signed by *signing_keys*
     (keys or :class:`~airgap.keyroles.Signer`), each of which must be one of its root keys.
     Without *toolkit* keys the policy has no toolkit role (it accepts no toolkit release)."""
-    policy = TrustPolicy.create(
-        target, parse_expires(expires, now),
-        [_as_public(k) for k in roots], root_threshold,
-        [_as_public(k) for k in builders], builder_threshold,
-        [_as_public(k) for k in officers], officer_threshold,
-        toolkit=[_as_public(k) for k in toolkit or ()], toolkit_threshold=toolkit_threshold,
-    )
+    given = {"root": list(roots), "builder": list(builders), "officer": list(officers)}
+    _check_roles("trust init", {"root": (given["root"], root_threshold), "builder": (given["builder"], builder_threshold),
+                                "officer": (given["officer"], officer_threshold)})
+    toolkit = list(toolkit or ())
+    if toolkit or toolkit_threshold is not None:
+        _check_roles("trust init", {"toolkit": (toolkit, toolkit_threshold)})
+    expires = parse_expires(expires, now)
+    keys = {role: [_as_public(k) for k in items] for role, items in given.items()}
+    try:
+        policy = TrustPolicy.create(target, expires, keys["root"], root_threshold, keys["builder"], builder_threshold,
+                                    keys["officer"], officer_threshold,
+                                    toolkit=[_as_public(k) for k in toolkit], toolkit_threshold=toolkit_threshold)
+    except FormatError as exc:
+        raise _as_usage("trust init", exc) from None
     _sign_all(policy, signing_keys)
     return policy
 
@@ -1136,12 +1215,15 @@ def rotate_policy(
         ("toolkit", toolkit, toolkit_threshold),
     ):
         if keys:
-            changes["toolkit" if name == "toolkit" else f"{name}s"] = [_as_public(k) for k in keys]
+            changes["toolkit" if name == "toolkit" else f"{name}s"] = [_role_key(k, old, f"--{name}") for k in keys]
         if threshold is not None:
             changes[f"{name}_threshold"] = threshold
     if revoke:
         changes["revoke"] = [_as_keyid(k, old) for k in revoke]
-    new = old.rotate(**changes)
+    try:
+        new = old.rotate(**changes)
+    except FormatError as exc:
+        raise _as_usage("trust rotate", exc) from None
     _sign_all(new, signing_keys, previous=old)
     return new
 

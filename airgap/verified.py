@@ -27,6 +27,7 @@ from typing import Any
 from airgap import oci
 from airgap._internal import tarfmt
 from airgap._internal.progress import ByteProgress
+from airgap._internal.text import plural
 from airgap.exceptions import AirgapError, ArchiveError, FormatError, IntegrityError, SignatureError
 from airgap.manifest import BundleManifest, ImageRecord, MemberRecord
 
@@ -194,7 +195,7 @@ class VerifiedBundle:
             total = _hash_members(self, progress, workers)
         except AirgapError as exc:
             self.fail_content(exc)
-        self.content_used(f"{total} bytes hashed, every sha256 matches")
+        self.content_used(f"{plural(total, 'byte')} hashed, every sha256 matches")
 
     def skip_content(self, reason: str) -> None:
         """No content byte will be used (the caller says why); nothing is hashed."""

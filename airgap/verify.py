@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap import oci, sbom
+from airgap._internal.text import plural
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
 from airgap.exceptions import (
     AirgapError,
@@ -33,6 +34,7 @@ from airgap.exceptions import (
     IntegrityError,
     RejectedError,
     TargetError,
+    UsageError,
 )
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
 from airgap.verified import ImagePlan, VerifiedBundle, explain
@@ -74,6 +76,12 @@ class Override:
 
     reason: str
     signing_key: Any  # airgap.keys.SigningKey of an officer in the policy
+
+    def __post_init__(self) -> None:
+        # Checked before anything is read: a blank reason is no written decision.
+        if not isinstance(self.reason, str) or not self.reason.strip():
+            raise UsageError("--reason must give the officer's reason for the override in words; it is written to "
+                             "the audit log (--reason \"renewal delayed, see ticket 123\")")
 
     @property
     def keyid(self) -> str:
@@ -161,12 +169,13 @@ def verify(
         manifest = _check_manifest(run, ends, policy, state_dir, now, override)
         run.start("members")
         _check_members(members[1:-1], manifest)
-        run.report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
+        run.report.set("members", "pass", f"{plural(len(manifest.members), 'member')} "
+                                          f"{'matches' if len(manifest.members) == 1 else 'match'} the manifest")
         run.start("oci-layout")
         reader = _DocumentReader(source, members, manifest)
         images = _check_layout(reader, manifest, require_base)
         sbom.check_documents(manifest, reader.read)
-        run.report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
+        run.report.set("oci-layout", "pass", f"{plural(len(manifest.images), 'image')}, every referenced blob present")
         verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
                                   signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
                                   report=run.report, images=images, hashed=reader.hashed)
@@ -226,8 +235,8 @@ def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: dat
         if (members[0], members[-1]) != (ends.manifest, ends.signatures):
             raise ArchiveError(label, "the first or last member is not where the archive's end says it is")
     parts = getattr(source, "index", None)
-    report.set("archive", "pass", f"{len(members)} members, strict ustar"
-               + (f" (read from {len(parts.parts)} media parts)" if parts is not None else ""))
+    report.set("archive", "pass", f"{plural(len(members), 'member')}, strict ustar"
+               + (f" (read from {plural(len(parts.parts), 'media part')})" if parts is not None else ""))
     return members, ends, policy
 
 
@@ -237,7 +246,8 @@ def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override)
     run.start("manifest")
     manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
     report.manifest = manifest
-    report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
+    report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {plural(len(manifest.images), 'image')}, "
+                                   f"{plural(len(manifest.members), 'member')}")
     run.start("target")
     if manifest.target != policy.target:
         raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
@@ -339,11 +349,11 @@ def _check_part_index(source, policy, report: VerifyReport) -> None:
         return
     sig = Path(str(index_path) + split.SIGNATURE_SUFFIX)
     if not sig.exists():
-        report.media = f"{len(source.index.parts)} parts, index unsigned"
+        report.media = f"{plural(len(source.index.parts), 'part')}, index unsigned"
         return
     keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
     key = split.verify_index_signature(index_path, keys)
-    report.media = f"{len(source.index.parts)} parts, index signed by {key.label}"
+    report.media = f"{plural(len(source.index.parts), 'part')}, index signed by {key.label}"
 
 
 def _check_override(policy, override: Override, err: RejectedError) -> None:
@@ -443,7 +453,7 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
         record = manifest.member(path)
         if record is not None:
             if record.size != desc.size:
-                raise IntegrityError(artifact, f"descriptor size {desc.size} but blob {desc.digest} has {record.size} bytes")
+                raise IntegrityError(artifact, f"descriptor size {desc.size} but blob {desc.digest} has {plural(record.size, 'byte')}")
             return
         if desc.digest in external:
             if external[desc.digest] != desc.size:
@@ -476,7 +486,7 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
                 if member is None:
                     raise ArchiveError(artifact, f"index entry manifests[{i}] ({child.digest}) is absent")
                 if member.size != child.size:
-                    raise IntegrityError(artifact, f"manifests[{i}] size {child.size} but blob has {member.size} bytes")
+                    raise IntegrityError(artifact, f"manifests[{i}] size {child.size} but blob has {plural(member.size, 'byte')}")
                 data = reader.read(cpath, oci.MAX_MANIFEST_BYTES)
                 cdoc = oci.parse_document(data, f"{artifact} ({child.digest})", child.media_type)
                 if not isinstance(cdoc, oci.ImageManifest):

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from airgap import __version__
 from airgap._internal import fsutil
+from airgap._internal.text import plural
 from airgap.exceptions import AirgapError, InputError, OperationError
 
 __all__ = [
@@ -190,7 +191,7 @@ def build_toolkit_wheel(source: str | os.PathLike, out_dir: str | os.PathLike, *
             raise OperationError(f"building the airgap wheel failed: {proc.stderr.strip()[-800:]}")
         built = sorted(dist.glob("*.whl"))
         if len(built) != 1:
-            raise OperationError(f"building the airgap wheel gave {len(built)} wheels, expected 1")
+            raise OperationError(f"building the airgap wheel gave {plural(len(built), 'wheel')}, expected 1")
         dest = out / built[0].name
         normalise_wheel(built[0], dest, epoch)
     return dest

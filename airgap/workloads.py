@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airgap._internal import strictyaml
+from airgap._internal.text import plural
 from airgap.exceptions import FormatError
 
 __all__ = ["KINDS", "ImageUse", "WorkloadImage", "WorkloadRecord", "parse", "scan", "rewrite", "dump"]
@@ -108,14 +109,14 @@ def member_path(workload: str, rel: str) -> str:
 def parse(data: bytes, artifact: str) -> list[dict[str, Any]]:
     """The Kubernetes objects of one YAML file, read strictly (FormatError names the file and line)."""
     if len(data) > MAX_WORKLOAD_BYTES:
-        raise FormatError(artifact, f"{len(data)} bytes; a workload file may hold at most {MAX_WORKLOAD_BYTES}")
+        raise FormatError(artifact, f"{plural(len(data), 'byte')}; a workload file may hold at most {MAX_WORKLOAD_BYTES}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(artifact, f"not valid UTF-8 (byte {exc.start})") from None
 
-    def error(where: str, message: str) -> FormatError:
-        return FormatError(artifact, f"{where}: {message}" if where else message)
+    def error(where: str, message: str, line: int | None) -> FormatError:
+        return FormatError(artifact, ": ".join(part for part in (where, f"line {line}" if line else "", message) if part))
 
     docs = strictyaml.load_all(text, artifact, error, "a Kubernetes manifest")
     for i, doc in enumerate(docs):

@@ -58,3 +58,20 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e ".[test]"
     touch "$stamp"
 fi
+
+# The README writes every command as `airgap ...`: put this checkout's console
+# script on the PATH of every login shell.  As root that is a symlink in
+# /usr/local/bin (on Debian's default PATH); an existing file there that is not
+# such a link is left alone.  Otherwise the line to add to ~/.profile is printed.
+link=/usr/local/bin/airgap
+if [ "$(id -u)" -eq 0 ]; then
+    if [ -e "$link" ] && [ ! -L "$link" ]; then
+        echo "setup: $link exists and is not a link; not replaced (use $PWD/.venv/bin/airgap)" >&2
+    else
+        ln -sfn "$PWD/.venv/bin/airgap" "$link"
+        echo "setup: airgap is on PATH: $link -> $PWD/.venv/bin/airgap"
+    fi
+else
+    echo "setup: not root, so nothing was linked: add this line to ~/.profile to put airgap on PATH:"
+    echo "    export PATH=\"$PWD/.venv/bin:\$PATH\""
+fi

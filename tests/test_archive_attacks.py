@@ -293,7 +293,7 @@ def test_unusual_but_allowed_text_is_escaped_when_printed(tmp_path, signed_bundl
     assert r.code == 0, r.err
     assert "\u200b" not in r.out and "\u00ad" not in r.out
     r = airgap("diff", signed_bundle.path, bundle)
-    assert "\u200b" not in r.out and "+ file  configs/pi\\u200blot.conf" in r.out, r.out
+    assert "\u200b" not in r.out and "added:   configs/pi\\u200blot.conf" in r.out, r.out
 
 
 def test_verify_and_audit_show_escape_what_they_print(tmp_path, signed_bundle):

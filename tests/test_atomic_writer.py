@@ -7,7 +7,7 @@ import os
 import pytest
 
 from airgap._internal import fsutil
-from airgap.exceptions import InputError, SpecError, UnsafePathError
+from airgap.exceptions import InputError, OutputExistsError, SpecError, UnsafePathError
 
 
 def test_the_file_appears_only_when_the_block_ends(tmp_path):
@@ -39,6 +39,23 @@ def test_under_a_root_a_link_is_refused(tmp_path):
     with pytest.raises(UnsafePathError), fsutil.atomic_writer(tmp_path / "root" / "sub" / "x", root=tmp_path / "root") as f:
         f.write(b"x")
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+@pytest.mark.parametrize("under_root", [False, True], ids=["path", "root"])
+def test_without_overwrite_an_existing_file_is_kept(tmp_path, under_root):
+    # --force's contract: an output nobody asked to replace is never lost, even
+    # one that appeared after check_output looked (the file is linked into place).
+    target = tmp_path / "sub" / "out.bin"
+    target.parent.mkdir()
+    root = tmp_path if under_root else None
+    fsutil.atomic_write(target, b"first", root=root, overwrite=False)
+    assert target.read_bytes() == b"first"
+    with pytest.raises(OutputExistsError), fsutil.atomic_writer(target, root=root, overwrite=False) as f:
+        f.write(b"second")
+    assert target.read_bytes() == b"first"
+    assert os.listdir(target.parent) == ["out.bin"]
+    fsutil.atomic_write(target, b"third", root=root)  # overwrite is the default
+    assert target.read_bytes() == b"third"
 
 
 def test_read_capped(tmp_path):

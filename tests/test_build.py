@@ -71,6 +71,9 @@ def test_missing_platform_is_a_spec_error(tmp_path, seeded_registry, keyring):
     r = build(spec, tmp_path / "b.tar", keyring)
     assert r.code == 2
     assert "linux/s390x" in r.err and "images[0]" in r.err
+    # FILE:LINE: field: problem, the line being the one of images[0] (resolving found it, not loading)
+    line = next(i for i, text in enumerate(spec.read_text().splitlines(), 1) if text.startswith("- ref:"))
+    assert r.err.startswith(f"airgap: {spec}:{line}: images[0].ref "), r.err
     assert not (tmp_path / "b.tar").exists()
 
 

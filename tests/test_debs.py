@@ -222,4 +222,4 @@ def test_diff_shows_package_changes(tmp_path, upstream, keyring, built):
     out = tmp_path / "more.tar"
     assert _build(_spec(tmp_path / "s", upstream, ["airgap-test-app", "airgap-test-unrelated"]), out, keyring).code == 0
     r = airgap("diff", built, out)
-    assert "+ os package airgap-test-unrelated:all  1.0-1" in r.out, r.out
+    assert "  added:   airgap-test-unrelated:all  1.0-1" in r.out.split("os packages:\n", 1)[1], r.out

@@ -127,3 +127,40 @@ def test_reimport_reads_no_content_but_first_import_of_a_bad_copy_is_refused(tmp
     r = airgap("import", damaged, "--trust", signed_bundle.trust, "--registry", registry.host, "--plain-http",
                "--state", tmp_path / "state2")
     assert r.code == 1 and blob.name in r.err and "sha256 mismatch" in r.err
+
+
+# --------------------------------------------------------------------------- import --json always says what was checked
+
+
+def _checks(doc):
+    return {c["check"]: c["status"] for c in doc["checks"]}
+
+
+def test_import_json_includes_the_check_list_whatever_happened(tmp_path, signed_bundle, registry):
+    from airgap.verify import CHECK_NAMES
+
+    base = ("import", "--trust", signed_bundle.trust, "--plain-http", "--state", tmp_path / "state", "--json")
+    # accepted: every check, and the import's own result
+    r = airgap(base[0], signed_bundle.path, *base[1:], "--registry", registry.host)
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert doc["result"] == "accepted" and doc["status"] == "imported"
+    assert set(_checks(doc)) == set(CHECK_NAMES) and _checks(doc)["signatures"] == "pass"
+    # rejected by verification: verify's report, the failing check named
+    r = airgap(base[0], signed_bundle.copy(tmp_path, builder_only=True), *base[1:], "--registry", registry.host)
+    assert r.code == 1
+    doc = r.json()
+    assert doc["result"] == "rejected" and _checks(doc)["signatures"] == "fail"
+    assert "officer: 0 of 1" in doc["error"]["message"] and doc["registry"] == registry.host
+    # failed after verification (nothing listens at the registry): the error and the checks that passed
+    r = airgap(base[0], signed_bundle.path, *base[1:], "--registry", "127.0.0.1:1")
+    assert r.code == 1
+    doc = r.json()
+    assert doc["result"] == "error" and "127.0.0.1:1" in doc["message"]
+    assert _checks(doc)["signatures"] == "pass" and "fail" not in _checks(doc).values()
+    # refused before verification (a usage error): the checks, none run
+    r = airgap(base[0], signed_bundle.path, *base[1:], "--registry", registry.host, "--username", "u")
+    assert r.code == 2
+    doc = r.json()
+    assert doc["result"] == "error" and "--password-file" in doc["message"]
+    assert set(_checks(doc).values()) == {"skipped"} and set(_checks(doc)) == set(CHECK_NAMES)

@@ -14,7 +14,7 @@ from securesystemslib.signer import Signature as SSlibSignature
 from securesystemslib.signer import SSlibKey
 
 from airgap import keys as keys_mod
-from airgap.exceptions import FormatError, InputError, KeyFileError, SignatureError
+from airgap.exceptions import FormatError, InputError, KeyFileError, OutputExistsError, SignatureError
 from airgap.keys import (
     KDF_MIN,
     KDF_MODERATE,
@@ -276,7 +276,7 @@ def test_save_refuses_overwrite(tmp_path, key):
     path = tmp_path / "x.key"
     _write_min(key, path)
     before = path.read_bytes()
-    with pytest.raises(KeyFileError, match="already exists"):
+    with pytest.raises(OutputExistsError, match="exists: add --force to overwrite"):
         _write_min(SigningKey.generate(), path)
     assert path.read_bytes() == before
     _write_min(SigningKey.generate(), path, overwrite=True)
@@ -316,10 +316,12 @@ def test_keygen(tmp_path):
 
 def test_keygen_refuses_overwrite(tmp_path):
     (tmp_path / "k.pub").write_text("precious")
-    with pytest.raises(KeyFileError, match="already exists"):
+    with pytest.raises(OutputExistsError, match="exists: add --force to overwrite"):
         keygen("k", tmp_path, "pw", kdf_limits=KDF_MIN)
     assert not (tmp_path / "k.key").exists()
     assert (tmp_path / "k.pub").read_text() == "precious"
+    key_path, pub_path = keygen("k", tmp_path, "pw", kdf_limits=KDF_MIN, force=True)
+    assert load_public(pub_path).keyid == SigningKey.load(key_path, lambda: "pw").keyid
 
 
 @pytest.mark.parametrize("name", ["", "../evil", "a/b", ".hidden", "x" * 65])
@@ -333,7 +335,7 @@ def test_load_public_keyid_mismatch(tmp_path):
     doc = json.loads(pub_path.read_text())
     doc["keyid"] = "0" * 64
     pub_path.write_text(json.dumps(doc))
-    with pytest.raises(FormatError, match="does not match"):
+    with pytest.raises(KeyFileError, match="does not match"):
         load_public(pub_path)
 
 

@@ -78,7 +78,7 @@ def test_a_tls_registry_names_plain_http_and_ca_file(tmp_path, keyring, test_ca,
     assert "give --ca-file CA.pem" in r.err
     r = build(tmp_path, ref, keyring, "--ca-file", test_ca.ca_pem)
     assert r.code == 0, r.err
-    r = build(tmp_path, ref, keyring, "--ca-file", tmp_path / "missing.pem")
+    r = build(tmp_path, ref, keyring, "--ca-file", tmp_path / "missing.pem", "--force")
     assert r.code == 2 and "missing.pem: no such CA file (--ca-file)" in error_line(r.err)
 
 
@@ -122,7 +122,7 @@ def test_the_readme_build_without_a_source_registry_says_what_to_set(tmp_path, k
     assert proc.returncode == 1
     line = error_line(proc.stderr)
     assert "127.0.0.1:5000: connection refused" in line
-    assert ("images[0].ref takes the registry from ${AIRGAP_SOURCE_REGISTRY}, which is not set, so the spec's default "
+    assert ("sources.pilot takes the registry from ${AIRGAP_SOURCE_REGISTRY}, which is not set, so the spec's default "
             "127.0.0.1:5000 was used: set AIRGAP_SOURCE_REGISTRY=host:port of your connected-side registry") in line
     assert len(requests_logged(proc.stderr)) == 1
     assert (REPO / "bundles/geheim-pilot/bundle.yaml").exists()

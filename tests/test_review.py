@@ -149,7 +149,7 @@ def test_code_needs_its_own_yes_on_a_terminal(tmp_path, two_versions, keyring):
     code, text = _on_terminal("sign", b, "--key", keyring.key_path("officer-1"), "--trust", trust,
                               "--against", two_versions[2], "--history", tmp_path / "h", answer=b"yes\ny\n")
     assert code == 0, text
-    assert "2 item(s) marked CODE above will run as code" in text and "configs/bin/rotate.sh" in text
+    assert "2 items marked CODE above will run as code on the isolated" in text and "configs/bin/rotate.sh" in text
 
 
 def test_json_lists_every_change_and_the_code_to_approve(tmp_path, two_versions, keyring):

@@ -218,7 +218,7 @@ def manifest_of(site: Site, version: str) -> dict:
 
 def manifest_digests(site: Site, version: str) -> dict[str, str]:
     """pilot/<app> -> image digest, from the bundle's signed manifest."""
-    return {img["ref"].split("/", 1)[1].rsplit(":", 1)[0]: img["digest"] for img in manifest_of(site, version)["images"]}
+    return {img["repository"]: img["digest"] for img in manifest_of(site, version)["images"]}
 
 
 # ----------------------------------------------------------------------------- 1, 2: converge

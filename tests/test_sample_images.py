@@ -178,7 +178,7 @@ def test_push_preserves_digests_and_spec_resolves(layouts, tmp_path):
         spec = load_spec(PILOT / "bundle.yaml", env={"AIRGAP_SOURCE_REGISTRY": registry})
         for image in spec.images:
             info = json.loads(subprocess.run(
-                ["skopeo", "inspect", "--tls-verify=false", f"docker://{image.ref}"],
+                ["skopeo", "inspect", "--tls-verify=false", f"docker://{image.reference}"],
                 check=True, capture_output=True, text=True).stdout)
             tag = image.reference.repository.split("/")[-1] + "-" + image.tag
             assert info["Digest"] == digests[tag]

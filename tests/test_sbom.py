@@ -318,9 +318,9 @@ def test_inspect_sign_and_diff_show_packages(small_bundle, tmp_path, keyring):
     other = build_bundle(tmp_path, keyring, {"app": ImageSpec([newer])}, name="newer")
     r = airgap("diff", small_bundle, other)
     assert r.code == 0, r.err
-    assert "~ pkg   oci:layout:app  deb bash (amd64) 5.2.15-2 -> 5.2.15-3" in r.out
-    assert "+ pkg   oci:layout:app  deb zsh (amd64) 5.9-4" in r.out
-    assert "- pkg   oci:layout:app  deb curl (amd64) 7.88.1-10" in r.out
+    assert "  changed: oci:layout:app  deb bash (amd64) 5.2.15-2 → 5.2.15-3" in r.out
+    assert "  added:   oci:layout:app  deb zsh (amd64) 5.9-4" in r.out
+    assert "  removed: oci:layout:app  deb curl (amd64) 7.88.1-10" in r.out
     d = airgap("diff", small_bundle, other, "--json").json()
     assert d["packages"]["oci:layout:app"]["changed"] == [{"type": "deb", "name": "bash", "arch": "amd64", "platform": None, "from": "5.2.15-2", "to": "5.2.15-3"}]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -108,11 +109,15 @@ def test_sample_spec_validates():
     for name, version, tag in (("bundle.yaml", "1.0.0", "1.0"), ("bundle-1.1.0.yaml", "1.1.0", "1.1")):
         spec = load_spec(root / name, env={})
         assert spec.metadata.version == version
-        assert [i.ref for i in spec.images] == [
+        # written through the alias: internal names that do not change with the source's port
+        assert [i.ref for i in spec.images] == [f"pilot/status:{tag}", f"pilot/notes:{tag}", "pilot/pause:1.0"]
+        assert [str(i.reference) for i in spec.images] == [
             f"127.0.0.1:5000/pilot/status:{tag}",
             f"127.0.0.1:5000/pilot/notes:{tag}",
             "127.0.0.1:5000/pilot/pause:1.0",
         ]
+        assert [i.internal for i in spec.images] == ["pilot/status", "pilot/notes", "pilot/pause"]
+        assert spec.sources == {"pilot": "127.0.0.1:5000/pilot"}
         assert spec.variables == {"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:5000"}
         assert [w.name for w in spec.workloads] == ["pilot-status", "pilot-notes"]
         assert spec.packages.names == ("docker-registry", "podman", "containerd", "runc")
@@ -223,7 +228,48 @@ def test_schema_errors_name_the_field(specdir, change, field, needle):
     err = refused(specdir, mutate(change))
     assert err.field == field, str(err)
     assert needle in err.reason, str(err)
-    assert str(err).startswith(f"{field}: ")
+    assert str(err) == f"{specdir / 'bundle.yaml'}:{err.line}: {field}: {err.reason}"
+    assert_written_at(err, field)
+
+
+def assert_written_at(err: SpecError, field: str) -> None:
+    """err.line is where *field* is written, or (a missing field) where its parent is."""
+    written = Path(err.file).read_text().splitlines()[err.line - 1]
+    if field.endswith("]"):  # a list item
+        assert written.lstrip().startswith("- "), (field, err.line, written)
+        return
+    names = [n for n in re.split(r"[.\[\]]", field) if n and not n.isdigit()]
+    if err.reason == "required field is missing":
+        names = names[:-1]
+    assert f"{names[-1]}:" in written, (field, err.line, written)
+
+
+def test_spec_errors_say_file_line_field_problem(specdir):
+    """One of each kind: YAML syntax, YAML reading (duplicate key), schema, variables, semantic
+    (a file outside the spec's directory, a colliding destination) and a value in a list."""
+    text = base_text()
+    cases = [
+        (text + "files:\n  - {src: configs/, dest: a}\n", 0, "duplicate key 'files'"),
+        (text.replace("kind: Bundle", "kind: [Bundle"), 0, "not valid YAML"),
+        (text.replace("expires: 180d", "expires: 6 months"), 0, "metadata.expires: "),
+        (text.replace("  mode: '0644'\n", "  mode: '0644'\n- src: single.txt\n  dest: configs/a.conf\n"), 0,
+         "files[1].dest: configs/a.conf collides"),
+        (text.replace("src: configs/", "src: ../outside/"), 0, "files[0].src: "),
+    ]
+    for text_, _, needle in cases:
+        err = refused(specdir, text_)
+        assert err.file == str(specdir / "bundle.yaml") and err.line, str(err)
+        assert str(err).startswith(f"{err.file}:{err.line}: "), str(err)
+        assert needle in str(err), str(err)
+    err = refused(specdir, text.replace("  mode: '0644'\n", "  mode: '0644'\n- src: single.txt\n  dest: configs/a.conf\n"))
+    assert_written_at(err, "files[1].dest")
+    err = refused(specdir, text + "files:\n  - {src: configs/, dest: a}\n")
+    assert err.line == len(text.splitlines()) + 1  # the second 'files:'
+    err = refused(specdir, text.replace("kind: Bundle", "kind: [Bundle"))
+    assert text.splitlines()[err.line - 1].startswith(("kind:", "metadata:"))
+    err = refused(specdir, mutate(lambda d: d["images"].insert(0, {"ref": "${HOME}/pilot/status:1.0"})), env={"HOME": "x"})
+    assert err.field == "images[0].ref" and str(err).startswith(f"{err.file}:{err.line}: images[0].ref: variable")
+    assert_written_at(err, "images[0].ref")
 
 
 def test_trailing_newline_in_version_refused(specdir):
@@ -419,3 +465,42 @@ def test_error_to_dict(specdir):
     err = refused(specdir, mutate(lambda d: d["images"][2].update(ref="busybox")))
     d = err.to_dict()
     assert d["field"] == "images[2].ref" and d["error"] == "SpecError"
+
+
+# --- source aliases: internal names that do not depend on where an image came from -----------
+
+
+def test_source_alias_names_the_image_inside(specdir):
+    doc = mutate(lambda d: d.update(
+        sources={"pilot": "${AIRGAP_SOURCE_REGISTRY:-127.0.0.1:5000}/pilot", "hub": "docker.io/library"},
+        images=[{"ref": "pilot/status:1.0"}, {"ref": "hub/busybox@" + DIGEST},
+                {"ref": "127.0.0.1:5000/pilot/notes:1.0"}]))
+    spec = load(specdir, doc, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:43825"})
+    status, busybox, notes = spec.images
+    assert spec.sources == {"pilot": "127.0.0.1:43825/pilot", "hub": "docker.io/library"}
+    assert (status.alias, str(status.reference), status.internal) == ("pilot", "127.0.0.1:43825/pilot/status:1.0", "pilot/status")
+    assert (busybox.alias, busybox.reference.name, busybox.internal) == ("hub", "docker.io/library/busybox", "hub/busybox")
+    assert busybox.digest == DIGEST
+    # without an alias the default mapping: the source host (port after '_') becomes the first component
+    assert (notes.alias, notes.internal) == (None, "127.0.0.1_5000/pilot/notes")
+    # another port, the same internal name
+    other = load(specdir, doc, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:5917"})
+    assert other.images[0].internal == status.internal and other.images[0].reference.registry == "127.0.0.1:5917"
+
+
+def test_source_alias_errors(specdir):
+    err = refused(specdir, mutate(lambda d: d.update(images=[{"ref": "pilot/status:1.0"}])))
+    assert err.field == "images[0].ref" and "'pilot' is neither a registry host" in err.reason
+    assert "sources: {pilot: HOST:PORT}" in err.reason and "Docker Hub" in err.reason
+    err = refused(specdir, mutate(lambda d: d.update(sources={"pi.lot": "127.0.0.1:5000"})))
+    assert err.field.startswith("sources") and "no '.' or ':'" in err.reason
+    err = refused(specdir, mutate(lambda d: d.update(sources={"pilot": "127.0.0.1:5000/pilot:1.0"})))
+    assert err.field == "sources.pilot" and "without tag or digest" in err.reason
+    both = mutate(lambda d: d.update(sources={"a": "127.0.0.1:5000/x", "b": "127.0.0.1:5001/x"},
+                                     images=[{"ref": "a/status:1.0"}, {"ref": "a/status:1.0@" + DIGEST}]))
+    err = refused(specdir, both)
+    assert err.field == "images[1].ref" and "same image" in err.reason
+    clash = mutate(lambda d: d.update(sources={"localhost_5000": "127.0.0.1:5000/x"},
+                                      images=[{"ref": "localhost:5000/x:1.0"}, {"ref": "localhost_5000/x:1.0"}]))
+    err = refused(specdir, clash)
+    assert err.field == "images[1].ref" and "would be imported as localhost_5000/x:1.0, like images[0].ref" in err.reason

@@ -97,7 +97,7 @@ def test_exact_multiple_and_single_part(tmp_path: Path) -> None:
 def test_resplit_removes_stale_parts(tmp_path: Path, bundle: Path) -> None:
     out = tmp_path / "media"
     split(bundle, out, 10_000)
-    split(bundle, out, 60_000)
+    split(bundle, out, 60_000, force=True)
     assert sorted(os.listdir(out)) == [f"{NAME}.part001", f"{NAME}.part002", f"{NAME}.parts.json"]
 
 
@@ -286,7 +286,7 @@ def test_signed_index(tmp_path: Path, bundle: Path) -> None:
     index_path.write_bytes(index_path.read_bytes().replace(b'"size":40000', b'"size":40001', 1))
     with pytest.raises(SignatureError, match="signs other bytes"):
         verify_index_signature(index_path, [key.public_key])
-    split(bundle, out, 40_000)  # unsigned re-split drops the stale signature
+    split(bundle, out, 40_000, force=True)  # unsigned re-split drops the stale signature
     assert not sig_path.exists()
 
 

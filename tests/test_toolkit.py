@@ -85,7 +85,7 @@ def test_policy_without_toolkit_role_is_valid_and_accepts_no_release(keyring, wh
 
 
 def test_builder_key_in_toolkit_role_is_refused(keyring):
-    with pytest.raises(FormatError, match=r"builder-1 .* hold both builder and toolkit roles; a builder must not "
+    with pytest.raises(FormatError, match=r"builder-1 .* holds both builder and toolkit roles; a builder must not "
                                           r"approve the toolkit that verifies its bundles"):
         make_policy(keyring, toolkit=("toolkit-1", "builder-1"))
     # The same policy arriving as a file (signed by root keys) is refused on reading.
@@ -97,7 +97,7 @@ def test_builder_key_in_toolkit_role_is_refused(keyring):
     for name in ("root-1", "root-2"):
         signed.sign(keyring[name])
     doc["signatures"] = [{"keyid": s.keyid, "sig": s.sig.hex()} for s in signed.signatures]
-    with pytest.raises(FormatError, match="hold both builder and toolkit roles"):
+    with pytest.raises(FormatError, match="holds both builder and toolkit roles"):
         TrustPolicy.from_bytes(json.dumps(doc).encode())
 
 
@@ -139,7 +139,7 @@ def test_cli_trust_init_and_rotate_take_toolkit_keys(tmp_path, keyring):
     r = airgap("trust", "init", "--target", "geheim-pilot", "--expires", "30d",
                "--root", k("root-1"), "--builder", k("builder-1"), "--officer", k("officer-1"),
                "--toolkit", k("builder-1"), "--key", keyring.key_path("root-1"), "-o", tmp_path / "bad.json")
-    assert r.code == 1 and "hold both builder and toolkit roles" in r.err
+    assert r.code == 2 and "holds both builder and toolkit roles" in r.err  # the caller's arguments: a usage error
     assert not (tmp_path / "bad.json").exists()
 
 
@@ -220,7 +220,7 @@ def test_cli_release_sign_verify(tmp_path, keyring, policy, wheel_dir):
     r = airgap("toolkit", "release", "--wheels", wheel_dir, "--version", "0.1.0", "--commit", COMMIT,
                "--key", keyring.key_path("toolkit-1"), "--trust", trust, "-o", rel)
     assert r.code == 0, r.err
-    assert "INCOMPLETE: 1 more toolkit signature(s) needed" in r.out
+    assert "INCOMPLETE: 1 more toolkit signature needed" in r.out
     r = airgap("toolkit", "verify", rel, "--trust", trust)
     assert r.code == 1 and "toolkit: 1 of 2 required signatures" in r.err
     r = airgap("toolkit", "sign", rel, "--key", keyring.key_path("officer-1"), "--trust", trust)
@@ -387,9 +387,11 @@ def test_toolkit_wheels_writes_exactly_the_released_set(tmp_path, keyring, relea
     assert lines[0] == ("airgap==0.1.0 --hash=sha256:"
                         + hashlib.sha256(WHEELS["airgap-0.1.0-py3-none-any.whl"]).hexdigest())
     assert len(lines) == 3
-    # A second run replaces the set as a whole.
+    # A second run replaces the set as a whole, asked to with --force.
     (out / "stray.whl").write_bytes(b"left over")
-    assert airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out).code == 0
+    r = airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out)
+    assert r.code == 2 and f"{out} exists: add --force to overwrite" in r.err and (out / "stray.whl").exists()
+    assert airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out, "--force").code == 0
     assert not (out / "stray.whl").exists()
 
 

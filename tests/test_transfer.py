@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airgap.exceptions import KeyFileError, RejectedError, TransferError, UsageError
+from airgap.exceptions import KeyFileError, OutputExistsError, RejectedError, TransferError, UsageError
 from airgap.split import open_bundle, split
 from airgap.transfer import parse_destination, transfer
 
@@ -82,9 +82,11 @@ def test_refuses_to_overwrite_different_content(sshd, bundle: Path, tmp_path: Pa
     remote = tmp_path / "r"
     remote.mkdir()
     (remote / bundle.name).write_bytes(b"something else")
-    with pytest.raises(TransferError, match="already exists with different content"):
+    with pytest.raises(OutputExistsError, match="exists with different content: add --force to overwrite"):
         _send(sshd, bundle, remote)
     assert (remote / bundle.name).read_bytes() == b"something else"
+    [result] = _send(sshd, bundle, remote, force=True)
+    assert (remote / bundle.name).read_bytes() == bundle.read_bytes() and not result.skipped
 
 
 def test_directory_of_parts(sshd, bundle: Path, payload: bytes, tmp_path: Path) -> None:

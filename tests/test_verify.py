@@ -460,6 +460,14 @@ def test_media_parts_signed_index(good, trust, tmp_path, keyring):
     r = verify(media, trust, "--json")
     assert r.code == 0, r.err
     assert "index signed by builder-1" in r.json()["media"]
+    # The human report shows the same line --json reports (issue 11), and an unsigned index too.
+    human = verify(media, trust)
+    assert human.code == 0 and f"PASS     media-index   {r.json()['media']}" in human.out, human.out
+    unsigned = tmp_path / "unsigned"
+    assert airgap("split", good, "--size", "8K", "-o", unsigned).code == 0
+    human = verify(unsigned, trust)
+    assert human.code == 0 and "note     media-index   " in human.out and human.out.count("index unsigned") == 1
+    assert "media-index" not in verify(good, trust).out  # a bundle file has no part index
     # An index signed by a key outside the policy is refused.
     from airgap.keys import SigningKey
 

@@ -219,7 +219,7 @@ def test_render_usage_errors_before_anything_is_verified(wbundle, tmp_path):
     out = tmp_path / "exists"
     out.mkdir()
     r = airgap("manifests", "render", wbundle.path, "--trust", wbundle.trust, "--registry", REGISTRY, "-o", out)
-    assert r.code == 2 and "already exists" in r.err
+    assert r.code == 2 and "exists: add --force to overwrite" in r.err
     r = airgap("manifests", "render", wbundle.path, "--trust", wbundle.trust, "--registry", "https://x/", "-o", tmp_path / "n")
     assert r.code == 2 and "--registry" in r.err
     r = airgap("manifests", "render", wbundle.path, "--trust", wbundle.trust, "--registry", REGISTRY, "-o", out, "--force")
@@ -383,5 +383,5 @@ def test_diff_names_the_workload_whose_digest_changes(wbundle, tmp_path):
     assert _build(spec, tmp_path / "b.tar", seeded, wbundle.keyring, sign=False).code == 0
     r = airgap("diff", wbundle.path, tmp_path / "b.tar")
     notes, status = seeded.images["pilot/notes"].digest, seeded.images["pilot/status"].digest
-    assert f"~ runs pilot-notes Pod/pilot-notes spec.containers[0].image  {notes} -> {status}" in r.out, r.out
-    assert "~ file  workloads/pilot-notes/notes.yaml" in r.out
+    assert f"  changed: pilot-notes Pod/pilot-notes spec.containers[0].image  {notes} → {status}" in r.out, r.out
+    assert "  changed: workloads/pilot-notes/notes.yaml" in r.out.split("files:\n", 1)[1]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from airgap.exceptions import InvalidValueError
+
 ALGORITHM = "sha256"
 PREFIX = "sha256:"
 _HEX = re.compile(r"[0-9a-f]{64}\Z")
@@ -29,14 +31,14 @@ def is_digest(value: Any) -> bool:
 
 
 def hex_of(digest: str) -> str:
-    """The hex of a ``sha256:<hex>`` digest; ValueError if it is not one."""
+    """The hex of a ``sha256:<hex>`` digest; InvalidValueError (a ValueError) if it is not one."""
     if not is_digest(digest):
-        raise ValueError(f"not a sha256 digest: {digest!r}")
+        raise InvalidValueError(f"not a sha256 digest: {digest!r}")
     return digest[len(PREFIX):]
 
 
 def from_hex(hexdigest: str) -> str:
-    """``sha256:<hex>`` for 64 hex digits; ValueError if they are not."""
+    """``sha256:<hex>`` for 64 hex digits; InvalidValueError (a ValueError) if they are not."""
     if not is_hex(hexdigest):
-        raise ValueError(f"not 64 lower-case hex digits: {hexdigest!r}")
+        raise InvalidValueError(f"not 64 lower-case hex digits: {hexdigest!r}")
     return PREFIX + hexdigest

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from airgap.exceptions import InputError, UnsafePathError
+from airgap.exceptions import InputError, InvalidValueError, OperationError, OutputExistsError, UnsafePathError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -74,6 +74,14 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+# Errors that say the caller named a path that cannot be used (exit 2); any
+# other OSError (disk full, I/O error) is the operation failing (exit 1).
+_INPUT_ERRNOS = frozenset({
+    errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EEXIST,
+    errno.ELOOP, errno.ENAMETOOLONG, errno.EROFS, errno.EINVAL,
+})
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -85,6 +93,87 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def os_error(exc: OSError, path: str | os.PathLike | None = None, doing: str = "") -> InputError | OperationError:
+    """*exc* as the airgap error it means: a path the caller must fix (exit 2) or a failed operation (exit 1)."""
+    target = path if path is not None else exc.filename
+    where = display(target) if target else ""
+    what = f"cannot {doing}: " if doing else ""
+    message = f"{where}: {what}{exc.strerror or exc}" if where else f"{what}{exc.strerror or exc}"
+    return InputError(message) if exc.errno in _INPUT_ERRNOS else OperationError(message)
+
+
+def check_output(path: str | os.PathLike, *, force: bool, directory: bool = False) -> Path:
+    """Before any work: refuse an existing *path* (file, directory or link) unless *force*.
+
+    *directory*: the output is a directory written as a whole (with *force*, an
+    existing one is replaced; a file in its place is refused).  Missing parent
+    directories are made; one that cannot be (a file in the way, no permission)
+    is an input error, so a long build never fails at its end.
+    """
+    out = Path(path)
+    if os.path.lexists(out):
+        if not force:
+            raise OutputExistsError(os.fspath(out))
+        is_dir = out.is_dir() and not out.is_symlink()
+        if is_dir != directory:
+            raise InputError(f"{out}: is a directory; give the file to write" if is_dir
+                             else f"{out}: exists and is not a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out.parent, "make the output's directory") from None
+    if not out.parent.is_dir():
+        raise InputError(f"{out.parent}: not a directory; cannot write {out.name} there")
+    return out
+
+
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """A directory to write into: made if missing; anything else in the way is an input error."""
+    out = Path(path)
+    if os.path.lexists(out) and not out.is_dir():
+        raise InputError(f"{out}: not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise os_error(exc, out, "make the directory") from None
+    return out
+
+
+def place(tmp: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool, dir_fd: int | None = None) -> None:
+    """Give the finished file *tmp* its name *dest* (same directory; both relative to *dir_fd* if given).
+
+    With *overwrite*, ``os.replace``.  Without, a hard link, which fails if
+    *dest* exists (even one made since :func:`check_output` looked), so a file
+    nobody asked to replace is never lost; then *tmp* is removed.
+    """
+    # Keyword arguments only with a directory: a plain path call stays os.replace(tmp, dest).
+    fds = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
+    if overwrite:
+        os.replace(tmp, dest, **fds)
+        return
+    try:
+        os.link(tmp, dest, follow_symlinks=False, **fds)
+    except FileExistsError:
+        raise OutputExistsError(os.fspath(dest)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        # A file system without hard links: check, then rename (a narrow race).
+        if _lexists(dest, dir_fd):
+            raise OutputExistsError(os.fspath(dest)) from None
+        os.rename(tmp, dest, **fds)
+        return
+    os.unlink(tmp, **({} if dir_fd is None else {"dir_fd": dir_fd}))
+
+
+def _lexists(path: str | os.PathLike, dir_fd: int | None) -> bool:
+    try:
+        os.lstat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _refusal(path: Path, dir_fd: int, name: str) -> UnsafePathError:
@@ -184,13 +273,13 @@ class Dir:
                 self.refuse_link(name)
             raise
 
-    def write_atomic(self, name: str, data: bytes, mode: int = 0o644) -> None:
+    def write_atomic(self, name: str, data: bytes, mode: int = 0o644, *, overwrite: bool = True) -> None:
         """Replace *name* with *data*, atomically and durably; a link at *name* is refused."""
-        with self.atomic_writer(name, mode) as f:
+        with self.atomic_writer(name, mode, overwrite=overwrite) as f:
             f.write(data)
 
     @contextlib.contextmanager
-    def atomic_writer(self, name: str, mode: int = 0o644) -> Iterator[IO[bytes]]:
+    def atomic_writer(self, name: str, mode: int = 0o644, *, overwrite: bool = True) -> Iterator[IO[bytes]]:
         """A file that replaces *name* when the block ends without an error (see :func:`atomic_writer`)."""
         self.refuse_link(name)
         tmp = _temp_name(name)
@@ -201,7 +290,7 @@ class Dir:
                 yield f
                 f.flush()
                 os.fsync(fd)
-            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            place(tmp, name, overwrite=overwrite, dir_fd=self.fd)
         except BaseException:
             self.unlink(tmp)
             raise
@@ -260,7 +349,7 @@ class Dir:
 
 def _one_component(name: str) -> None:
     if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise ValueError(f"{name!r} is not a single path component")
+        raise InvalidValueError(f"{name!r} is not a single path component")
 
 
 def open_under(root: str | os.PathLike, rel: str | os.PathLike = "", *, create: bool = False, mode: int = 0o755) -> Dir:
@@ -273,20 +362,21 @@ def _temp_name(name: str) -> str:
     return f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
-def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, root: str | os.PathLike | None = None) -> None:
-    """Replace *path* with *data*, atomically and durably.
+def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, root: str | os.PathLike | None = None,
+                 overwrite: bool = True) -> None:
+    """Replace *path* with *data*, atomically and durably (without *overwrite*: only if it does not exist).
 
     With *root* (a directory *path* lies under), no component between *root*
     and *path* may be a link, and neither may *path* itself; missing
     directories are created.
     """
-    with atomic_writer(path, mode, root=root) as f:
+    with atomic_writer(path, mode, root=root, overwrite=overwrite) as f:
         f.write(data)
 
 
 @contextlib.contextmanager
 def atomic_writer(
-    path: str | os.PathLike, mode: int = 0o644, *, root: str | os.PathLike | None = None
+    path: str | os.PathLike, mode: int = 0o644, *, root: str | os.PathLike | None = None, overwrite: bool = True
 ) -> Iterator[IO[bytes]]:
     """A binary file that replaces *path* when the ``with`` block ends without an error.
 
@@ -294,12 +384,14 @@ def atomic_writer(
     created exclusively with *mode*; at the end of the block it is flushed,
     fsynced, renamed over *path* and the directory fsynced.  An exception in
     the block (a failed check included) removes it and leaves *path* as it
-    was.  *root*: as for :func:`atomic_write`.
+    was.  Without *overwrite* the file is given its name only if *path* does
+    not exist (:class:`OutputExistsError` otherwise, see :func:`place`).
+    *root*: as for :func:`atomic_write`.
     """
     path = Path(path)
     if root is not None:
         rel = path.relative_to(root)
-        with open_under(root, rel.parent, create=True) as d, d.atomic_writer(rel.name, mode) as f:
+        with open_under(root, rel.parent, create=True) as d, d.atomic_writer(rel.name, mode, overwrite=overwrite) as f:
             yield f
         return
     tmp = path.with_name(_temp_name(path.name))
@@ -310,7 +402,7 @@ def atomic_writer(
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        place(tmp, path, overwrite=overwrite)
     except BaseException:
         try:
             os.unlink(tmp)

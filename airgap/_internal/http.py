@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from typing import IO
 from urllib.parse import urlsplit
 
+from airgap.exceptions import InvalidValueError
+
 # Large socket writes matter for multi-GiB uploads: http.client's default of 8 KiB
 # turns every GiB into 131072 send() calls.
 _BLOCKSIZE = 1 << 20
@@ -178,7 +180,7 @@ class Transport:
             elif scheme == "http":
                 conn = _HTTP(netloc, timeout=self._connect_timeout, blocksize=_BLOCKSIZE)
             else:
-                raise ValueError(f"unsupported URL scheme {scheme!r}")
+                raise InvalidValueError(f"unsupported URL scheme {scheme!r}")
             conn.read_timeout = self._timeout  # type: ignore[attr-defined]
             conns[(scheme, netloc)] = conn
             with self._lock:

@@ -20,7 +20,7 @@ import re
 import unicodedata
 from typing import Any
 
-from airgap.exceptions import FormatError
+from airgap.exceptions import FormatError, InvalidTypeError
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -52,7 +52,7 @@ def _encode(obj: Any, out: list[str]) -> None:
         out.append("{")
         for i, key in enumerate(sorted(obj)):
             if not isinstance(key, str):
-                raise TypeError(f"canonical JSON keys must be strings, got {key!r}")
+                raise InvalidTypeError(f"canonical JSON keys must be strings, got {key!r}")
             if i:
                 out.append(",")
             _encode(key, out)
@@ -60,7 +60,7 @@ def _encode(obj: Any, out: list[str]) -> None:
             _encode(obj[key], out)
         out.append("}")
     else:
-        raise TypeError(f"cannot encode {type(obj).__name__} in canonical JSON")
+        raise InvalidTypeError(f"cannot encode {type(obj).__name__} in canonical JSON")
 
 
 def pretty_bytes(obj: Any) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from airgap._internal.text import plural
 from airgap.exceptions import InputError
 
 MIN_PREFIX = 8
@@ -53,9 +54,9 @@ def pick(text: str, candidates: Sequence[tuple[str, str]], *, option: str, where
     found = "; ".join(f"{candidates[i][0][:16]}… {candidates[i][1]}".rstrip() for i in hits)
     if len({candidates[i][0] for i in hits}) == 1:
         # Only a hand-made list repeats a keyid; more digits cannot tell these apart.
-        raise InputError(f"{option} {text} is ambiguous: {len(hits)} entries in {where} carry the same keyid "
+        raise InputError(f"{option} {text} is ambiguous: {plural(len(hits), 'entry')} in {where} carry the same keyid "
                          f"({found}); they cannot be told apart by keyid")
     raise InputError(
-        f"{option} {text} is ambiguous: {len(hits)} keys in {where} start with it ({found}); "
+        f"{option} {text} is ambiguous: {plural(len(hits), 'key')} in {where} start with it ({found}); "
         "give more hex digits"
     )

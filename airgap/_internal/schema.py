@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from airgap._internal.text import plural
+from airgap.exceptions import InvalidValueError
+
 _ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "$comment"}
 _KEYWORDS = {"type", "properties", "required", "additionalProperties", "propertyNames", "maxProperties", "items",
              "minItems", "maxItems", "uniqueItems", "pattern", "minLength", "maxLength", "minimum", "maximum", "enum",
@@ -134,7 +137,7 @@ class Validator:
             yield SchemaError(f"{inst!r} should be non-empty" if schema["minItems"] == 1 else f"{inst!r} is too short",
                               "minItems", path)
         if "maxItems" in schema and len(inst) > schema["maxItems"]:
-            yield SchemaError(f"list of {len(inst)} items is too long (at most {schema['maxItems']})", "maxItems", path)
+            yield SchemaError(f"list of {plural(len(inst), 'item')} is too long (at most {schema['maxItems']})", "maxItems", path)
         if schema.get("uniqueItems"):
             seen: set[str] = set()
             for item in inst:
@@ -155,14 +158,14 @@ def _equal(a: Any, b: Any) -> bool:
 
 def _check_schema(node: Any, root: dict[str, Any]) -> None:
     if not isinstance(node, dict):
-        raise ValueError(f"schema node {node!r} is not an object")
+        raise InvalidValueError(f"schema node {node!r} is not an object")
     unknown = set(node) - _KEYWORDS - _ANNOTATIONS
     if unknown:
-        raise ValueError(f"schema keyword(s) {sorted(unknown)} not supported by airgap's validator")
+        raise InvalidValueError(f"schema keyword(s) {sorted(unknown)} not supported by airgap's validator")
     if "type" in node and node["type"] not in _TYPES:
-        raise ValueError(f"schema type {node['type']!r} not supported")
+        raise InvalidValueError(f"schema type {node['type']!r} not supported")
     if "$ref" in node and not node["$ref"].startswith("#/"):
-        raise ValueError(f"only local references are supported, not {node['$ref']!r}")
+        raise InvalidValueError(f"only local references are supported, not {node['$ref']!r}")
     if "pattern" in node:
         _regex(node["pattern"])
     for key in ("items", "propertyNames"):

@@ -8,9 +8,11 @@ a bundle carries are read here, and everything that could be read two ways is
 refused: duplicate keys, aliases, merge keys, non-text keys; timestamps stay
 text.  Each refusal names the line.
 
-*error* is how the caller wants a refusal raised: ``error(where, message)``
+*error* is how the caller wants a refusal raised: ``error(where, message, line)``
 returns the exception, ``where`` being a field path such as
-``spec.containers[0]``.
+``spec.containers[0]`` and ``line`` the 1-based line (None if unknown).
+A caller that passes *lines* gets the line of every field path, for errors
+found later (a schema violation, a file that does not exist).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import yaml
 
-ErrorFactory = Callable[[str, str], Exception]
+ErrorFactory = Callable[[str, str, "int | None"], Exception]
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -42,7 +44,11 @@ YAML_KINDS = {
 
 
 def line(node: yaml.Node) -> str:
-    return f"line {node.start_mark.line + 1}"
+    return f"line {line_no(node)}"
+
+
+def line_no(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
 
 
 def join(where: str, key: str) -> str:
@@ -50,10 +56,13 @@ def join(where: str, key: str) -> str:
 
 
 def check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[int], error: ErrorFactory,
-                what: str = "this document") -> None:
-    """Refuse what two readers could read differently; record non-text scalars as written."""
+                what: str = "this document", lines: dict[str, int] | None = None) -> None:
+    """Refuse what two readers could read differently; record non-text scalars as written
+    (and, into *lines*, where each field is written: a key's line, a list item's line)."""
+    if lines is not None:
+        lines.setdefault(where, line_no(node))
     if id(node) in seen:
-        raise error(where, f"{line(node)}: YAML aliases (*anchor) are not allowed in {what}")
+        raise error(where, f"YAML aliases (*anchor) are not allowed in {what}", line_no(node))
     seen.add(id(node))
     if isinstance(node, yaml.ScalarNode):
         if node.tag != STR_TAG:
@@ -61,46 +70,56 @@ def check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[
         return
     if isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            check_nodes(item, f"{where}[{i}]", scalars, seen, error, what)
+            check_nodes(item, f"{where}[{i}]", scalars, seen, error, what, lines)
         return
     if isinstance(node, yaml.MappingNode):
         keys: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
+            at = line_no(key_node)
             if not isinstance(key_node, yaml.ScalarNode):
-                raise error(where, f"{line(key_node)}: mapping keys must be plain text")
+                raise error(where, "mapping keys must be plain text", at)
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise error(where, f"{line(key_node)}: YAML merge keys (<<) are not allowed in {what}")
+                raise error(where, f"YAML merge keys (<<) are not allowed in {what}", at)
             if key_node.tag != STR_TAG:
                 kind = YAML_KINDS.get(key_node.tag, key_node.tag)
-                raise error(join(where, key_node.value),
-                            f"{line(key_node)}: YAML reads the key {key_node.value!r} as a {kind}; quote it")
+                raise error(join(where, key_node.value), f"YAML reads the key {key_node.value!r} as a {kind}; quote it", at)
             key = key_node.value
             child = join(where, key)
             if key in keys:
-                raise error(child, f"{line(key_node)}: duplicate key {key!r} (first at {line(keys[key])}); "
-                                   "YAML would silently keep only the last one")
+                raise error(child, f"duplicate key {key!r} (first at {line(keys[key])}); "
+                                   "YAML would silently keep only the last one", at)
             keys[key] = key_node
-            check_nodes(value_node, child, scalars, seen, error, what)
+            if lines is not None:
+                lines[child] = at  # the key's line: where the field is written
+            check_nodes(value_node, child, scalars, seen, error, what, lines)
         return
-    raise error(where, f"{line(node)}: unsupported YAML node")  # pragma: no cover
+    raise error(where, "unsupported YAML node", line_no(node))  # pragma: no cover
 
 
-def load_one(text: str, artifact: str, error: ErrorFactory, what: str) -> tuple[Any, dict[str, str]]:
+def _syntax(exc: yaml.YAMLError, error: ErrorFactory) -> Exception:
+    """PyYAML's own refusal, with the line its mark gives."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = " ".join(str(p) for p in (getattr(exc, "context", None), getattr(exc, "problem", None)) if p) or str(exc)
+    return error("", f"not valid YAML: {problem}", mark.line + 1 if mark else None)
+
+
+def load_one(text: str, artifact: str, error: ErrorFactory, what: str,
+             lines: dict[str, int] | None = None) -> tuple[Any, dict[str, str]]:
     """One document: (data, {field: raw scalar as written}); refuses an empty stream or several documents."""
     loader = StrictLoader(text)
     try:
         try:
             node = loader.get_single_node()
         except yaml.YAMLError as exc:
-            raise error("", f"{artifact}: not valid YAML: {exc}") from None
+            raise _syntax(exc, error) from None
         if node is None:
-            raise error("", f"{artifact}: {what} is empty")
+            raise error("", f"{what} is empty", None)
         scalars: dict[str, str] = {}
-        check_nodes(node, "", scalars, set(), error, what)
+        check_nodes(node, "", scalars, set(), error, what, lines)
         try:
             return loader.construct_document(node), scalars
         except yaml.YAMLError as exc:
-            raise error("", f"{artifact}: not valid YAML: {exc}") from None
+            raise _syntax(exc, error) from None
     finally:
         loader.dispose()
 
@@ -120,7 +139,7 @@ def load_all(text: str, artifact: str, error: ErrorFactory, what: str) -> list[A
                 check_nodes(node, f"document {len(docs) + 1}", {}, set(), error, what)
                 docs.append(loader.construct_document(node))
         except yaml.YAMLError as exc:
-            raise error("", f"{artifact}: not valid YAML: {exc}") from None
+            raise _syntax(exc, error) from None
     finally:
         loader.dispose()
     return docs

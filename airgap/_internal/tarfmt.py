@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
 from airgap._internal.text import check_printable
-from airgap.exceptions import ArchiveError
+from airgap.exceptions import ArchiveError, InvalidValueError
 
 BLOCK = 512
 END_OF_ARCHIVE = b"\0" * (2 * BLOCK)
@@ -118,7 +118,7 @@ def _split_name(name: str) -> tuple[bytes, bytes]:
     for i in range(len(raw) - 1, -1, -1):
         if raw[i : i + 1] == b"/" and i <= 155 and len(raw) - i - 1 <= 100:
             return raw[i + 1 :], raw[:i]
-    raise ValueError(f"{name}: path too long for a ustar header")
+    raise InvalidValueError(f"{name}: path too long for a ustar header")
 
 
 # The fields every header has in common, in order, and their share of the checksum.
@@ -135,7 +135,7 @@ def header(name: str, size: int, mode: int) -> bytes:
     """A deterministic ustar header for a regular file: the only header bytes the reader accepts."""
     check_name(name)
     if mode & ~_ALLOWED_MODE_BITS:
-        raise ValueError(f"{name}: mode {oct(mode)} has special bits")
+        raise InvalidValueError(f"{name}: mode {oct(mode)} has special bits")
     base, prefix = _split_name(name)
     mode_field, size_field = _octal(mode, 8), _size_field(size)
     checksum = _checksum_field(_FIXED_SUM + sum(base) + sum(prefix) + sum(mode_field) + sum(size_field))

@@ -69,3 +69,24 @@ def escape(value: str) -> str:
 def escape_lines(text: str) -> str:
     """Escape each line of a human report, keeping the report's own line breaks."""
     return "\n".join(escape(line) for line in text.split("\n"))
+
+
+# --- counts and articles ----------------------------------------------------
+
+_IRREGULAR = {"entry": "entries", "repository": "repositories", "index": "indexes"}
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 part``, ``2 parts``, ``0 entries``: a count with its noun in the right number.
+
+    *many* is the plural form when adding ``s`` is wrong and the noun is not
+    one of the few irregular ones airgap prints.
+    """
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {many or _IRREGULAR.get(noun) or noun + 's'}"
+
+
+def article(phrase: str) -> str:
+    """*phrase* with ``a`` or ``an`` before it: ``an officer key``, ``a builder key``."""
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase

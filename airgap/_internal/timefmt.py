@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from airgap.exceptions import FormatError
+from airgap.exceptions import FormatError, InvalidTypeError, InvalidValueError
 
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
@@ -22,7 +22,7 @@ __all__ = ["FORMAT", "format_time", "is_time", "now", "parse_time", "to_datetime
 
 def _require_aware(dt: Any) -> None:
     if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
-        raise TypeError("times must be timezone-aware datetimes (read the clock once, in UTC)")
+        raise InvalidTypeError("times must be timezone-aware datetimes (read the clock once, in UTC)")
 
 
 def format_time(dt: datetime) -> str:
@@ -37,13 +37,17 @@ def is_time(value: Any) -> bool:
 
 
 def to_datetime(value: str) -> datetime:
-    """*value* as an aware UTC datetime; ValueError if it is not exactly the format or no such time exists.
+    """*value* as an aware UTC datetime; InvalidValueError (a ValueError) if it is not exactly the format
+    or no such time exists.
 
     ``strptime`` alone would also take ``2027-1-2T3:4:5Z``.
     """
     if not is_time(value):
-        raise ValueError(f"not an RFC 3339 UTC time like 2027-11-23T00:00:00Z: {value!r}")
-    return datetime.strptime(value, FORMAT).replace(tzinfo=UTC)
+        raise InvalidValueError(f"not an RFC 3339 UTC time like 2027-11-23T00:00:00Z: {value!r}")
+    try:
+        return datetime.strptime(value, FORMAT).replace(tzinfo=UTC)
+    except ValueError as exc:  # the shape is right, the date does not exist (2027-02-30)
+        raise InvalidValueError(f"not a valid date and time: {value!r} ({exc})") from None
 
 
 def parse_time(value: Any, artifact: str, what: str = "expires") -> datetime:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import IO
 
 from airgap._internal.http import TRANSIENT_ERRORS
+from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, NotFoundError
 from airgap.registry._session import Session
 
@@ -113,7 +114,7 @@ def download(s: Session, repo: str, digest: str, size: int, sink: IO[bytes], pro
         s.transport.release(resp)
         break
     if st.have != size:
-        raise IntegrityError(artifact, f"size mismatch (got {st.have} bytes, expected {size})")
+        raise IntegrityError(artifact, f"size mismatch (got {plural(st.have, 'byte')}, expected {size})")
     got = "sha256:" + st.hasher.hexdigest()
     if got != digest:
         raise IntegrityError(artifact, f"sha256 mismatch (got {got})")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
-from airgap.exceptions import InputError, RegistryError
+from airgap.exceptions import InputError, InvalidValueError, RegistryError
 
 __all__ = [
     "Authenticator",
@@ -58,10 +58,10 @@ class Origin:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
-            raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            raise InvalidValueError(f"{url!r} is not an http:// or https:// URL")
         host = parts.hostname
         if not host:
-            raise ValueError(f"{url!r} has no host")
+            raise InvalidValueError(f"{url!r} has no host")
         return cls(scheme, host.lower(), parts.port or _DEFAULT_PORTS[scheme])
 
     @property

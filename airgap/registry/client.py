@@ -27,6 +27,7 @@ from urllib.parse import quote, urljoin
 
 from airgap import oci
 from airgap._internal import fsutil
+from airgap._internal.text import plural
 from airgap.exceptions import InputError, IntegrityError, NotFoundError, RegistryError
 from airgap.reference import validate_digest
 from airgap.registry._download import Progress, download
@@ -183,7 +184,7 @@ class RegistryClient:
         data, headers = self._s.get_document(url, scope=f"repository:{repo}:pull", artifact=artifact, noun="manifest",
                                              cap=cap, limit=limit, headers={"Accept": ", ".join(accept)})
         if size is not None and len(data) != size:
-            raise IntegrityError(artifact, f"size mismatch (got {len(data)} bytes, the descriptor says {size})")
+            raise IntegrityError(artifact, f"size mismatch (got {plural(len(data), 'byte')}, the descriptor says {size})")
         digest = sha256_digest(data)
         if ":" in reference and digest != reference:
             raise IntegrityError(artifact, f"sha256 mismatch (got {digest})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airgap.exceptions import UsageError
+from airgap.exceptions import InvalidValueError, UsageError
 
 __all__ = ["DEFAULT_FLOOR", "DEFAULT_MIN_RATE", "LOWEST_MIN_RATE", "Limits", "format_rate", "parse_rate"]
 
@@ -35,7 +35,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         if self.min_rate <= 0 or self.floor <= 0:
-            raise ValueError("min_rate and floor must be positive")
+            raise InvalidValueError("min_rate and floor must be positive")
 
     def deadline(self, nbytes: int) -> float:
         """Seconds allowed for an exchange that carries up to *nbytes*."""

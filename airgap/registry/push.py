@@ -19,6 +19,7 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.http import TRANSIENT_ERRORS
+from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, RegistryError
 from airgap.registry._failures import RETRY_STATUSES, Retryable
 from airgap.registry._session import Session
@@ -179,7 +180,7 @@ class BlobUpload:
             except _ShortStream:
                 cancel_upload(self.s, location, self.repo)
                 self.forget_state()
-                raise IntegrityError(self.artifact, f"source stream ended before the expected {self.size} bytes") from None
+                raise IntegrityError(self.artifact, f"source stream ended before the expected {plural(self.size, 'byte')}") from None
             except Retryable as exc:
                 failures += 1
                 if failures > self.s.retries:

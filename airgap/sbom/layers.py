@@ -320,7 +320,7 @@ def decompressed(raw: BinaryIO, media_type: str, artifact: str) -> Iterator[Bina
             yield gz
         return
     if media_type not in ZSTD:
-        raise ValueError(media_type)
+        raise FormatError(artifact, f"layer media type {media_type!r} is not one airgap can decompress")
     zstd = shutil.which("zstd")
     if zstd is None:
         raise InputError(f"{artifact}: a zstd-compressed layer needs the zstd program (apt-get install zstd)")
