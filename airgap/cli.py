@@ -109,13 +109,25 @@ def _now() -> datetime:
 
 
 def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None) -> None:
-    log = getattr(args, "audit_log", None) or (Path(args.state) / "audit.log" if getattr(args, "state", None) else None)
+    log = _audit_target(args)
     if not log:
         return
     from airgap.audit import AuditLog
 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     AuditLog(log).append(action, record_names(obj), result, actor=_actor(keyid), detail=record_names(detail or {}))
+
+
+def _audit_target(args) -> Path | None:
+    """The log a verb audits to: with --state always STATE/audit.log, the state's own history."""
+    given, state = getattr(args, "audit_log", None), getattr(args, "state", None)
+    if state is None:
+        return Path(given) if given else None
+    log = Path(state) / "audit.log"
+    if given and os.path.abspath(given) != os.path.abspath(log):
+        raise UsageError(f"--audit-log {given}: with --state the audit log is {log}, the history the state is "
+                         "a cache of; leave --audit-log out")
+    return log
 
 
 def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
@@ -414,10 +426,11 @@ def _verified(args, action: str, **kw):
 
 
 def cmd_verify(args) -> int:
-    from airgap import verify
+    from airgap import anchored
 
     if args.record and not args.state:
         raise UsageError("--record needs --state DIR")
+    _audit_target(args)
     verified, code = _verified(args, "verify", override=_override(args))
     if verified is None:
         return code
@@ -425,14 +438,17 @@ def cmd_verify(args) -> int:
         report, m = verified.report, verified.manifest
         obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}
         if args.record:
+            # Overrides, a first use of the policy and the acceptance are audit entries
+            # written before the state they stamp (airgap.anchored).
             try:
-                verify.rollback_record(verified, args.state)
+                anchored.commit(args.state, verified, "verify", obj, {"recorded": True})
             except Exception as exc:
                 _audit_refusal(args, "verify", obj, exc)
                 raise
-        for o in report.overrides:
-            _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
-        _audit(args, "verify", obj, "accepted", detail={"recorded": bool(args.record)})
+        else:
+            for o in report.overrides:
+                _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
+            _audit(args, "verify", obj, "accepted", detail={"recorded": False})
         _print_report(args, report, None)
     return 0
 
@@ -440,6 +456,7 @@ def cmd_verify(args) -> int:
 def cmd_extract(args) -> int:
     from airgap import extract
 
+    _audit_target(args)
     out = extract.check_output(args.output, force=args.force)
     verified, code = _verified(args, "extract", hash_content=False)
     if verified is None:
@@ -466,6 +483,7 @@ def _role_args(args) -> dict[str, Any]:
         "builders": args.builder, "builder_threshold": args.builder_threshold,
         "officers": args.officer, "officer_threshold": args.officer_threshold,
         "toolkit": args.toolkit, "toolkit_threshold": args.toolkit_threshold,
+        "bundles": args.bundles,
     }
 
 
@@ -640,6 +658,7 @@ def _credentials(args) -> tuple[str, str] | None:
 def cmd_import(args) -> int:
     from airgap import importer
 
+    _audit_target(args)
     override = _override(args)
     obj = {"bundle": args.bundle, "registry": args.registry}
     try:
@@ -666,10 +685,7 @@ def cmd_import(args) -> int:
     except Exception as exc:
         _audit_refusal(args, "import", obj, exc)
         raise
-    report = result.verify_report
-    for o in report.overrides:
-        _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
-    _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
+    # The import wrote its overrides and acceptance to STATE/audit.log before the state they stamp.
     _emit(args, result.to_dict(), importer.format_result(result))
     return 0
 
@@ -917,6 +933,9 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
                    help="public key file of a toolkit key (repeat): who may sign toolkit releases; disjoint from "
                         "the builder keys. Without it the policy accepts no toolkit release")
     p.add_argument("--toolkit-threshold", type=int, default=None, metavar="N", help="default 1")
+    p.add_argument("--bundle", action="append", default=[], metavar="NAME", dest="bundles",
+                   help="a bundle name the target accepts (repeat; verify refuses other names). Without it any "
+                        "name is accepted" + ("" if required else "; on rotate it replaces the list"))
 
 
 def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
