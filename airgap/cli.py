@@ -765,18 +765,27 @@ def _audit_log_path(args) -> Path:
 
 
 def cmd_audit_verify(args) -> int:
+    from airgap.anchored import FIRST_USE
     from airgap.audit import AuditLog, parse_head
 
     path = _audit_log_path(args)
     anchor = parse_head(args.expect_head) if args.expect_head else None
     if anchor is None and not path.exists():
         raise InputError(f"{path}: no such audit log")
-    count = AuditLog(path).verify(expect_head=anchor)
+    log = AuditLog(path)
+    count = log.verify(expect_head=anchor)
     data = {"log": str(path), "entries": count, "result": "intact"}
     human = f"INTACT: {path}: {count} entries, hash chain unbroken"
     if anchor is not None:
         data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
         human += f", entry {anchor[0]} is the anchored head"
+    # A first use pins a policy with no history behind it: always shown, so a wiped
+    # state directory that started over cannot pass for an old one.
+    first = [e for e in log.entries() if e.action == FIRST_USE]
+    data["first_use"] = [{"seq": e.seq, "time": e.time, **e.object} for e in first]
+    for e in first:
+        human += (f"\nfirst use: trust policy version {e.object.get('version')} (sha256 {e.object.get('sha256')}) "
+                  f"pinned at entry {e.seq}, {e.time}, by {e.actor.user}@{e.actor.host}")
     _emit(args, data, human)
     return 0
 
