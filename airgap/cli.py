@@ -114,7 +114,7 @@ def _now() -> datetime:
 
 
 def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None) -> None:
-    log = getattr(args, "audit_log", None) or (Path(args.state) / "audit.log" if getattr(args, "state", None) else None)
+    log = _audit_target(args)
     if not log:
         return
     from airgap.audit import AuditLog
@@ -124,6 +124,18 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
     except OSError as exc:
         raise os_error(exc, Path(log).parent, "make the audit log's directory") from None
     AuditLog(log).append(action, record_names(obj), result, actor=_actor(keyid), detail=record_names(detail or {}))
+
+
+def _audit_target(args) -> Path | None:
+    """The log a verb audits to: with --state always STATE/audit.log, the state's own history."""
+    given, state = getattr(args, "audit_log", None), getattr(args, "state", None)
+    if state is None:
+        return Path(given) if given else None
+    log = Path(state) / "audit.log"
+    if given and os.path.abspath(given) != os.path.abspath(log):
+        raise UsageError(f"--audit-log {given}: with --state the audit log is {log}, the history the state is "
+                         "a cache of; leave --audit-log out")
+    return log
 
 
 def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
@@ -425,10 +437,11 @@ def _verified(args, action: str, **kw):
 
 
 def cmd_verify(args) -> int:
-    from airgap import verify
+    from airgap import anchored
 
     if args.record and not args.state:
         raise UsageError("--record needs --state DIR")
+    _audit_target(args)
     verified, code = _verified(args, "verify", override=_override(args))
     if verified is None:
         return code
@@ -436,14 +449,17 @@ def cmd_verify(args) -> int:
         report, m = verified.report, verified.manifest
         obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}
         if args.record:
+            # Overrides, a first use of the policy and the acceptance are audit entries
+            # written before the state they stamp (airgap.anchored).
             try:
-                verify.rollback_record(verified, args.state)
+                anchored.commit(args.state, verified, "verify", obj, {"recorded": True})
             except Exception as exc:
                 _audit_refusal(args, "verify", obj, exc)
                 raise
-        for o in report.overrides:
-            _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
-        _audit(args, "verify", obj, "accepted", detail={"recorded": bool(args.record)})
+        else:
+            for o in report.overrides:
+                _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
+            _audit(args, "verify", obj, "accepted", detail={"recorded": False})
         _print_report(args, report, None)
     return 0
 
@@ -451,6 +467,7 @@ def cmd_verify(args) -> int:
 def cmd_extract(args) -> int:
     from airgap import extract
 
+    _audit_target(args)
     out = extract.check_output(args.output, force=args.force)
     verified, code = _verified(args, "extract", hash_content=False)
     if verified is None:
@@ -477,6 +494,7 @@ def _role_args(args) -> dict[str, Any]:
         "builders": args.builder, "builder_threshold": args.builder_threshold,
         "officers": args.officer, "officer_threshold": args.officer_threshold,
         "toolkit": args.toolkit, "toolkit_threshold": args.toolkit_threshold,
+        "bundles": args.bundles,
     }
 
 
@@ -661,6 +679,7 @@ def _credentials(args) -> tuple[str, str] | None:
 def cmd_import(args) -> int:
     from airgap import importer
 
+    _audit_target(args)
     override = _override(args)
     obj = {"bundle": args.bundle, "registry": args.registry}
     try:
@@ -691,11 +710,8 @@ def cmd_import(args) -> int:
     except Exception as exc:
         _audit_refusal(args, "import", obj, exc)
         raise
-    report = result.verify_report
-    for o in report.overrides:
-        _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
-    _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
-    _emit(args, {**result.to_dict(), **_checks_of(report)}, importer.format_result(result))
+    # The import wrote its overrides and acceptance to STATE/audit.log before the state they stamp.
+    _emit(args, {**result.to_dict(), **_checks_of(result.verify_report)}, importer.format_result(result))
     return 0
 
 
@@ -797,18 +813,27 @@ def _audit_log_path(args) -> Path:
 
 
 def cmd_audit_verify(args) -> int:
+    from airgap.anchored import FIRST_USE
     from airgap.audit import AuditLog, parse_head
 
     path = _audit_log_path(args)
     anchor = parse_head(args.expect_head) if args.expect_head else None
     if anchor is None and not path.exists():
         raise InputError(f"{path}: no such audit log")
-    count = AuditLog(path).verify(expect_head=anchor)
+    log = AuditLog(path)
+    count = log.verify(expect_head=anchor)
     data = {"log": str(path), "entries": count, "result": "intact"}
     human = f"INTACT: {path}: {plural(count, 'entry')}, hash chain unbroken"
     if anchor is not None:
         data["expected_head"] = f"{anchor[0]}:{anchor[1]}"
         human += f", entry {anchor[0]} is the anchored head"
+    # A first use pins a policy with no history behind it: always shown, so a wiped
+    # state directory that started over cannot pass for an old one.
+    first = [e for e in log.entries() if e.action == FIRST_USE]
+    data["first_use"] = [{"seq": e.seq, "time": e.time, **e.object} for e in first]
+    for e in first:
+        human += (f"\nfirst use: trust policy version {e.object.get('version')} (sha256 {e.object.get('sha256')}) "
+                  f"pinned at entry {e.seq}, {e.time}, by {e.actor.user}@{e.actor.host}")
     _emit(args, data, human)
     return 0
 
@@ -1011,6 +1036,9 @@ def _role_flags(p: argparse.ArgumentParser, required: bool) -> None:
                         "the builder keys. Without it the policy accepts no toolkit release")
     p.add_argument("--toolkit-threshold", type=_positive_int, default=None, metavar="N",
                    help="how many distinct toolkit keys must sign a release (default 1)")
+    p.add_argument("--bundle", action="append", default=[], metavar="NAME", dest="bundles",
+                   help="a bundle name the target accepts (repeat; verify refuses other names). Without it any "
+                        "name is accepted" + ("" if required else "; on rotate it replaces the list"))
 
 
 def _all_verbs(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):

@@ -217,6 +217,11 @@ class AuditError(RejectedError):
     """The audit log's hash chain is broken; ``artifact`` names the first bad line."""
 
 
+class StateError(RejectedError):
+    """The state directory's caches (state.json, trust.json, imported.json) and its audit log disagree,
+    or one of them is missing while the other holds history."""
+
+
 class AnchorError(AuditError):
     """The audit log does not hold the head written down elsewhere (cut, deleted or forked).
 

@@ -15,12 +15,16 @@ Order, so that a crash at any instant leaves nothing that looks complete:
 6. files into a fresh quarantine directory, each hashed as it is written,
    renamed to a version directory, a completion marker written last, and
    switched in with one ``rename`` of the ``current`` link;
-7. rollback state, trusted policy, ``imported.json`` and the audit entry,
-   each written atomically, only after everything above succeeded.
+7. only after everything above succeeded, the record (:func:`airgap.anchored.commit`):
+   the audit entries first (overrides, a first use of the policy, the import),
+   then the trusted policy, ``manifest.json``, ``imported.json`` and
+   ``state.json`` last, each written atomically and stamped with the entry.
 
 A rerun after ``kill -9`` converges: blobs present are skipped, manifests and
-tags are idempotent PUTs, stale quarantine directories are removed, and a
-version directory without its completion marker is unpacked again.
+tags are idempotent PUTs, stale quarantine directories are removed, a version
+directory without its completion marker is unpacked again, and an import killed
+between its audit entry and ``state.json`` is completed by the rerun (the log's
+entry is pending until then, and only this bundle may complete it).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from airgap import oci
-from airgap._internal.fsutil import Dir, display, record_names
-from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
+from airgap._internal.fsutil import Dir, display
+from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.progress import ByteProgress
 from airgap._internal.text import plural
 from airgap.exceptions import (
@@ -172,7 +176,7 @@ def import_verified(
     log: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Push and unpack what *verified* holds; record it.  The caller holds the state lock."""
-    from airgap import verify as verifymod
+    from airgap import anchored
 
     state_dir = Path(state_dir)
     manifest = verified.manifest
@@ -195,20 +199,24 @@ def import_verified(
     if files is not None:
         result.files_dir, result.files = files.unpack(verified, log)
         result.files_total = len(files.members)
-    # Only now, after everything succeeded, is the import recorded.
-    verifymod.rollback_record(verified, state_dir)
-    with Dir.open_root(state_dir) as root, root.walk(f"bundles/{manifest.name}", create=True) as records:
-        records.write_atomic("manifest.json", manifest.to_bytes())
-        records.write_atomic("imported.json", pretty_bytes(record_names({
-            "name": manifest.name,
-            "version": manifest.version,
-            "manifest_digest": manifest.digest,
-            "registry": registry,
-            "imported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "images": result.images,
-            "files_dir": result.files_dir,
-        })))
+    # Only now, after everything succeeded, is the import recorded: audit entry first.
+    obj = {"bundle": verified.report.bundle, "name": manifest.name, "version": manifest.version,
+           "manifest": manifest.digest, "registry": registry}
+    detail = {k: v for k, v in result.to_dict().items() if k in _AUDITED}
+    anchored.commit(state_dir, verified, "import", obj, detail, imported={
+        "name": manifest.name,
+        "version": manifest.version,
+        "manifest_digest": manifest.digest,
+        "registry": registry,
+        "imported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "images": result.images,
+        "files_dir": result.files_dir,
+    })
     return result
+
+
+_AUDITED = ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total",
+            "files_dir", "status")
 
 
 def _check_state_dir(state_dir: Path, manifest: BundleManifest) -> None:

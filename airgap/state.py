@@ -1,14 +1,24 @@
-"""Rollback state on the isolated side: the highest accepted version per bundle name.
+"""Rollback state on the isolated side: per bundle name, and per destination.
 
-Rules (docs/architecture.md, trust model): a lower version is rejected; an equal version is
-accepted again only with the identical manifest digest (a re-import).  Versions
-compare by semantic versioning 2.0.0 precedence; build metadata does not count,
-so ``1.0.0+a`` and ``1.0.0+b`` are the *same* version and must carry the same
-content.
+Rules (docs/architecture.md, trust model):
 
-The state file is small JSON, parsed strictly, replaced atomically, and guarded
-by an flock on a separate lock file (``os.replace`` swaps the inode, so a lock
-on the state file itself would not exclude a writer that opened the new one).
+* per name: a lower version is rejected; an equal version is accepted again
+  only with the identical manifest digest (a re-import).  Versions compare by
+  semantic versioning 2.0.0 precedence; build metadata does not count, so
+  ``1.0.0+a`` and ``1.0.0+b`` are the *same* version and must carry the same
+  content;
+* per destination, across names: every tag (``repository:tag``), every
+  ``files/`` path and the ``files/current`` switch remembers the bundle that set
+  it (name, version, build time, manifest digest).  A bundle built earlier than
+  that one may not move it to other content, unless it is the same name moving
+  forward.
+
+``state.json`` is a cache of the audit log (see :mod:`airgap.anchored`): it is
+stamped with the sequence number and head of the audit entry it corresponds to
+and names the trusted policy by version and digest.  It is small JSON, parsed
+strictly, replaced atomically, and guarded by an flock on a separate lock file
+(``os.replace`` swaps the inode, so a lock on the state file itself would not
+exclude a writer that opened the new one).
 """
 
 from __future__ import annotations
@@ -18,7 +28,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import total_ordering
 from pathlib import Path
@@ -100,6 +110,8 @@ def compare_versions(a: str, b: str) -> int:
     return (va > vb) - (va < vb)
 
 
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What was last accepted for one bundle name."""
@@ -107,79 +119,243 @@ class Accepted:
     name: str
     version: str
     manifest_digest: str
+    created: str
     time: str
+
+
+@dataclass(frozen=True)
+class Setter:
+    """The bundle that set one destination, and the content it set it to."""
+
+    name: str
+    version: str
+    created: str
+    manifest_digest: str
+    content: str  # image digest, file sha256, or the files version directory
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version} (built {self.created}, manifest {self.manifest_digest})"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "created": self.created,
+                "manifest_digest": self.manifest_digest, "content": self.content}
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """The trusted policy as the state names it: version and sha256 of its signed part."""
+
+    version: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "sha256": self.sha256}
+
+    @classmethod
+    def of(cls, policy) -> PolicyRef:
+        import hashlib
+
+        return cls(policy.version, hashlib.sha256(policy.signed_bytes()).hexdigest())
+
+    @classmethod
+    def parse(cls, obj: Any, where: str) -> PolicyRef:
+        if (not isinstance(obj, dict) or set(obj) != {"version", "sha256"} or type(obj["version"]) is not int
+                or obj["version"] < 1 or not isinstance(obj["sha256"], str) or not _HEX64.fullmatch(obj["sha256"])):
+            raise FormatError(where, "policy must be {version: integer >= 1, sha256: 64 lower-case hex}")
+        return cls(obj["version"], obj["sha256"])
+
+
+def destinations(manifest) -> dict[str, Setter]:
+    """Every destination *manifest* sets on import: ``tag REPO:TAG``, ``file files/...``, ``files/current``."""
+    def setter(content: str) -> Setter:
+        return Setter(manifest.name, manifest.version, manifest.created, manifest.digest, content)
+
+    out: dict[str, Setter] = {}
+    for image in manifest.images:
+        if image.tag:
+            out[f"tag {image.destination}:{image.tag}"] = setter(image.digest)
+    files = [m for m in manifest.members if m.path.startswith("files/")]
+    for m in files:
+        out[f"file {m.path}"] = setter("sha256:" + m.sha256)
+    if files:
+        out[CURRENT] = setter(f"{manifest.name}-{manifest.version}-{manifest.digest.split(':')[1][:12]}")
+    return out
+
+
+CURRENT = "files/current"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+
+
+def _time(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass
+class State:
+    """The content of ``state.json``: the stamp, the trusted policy, and the rollback records."""
+
+    audit: tuple[int, str]
+    policy: PolicyRef
+    bundles: dict[str, Accepted] = field(default_factory=dict)
+    destinations: dict[str, Setter] = field(default_factory=dict)
+
+    def check(self, manifest) -> None:
+        """Raise RollbackError if accepting *manifest* would go backwards, by name or at any destination."""
+        check_version(self.bundles, manifest.name, manifest.version, manifest.digest)
+        for dest, new in destinations(manifest).items():
+            old = self.destinations.get(dest)
+            if old is None or old.content == new.content or old.manifest_digest == new.manifest_digest:
+                continue
+            if old.name == new.name and SemVer.parse(new.version) > SemVer.parse(old.version):
+                continue  # the same bundle name moving forward
+            if _time(new.created) < _time(old.created):
+                raise RollbackError(
+                    f"{dest}",
+                    f"was set by {old.describe()}; {new.name} {new.version} was built earlier "
+                    f"({new.created}) and would move it back to {new.content}. Import a bundle built after "
+                    f"{old.created}, or a newer version of {old.name}",
+                )
+
+    def accept(self, manifest, *, time: str | None = None) -> State:
+        """The state after accepting *manifest* (checked first); the stamp is the caller's to set."""
+        self.check(manifest)
+        bundles = dict(self.bundles)
+        old = bundles.get(manifest.name)
+        if old is None or old.manifest_digest != manifest.digest:
+            bundles[manifest.name] = Accepted(manifest.name, manifest.version, manifest.digest, manifest.created,
+                                              time or _now())
+        dests = dict(self.destinations)
+        for dest, new in destinations(manifest).items():
+            prev = dests.get(dest)
+            if prev is None or prev.content != new.content or _time(new.created) >= _time(prev.created):
+                dests[dest] = new
+        return State(self.audit, self.policy, bundles, dests)
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {
+            "_type": _TYPE,
+            "version": FORMAT,
+            "audit": {"seq": self.audit[0], "head": self.audit[1]},
+            "policy": self.policy.to_dict(),
+            "bundles": {
+                a.name: {"version": a.version, "manifest_digest": a.manifest_digest, "created": a.created,
+                         "time": a.time}
+                for a in self.bundles.values()
+            },
+            "destinations": {k: v.to_dict() for k, v in self.destinations.items()},
+        }
+        return canonical_bytes(doc) + b"\n"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, artifact: str) -> State:
+        obj = loads_strict(data, artifact, max_size=_MAX_STATE)
+        if isinstance(obj, dict) and obj.get("_type") == _TYPE and obj.get("version") == 1:
+            raise FormatError(artifact, "written by an airgap without anchored state (format 1, no audit stamp)")
+        fields = {"_type", "version", "audit", "policy", "bundles", "destinations"}
+        if not isinstance(obj, dict) or set(obj) != fields:
+            raise FormatError(artifact, f"expected exactly {', '.join(sorted(fields))}")
+        if obj["_type"] != _TYPE or obj["version"] != FORMAT:
+            raise FormatError(artifact, f"not an {_TYPE} format {FORMAT} file")
+        stamp = obj["audit"]
+        if (not isinstance(stamp, dict) or set(stamp) != {"seq", "head"} or type(stamp["seq"]) is not int
+                or stamp["seq"] < 1 or not isinstance(stamp["head"], str) or not _HEX64.fullmatch(stamp["head"])):
+            raise FormatError(artifact, "audit must be {seq: integer >= 1, head: 64 lower-case hex}")
+        policy = PolicyRef.parse(obj["policy"], artifact)
+        if not isinstance(obj["bundles"], dict) or not isinstance(obj["destinations"], dict):
+            raise FormatError(artifact, "bundles and destinations must be objects")
+        bundles = {name: _accepted(name, rec, f"{artifact}: bundles.{name}") for name, rec in obj["bundles"].items()}
+        dests = {dest: _setter(rec, f"{artifact}: destinations.{dest}") for dest, rec in obj["destinations"].items()}
+        return cls((stamp["seq"], stamp["head"]), policy, bundles, dests)
+
+
+FORMAT = 2
+
+
+def _strings(rec: Any, keys: set[str], where: str) -> dict[str, str]:
+    if not isinstance(rec, dict) or set(rec) != keys:
+        raise FormatError(where, f"expected exactly {', '.join(sorted(keys))}")
+    if not all(isinstance(v, str) for v in rec.values()):
+        raise FormatError(where, "fields must be strings")
+    try:
+        SemVer.parse(rec["version"])
+        _time(rec["created"])
+    except ValueError as exc:
+        raise FormatError(where, str(exc)) from None
+    if not _DIGEST.fullmatch(rec["manifest_digest"]):
+        raise FormatError(where, "manifest_digest is not sha256:<64 lower-case hex>")
+    return rec
+
+
+def _accepted(name: str, rec: Any, where: str) -> Accepted:
+    r = _strings(rec, {"version", "manifest_digest", "created", "time"}, where)
+    return Accepted(name, r["version"], r["manifest_digest"], r["created"], r["time"])
+
+
+def _setter(rec: Any, where: str) -> Setter:
+    r = _strings(rec, {"name", "version", "created", "manifest_digest", "content"}, where)
+    return Setter(r["name"], r["version"], r["created"], r["manifest_digest"], r["content"])
+
+
+def check_version(records: dict[str, Accepted], name: str, version: str, manifest_digest: str) -> None:
+    """Raise RollbackError if accepting (*name*, *version*, *digest*) would go backwards for that name."""
+    artifact = f"bundle {name} {version}"
+    try:
+        new = SemVer.parse(version)
+    except ValueError as exc:
+        raise FormatError(artifact, str(exc)) from None
+    if not isinstance(manifest_digest, str) or not _DIGEST.fullmatch(manifest_digest):
+        raise FormatError(artifact, f"manifest digest {manifest_digest!r} is not sha256:<64 lower-case hex>")
+    old = records.get(name)
+    if old is None:
+        return
+    accepted = SemVer.parse(old.version)
+    if new < accepted:
+        raise RollbackError(artifact, f"older than accepted version {old.version}")
+    if new == accepted and manifest_digest != old.manifest_digest:
+        raise RollbackError(
+            artifact,
+            f"version {old.version} was already accepted with different content {old.manifest_digest}",
+        )
+
+
 class StateStore:
-    """Rollback state kept in *state_dir* (``state.json`` + ``state.lock``)."""
+    """``state.json`` (+ ``state.lock``) in *state_dir*: read, written atomically, locked."""
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.dir = Path(state_dir)
         self.path = self.dir / STATE_FILE
 
-    # -- public -------------------------------------------------------------
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
 
-    def get(self, bundle_name: str) -> Accepted | None:
-        """The accepted record for *bundle_name*, or None if it was never accepted."""
-        with self._lock(shared=True):
-            return self._load().get(bundle_name)
-
-    def all(self) -> list[Accepted]:
-        """Every accepted record, sorted by name."""
-        with self._lock(shared=True):
-            return sorted(self._load().values(), key=lambda a: a.name)
-
-    def check(self, name: str, version: str, manifest_digest: str) -> None:
-        """Raise RollbackError if accepting (*name*, *version*, *digest*) would go backwards."""
-        with self._lock(shared=True):
-            self._check(self._load(), name, version, manifest_digest)
-
-    def record(self, name: str, version: str, manifest_digest: str, *, time: str | None = None) -> Accepted:
-        """Record an accepted bundle atomically; refuses anything :meth:`check` refuses."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with self._lock(shared=False):
-            records = self._load()
-            self._check(records, name, version, manifest_digest)
-            old = records.get(name)
-            if old is not None and old.manifest_digest == manifest_digest and SemVer.parse(old.version) == SemVer.parse(version):
-                return old  # a re-import changes nothing, not even the time
-            new = Accepted(name, version, manifest_digest, time or _now())
-            records[name] = new
-            self._store(records)
-            return new
-
-    # -- internals ----------------------------------------------------------
-
-    @staticmethod
-    def _check(records: dict[str, Accepted], name: str, version: str, manifest_digest: str) -> None:
-        artifact = f"bundle {name} {version}"
+    def load(self) -> State | None:
+        """The state, or None if there is no ``state.json``; FormatError if it does not parse."""
         try:
-            new = SemVer.parse(version)
-        except ValueError as exc:
-            raise FormatError(artifact, str(exc)) from None
-        if not isinstance(manifest_digest, str) or not _DIGEST.fullmatch(manifest_digest):
-            raise FormatError(artifact, f"manifest digest {manifest_digest!r} is not sha256:<64 lower-case hex>")
-        old = records.get(name)
-        if old is None:
-            return
-        accepted = SemVer.parse(old.version)
-        if new < accepted:
-            raise RollbackError(artifact, f"older than accepted version {old.version}")
-        if new == accepted and manifest_digest != old.manifest_digest:
-            raise RollbackError(
-                artifact,
-                f"version {old.version} was already accepted with different content {old.manifest_digest}",
-            )
+            fd = open_nofollow(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FormatError(str(self.path), f"cannot be read: {exc.strerror}") from None
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read(_MAX_STATE + 1)
+        return State.from_bytes(data, str(self.path))
+
+    def write(self, state: State) -> None:
+        atomic_write(self.path, state.to_bytes(), 0o640, root=self.dir)
 
     @contextmanager
-    def _lock(self, *, shared: bool) -> Iterator[None]:
+    def lock(self, *, shared: bool) -> Iterator[None]:
+        """Readers share, the one writer excludes; a reader never creates the directory."""
         if shared and not self.dir.exists():
-            yield  # nothing recorded yet, and a reader must not create directories
+            yield
             return
+        if not shared:
+            self.dir.mkdir(parents=True, exist_ok=True)
         try:
             fd = open_nofollow(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
@@ -189,44 +365,3 @@ class StateStore:
             yield
         finally:
             os.close(fd)
-
-    def _load(self) -> dict[str, Accepted]:
-        artifact = str(self.path)
-        try:
-            with open(self.path, "rb") as fh:
-                data = fh.read(_MAX_STATE + 1)
-        except FileNotFoundError:
-            return {}
-        obj = loads_strict(data, artifact, max_size=_MAX_STATE)
-        if not isinstance(obj, dict) or set(obj) != {"_type", "version", "bundles"}:
-            raise FormatError(artifact, "expected exactly _type, version and bundles")
-        if obj["_type"] != _TYPE or obj["version"] != 1:
-            raise FormatError(artifact, f"not an {_TYPE} version 1 file")
-        if not isinstance(obj["bundles"], dict):
-            raise FormatError(artifact, "bundles must be an object")
-        records: dict[str, Accepted] = {}
-        for name, rec in obj["bundles"].items():
-            where = f"{artifact}: bundles.{name}"
-            if not isinstance(rec, dict) or set(rec) != {"version", "manifest_digest", "time"}:
-                raise FormatError(where, "expected exactly version, manifest_digest and time")
-            if not all(isinstance(v, str) for v in rec.values()):
-                raise FormatError(where, "fields must be strings")
-            try:
-                SemVer.parse(rec["version"])
-            except ValueError as exc:
-                raise FormatError(where, str(exc)) from None
-            if not _DIGEST.fullmatch(rec["manifest_digest"]):
-                raise FormatError(where, "manifest_digest is not sha256:<64 lower-case hex>")
-            records[name] = Accepted(name, rec["version"], rec["manifest_digest"], rec["time"])
-        return records
-
-    def _store(self, records: dict[str, Accepted]) -> None:
-        doc: dict[str, Any] = {
-            "_type": _TYPE,
-            "version": 1,
-            "bundles": {
-                a.name: {"version": a.version, "manifest_digest": a.manifest_digest, "time": a.time}
-                for a in records.values()
-            },
-        }
-        atomic_write(self.path, canonical_bytes(doc) + b"\n", 0o640, root=self.dir)

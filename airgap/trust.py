@@ -226,6 +226,8 @@ class TrustPolicy:
         self.target: str = s["target"]
         if not _NAME.match(self.target):
             raise FormatError(artifact, f"target {self.target!r} is not a valid name")
+        # Which bundle names the target accepts; None (absent): any name.
+        self.bundles: list[str] | None = list(s["bundles"]) if "bundles" in s else None
         names = s.get("names", {})
         self.keys: dict[str, PublicKey] = {}
         for keyid, obj in s["keys"].items():
@@ -305,6 +307,8 @@ class TrustPolicy:
     def describe(self) -> str:
         """A human summary: target, version, expiry, roles with key labels, root signature status."""
         lines = [f"trust policy for {self.target}, version {self.version}, expires {self.expires_str}"]
+        lines.append(f"  bundles: {', '.join(self.bundles)}" if self.bundles is not None
+                     else "  bundles: any name")
         for name in ALL_ROLES:
             role = self.roles.get(name)
             if role is None:
@@ -396,6 +400,7 @@ class TrustPolicy:
         *,
         toolkit: Iterable[PublicKey] = (),
         toolkit_threshold: int | None = None,
+        bundles: Iterable[str] | None = None,
         revoked: Iterable[str] = (),
         extra_keys: Iterable[PublicKey] = (),
         artifact: str = ARTIFACT,
@@ -439,6 +444,8 @@ class TrustPolicy:
         names = {kid: k.name for kid, k in keys.items() if k.name}
         if names:
             signed["names"] = names
+        if bundles is not None:
+            signed["bundles"] = sorted(set(bundles))
         return cls(signed, artifact=artifact)
 
     def sign(self, signing_key) -> Signature:
@@ -461,7 +468,7 @@ class TrustPolicy:
         added to ``revoked``).  ``target`` cannot change (see module docstring).
         """
         allowed = {
-            "expires", "roots", "builders", "officers", "toolkit",
+            "expires", "roots", "builders", "officers", "toolkit", "bundles",
             "root_threshold", "builder_threshold", "officer_threshold", "toolkit_threshold", "revoke",
         }
         unknown = set(changes) - allowed
@@ -498,6 +505,7 @@ class TrustPolicy:
             version=self.version + 1,
             toolkit=role_keys["toolkit"],
             toolkit_threshold=thresholds["toolkit"] if role_keys["toolkit"] else changes.get("toolkit_threshold"),
+            bundles=changes.get("bundles", self.bundles),
             revoked=all_revoked,
             extra_keys=kept,
             artifact=self.artifact,
@@ -1162,6 +1170,7 @@ def init_policy(
     builders, builder_threshold: int,
     officers, officer_threshold: int,
     toolkit=(), toolkit_threshold: int | None = None,
+    bundles=None,
     signing_keys=(),
     now: datetime,
 ) -> TrustPolicy:
@@ -1179,7 +1188,8 @@ def init_policy(
     try:
         policy = TrustPolicy.create(target, expires, keys["root"], root_threshold, keys["builder"], builder_threshold,
                                     keys["officer"], officer_threshold,
-                                    toolkit=[_as_public(k) for k in toolkit], toolkit_threshold=toolkit_threshold)
+                                    toolkit=[_as_public(k) for k in toolkit], toolkit_threshold=toolkit_threshold,
+                                    bundles=bundles or None)
     except FormatError as exc:
         raise _as_usage("trust init", exc) from None
     _sign_all(policy, signing_keys)
@@ -1194,6 +1204,7 @@ def rotate_policy(
     builders=None, builder_threshold: int | None = None,
     officers=None, officer_threshold: int | None = None,
     toolkit=None, toolkit_threshold: int | None = None,
+    bundles=None,
     revoke=(),
     signing_keys=(),
     now: datetime,
@@ -1220,6 +1231,8 @@ def rotate_policy(
             changes[f"{name}_threshold"] = threshold
     if revoke:
         changes["revoke"] = [_as_keyid(k, old) for k in revoke]
+    if bundles:
+        changes["bundles"] = list(bundles)
     try:
         new = old.rotate(**changes)
     except FormatError as exc:

@@ -201,6 +201,7 @@ class _Run:
 
     def __init__(self, report: VerifyReport):
         self.report, self.current = report, "archive"
+        self.anchored = None  # the state directory, checked against its audit log (airgap.anchored)
 
     def start(self, name: str) -> None:
         self.current = name
@@ -222,7 +223,7 @@ def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: dat
         ends = ends_of(source, members)
     report.set("archive", "pass", "manifest.json first, signatures.json last")
     run.start("trust-policy")
-    policy = _load_policy(trust_path, state_dir, now, override, report)
+    policy = _load_policy(run, trust_path, state_dir, now, override)
     report.policy_version = policy.version
     report.policy = policy
     _check_part_index(source, policy, report)
@@ -251,15 +252,20 @@ def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override)
     run.start("target")
     if manifest.target != policy.target:
         raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
-    report.set("target", "pass", manifest.target)
+    if policy.bundles is not None and manifest.name not in policy.bundles:
+        raise TargetError(f"bundle {manifest.name} {manifest.version}",
+                          f"the trust policy ({policy.artifact}, version {policy.version}) accepts only the bundles "
+                          f"{', '.join(policy.bundles)} for {policy.target}, not {manifest.name!r}; a root "
+                          "threshold must add the name to the policy's bundles (airgap trust rotate --bundle)")
+    report.set("target", "pass", manifest.target + (f", bundle name {manifest.name} listed by the policy"
+                                                    if policy.bundles is not None else ""))
     run.start("expiry")
     _check_expiry(manifest, policy, now, override, report)
     run.start("rollback")
-    if state_dir is not None:
-        from airgap.state import StateStore
-
-        StateStore(state_dir).check(manifest.name, manifest.version, manifest.digest)
-        report.set("rollback", "pass", "newer than, or identical to, what was accepted")
+    if run.anchored is not None:
+        run.anchored.check_bundle(manifest)
+        report.set("rollback", "pass", "newer than, or identical to, what was accepted, by name and at every "
+                                       f"destination (state at audit entry {run.anchored.committed} of {run.anchored.count})")
     else:
         report.set("rollback", "skipped", "no --state given")
     return manifest
@@ -292,14 +298,18 @@ def _check_expiry(manifest: BundleManifest, policy, now: datetime, override: Ove
     report.set("expiry", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")
 
 
-def _load_policy(trust_path, state_dir, now, override, report):
-    from airgap import trust
+def _load_policy(run: _Run, trust_path, state_dir, now, override):
+    from airgap import anchored, trust
 
+    report = run.report
     expiry_override = None
     if override is not None:
         expiry_override = trust.ExpiryOverride(officer=override.keyid, reason=override.reason)
     if state_dir is not None:
+        # The caches must agree with the log before the trusted policy in them means anything.
+        run.anchored = anchored.load(state_dir)
         policy = trust.TrustStore(state_dir).load_policy(trust_path, now, expiry_override=expiry_override)
+        run.anchored.check_policy(policy)
     else:
         policy = trust.TrustPolicy.load(trust_path, now=now, expiry_override=expiry_override)
     used = getattr(policy, "expiry_override_used", None)
@@ -520,19 +530,3 @@ def _check_config(reader: _DocumentReader, manifest: BundleManifest, desc: oci.D
         return
     oci.check_config(reader.read(path, oci.MAX_CONFIG_BYTES), f"{artifact} ({desc.digest})")
 
-
-def rollback_record(verified: VerifiedBundle, state_dir: str | os.PathLike) -> None:
-    """Record an accepted bundle, and the policy it was accepted under, in the state.
-
-    Called by ``verify --record`` and by import, with the object verify
-    returned, only after success.
-    """
-    from airgap import trust
-    from airgap.state import StateStore
-
-    report = verified.report
-    assert report.accepted and report.manifest is not None
-    m = verified.manifest
-    StateStore(state_dir).record(m.name, m.version, m.digest)
-    if verified.policy is not None:
-        trust.TrustStore(state_dir).record(verified.policy)

@@ -433,6 +433,25 @@ def test_audit_log_must_hold_the_recorded_head(tmp_path):
     assert audit.check_audit("", 0, "INTACT", "c", "x").to_dict()["status"] == "FAIL"  # nothing recorded
 
 
+def test_the_report_shows_where_the_history_begins(tmp_path, signed_bundle):
+    """A first use of the trust policy (a fresh, or wiped, state directory) is in the audit
+    check's summary and evidence, as the controller's `airgap audit verify` printed it."""
+    airgap = str(Path(sys.executable).parent / "airgap")
+    state = tmp_path / "state"
+    rec = subprocess.run([airgap, "verify", str(signed_bundle.path), "--trust", str(signed_bundle.trust), "--state",
+                          str(state), "--record"], capture_output=True, text=True)
+    assert rec.returncode == 0, rec.stderr
+    head = subprocess.run([airgap, "audit", "head", "--state", str(state)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    cmd = [airgap, "audit", "verify", "--log", str(state / "audit.log"), "--expect-head", head]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0 and "first use: trust policy version 1" in proc.stdout
+    judged = audit.check_audit(head, proc.returncode, proc.stdout + proc.stderr, " ".join(cmd), "staging:log").to_dict()
+    assert judged["status"] == "PASS" and "history begins with the first use of trust policy version 1" in judged["summary"]
+    [first] = [e for e in judged["evidence"] if e.startswith("first use:")]
+    assert "pinned at entry 1" in first and "first use" not in judged["evidence"][0]
+
+
 # --------------------------------------------------------------------------- the report
 
 

@@ -50,7 +50,8 @@ from airgap._internal.jsonutil import canonical_bytes
 
 @pytest.fixture(scope="module")
 def audited_state(tmp_path_factory, signed_bundle):
-    """A state directory whose audit log holds 4 entries written by real imports and a verify."""
+    """A state directory whose audit log holds 5 entries written by real imports and a verify
+    (the first is the first use of the trust policy)."""
     from tests.fixtures.registry import start_registry
 
     root = tmp_path_factory.mktemp("audited")
@@ -66,31 +67,31 @@ def audited_state(tmp_path_factory, signed_bundle):
     finally:
         reg.stop()
     lines = (state / "audit.log").read_bytes().splitlines(keepends=True)
-    assert len(lines) == 4
-    assert [json.loads(x)["action"] for x in lines] == ["import", "import", "verify", "import"]
+    assert len(lines) == 5
+    assert [json.loads(x)["action"] for x in lines] == ["first-use", "import", "import", "verify", "import"]
     r = airgap("audit", "verify", "--state", state, "--json")
-    assert r.code == 0 and r.json()["entries"] == 4
+    assert r.code == 0 and r.json()["entries"] == 5
     return state
 
 
 def _edit(lines):
-    obj = json.loads(lines[1])
+    obj = json.loads(lines[2])
     obj["detail"]["uploaded_blobs"] = 99
-    lines[1] = canonical_bytes(obj) + b"\n"
+    lines[2] = canonical_bytes(obj) + b"\n"
     return lines
 
 
 def _delete(lines):
-    del lines[1]
+    del lines[2]
     return lines
 
 
 def _reorder(lines):
-    lines[1], lines[2] = lines[2], lines[1]
+    lines[2], lines[3] = lines[3], lines[2]
     return lines
 
 
-@pytest.mark.parametrize("tamper,line", [(_edit, 2), (_delete, 2), (_reorder, 2)], ids=["edit", "delete", "reorder"])
+@pytest.mark.parametrize("tamper,line", [(_edit, 3), (_delete, 3), (_reorder, 3)], ids=["edit", "delete", "reorder"])
 def test_audit_verify_names_the_tampered_line(tmp_path, audited_state, tamper, line):
     state = tmp_path / "state"
     shutil.copytree(audited_state, state)

@@ -189,7 +189,7 @@ def test_kill_9_then_rerun_converges(tmp_path, signed_bundle, registry, when, co
     assert assert_no_tag_points_at_an_incomplete_image(registry.host) == 3
     assert json.loads((state / "bundles" / "geheim-pilot" / "imported.json").read_text())["version"] == "1.0.0"
     audit = airgap("audit", "verify", "--state", state, "--json")
-    assert audit.code == 0 and audit.json()["entries"] == 1  # only the rerun's
+    assert audit.code == 0 and audit.json()["entries"] == 2  # only the rerun's: the first use, the import
 
 
 # --------------------------------------------------------------------------- registry restart mid-push
@@ -424,3 +424,135 @@ def test_kill_9_mid_large_blob_then_rerun_resumes(tmp_path, big_bundle, registry
     assert ranges and not ranges[0].startswith("0-"), ranges  # resumed, not restarted
     assert_digests(r.json(), bundle, registry.host)
     assert not (state / "uploads").exists() or not any((state / "uploads").iterdir())
+
+
+# --------------------------------------------------------------------------- kill -9 while recording
+# The record is the audit entries first (a first use of the policy, the import), then trust.json,
+# manifest.json, imported.json and state.json last (airgap.anchored.commit).  A child runs the real
+# CLI and SIGKILLs itself right after the chosen write is durable: no hook in the product.
+
+_RECORD_KILLER = r"""
+import os, signal, sys
+import airgap.audit, airgap.state, airgap.trust
+from airgap._internal import fsutil
+
+point = sys.argv[1]
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+real_append, real_write_atomic = airgap.audit.AuditLog.append, fsutil.Dir.write_atomic
+real_state_write, real_trust_write = airgap.state.atomic_write, airgap.trust.atomic_write
+
+def append(self, action, *a, **k):
+    entry = real_append(self, action, *a, **k)
+    if point == "entry-" + action:
+        die()
+    return entry
+
+def write_atomic(self, name, *a, **k):
+    real_write_atomic(self, name, *a, **k)
+    if point == name:
+        die()
+
+def state_write(path, *a, **k):
+    real_state_write(path, *a, **k)
+    if point == os.path.basename(path):
+        die()
+
+def trust_write(path, *a, **k):
+    real_trust_write(path, *a, **k)
+    if point == os.path.basename(path):
+        die()
+
+airgap.audit.AuditLog.append = append
+fsutil.Dir.write_atomic = write_atomic
+airgap.state.atomic_write = state_write
+airgap.trust.atomic_write = trust_write
+from airgap.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+RECORD_POINTS = ["entry-first-use", "entry-import", "trust.json", "manifest.json", "imported.json", "state.json"]
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, keyring):
+    from tests.fixtures.keys import make_policy
+    from tests.test_anchored import T1, T3, _build
+
+    work = tmp_path_factory.mktemp("two-versions")
+    trust, trust2 = work / "trust.json", work / "trust-v2.json"
+    trust.write_bytes(make_policy(keyring).to_bytes())
+    trust2.write_bytes(make_policy(keyring, version=2).to_bytes())
+    v1, v2 = _build(work, keyring, "geheim-pilot", "1.0.0", T1), _build(work, keyring, "geheim-pilot", "1.1.0", T3)
+    return v1, v2, trust, trust2
+
+
+def _killed_at(point: str, *args) -> None:
+    env = {**os.environ, "AIRGAP_PASSPHRASE": PASSPHRASE}
+    proc = subprocess.run([sys.executable, "-c", _RECORD_KILLER, point, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, f"never reached {point}: {proc.returncode} {proc.stderr}"
+
+
+def _assert_anchored(state: Path, version: str) -> None:
+    """The caches are stamped with the log's last acceptance, which is of *version*."""
+    entries = [json.loads(x) for x in (state / "audit.log").read_text().splitlines()]
+    last = max(i for i, e in enumerate(entries) if e["result"] == "accepted" and "state" in e["detail"])
+    head = airgap("audit", "head", "--state", state, "--json").json()
+    doc = json.loads((state / "state.json").read_text())
+    assert doc["audit"]["seq"] == last + 1 == head["seq"]
+    assert doc["bundles"]["geheim-pilot"]["version"] == entries[last]["object"]["version"] == version
+    imported = json.loads((state / "bundles" / "geheim-pilot" / "imported.json").read_text())
+    assert imported["audit"] == doc["audit"] and imported["version"] == version
+    assert sum(e["action"] == "first-use" for e in entries) == 1
+
+
+@pytest.mark.parametrize("point", RECORD_POINTS)
+def test_kill_9_while_recording_the_first_import_converges(tmp_path, two_versions, registry, point):
+    v1, _, trust, _ = two_versions
+    state, files = tmp_path / "state", tmp_path / "files"
+    args = _import_args(v1, trust, registry.host, state, "--files-dir", files)
+    _killed_at(point, *args)
+    r = airgap(*args)
+    assert r.code == 0, r.err
+    _assert_anchored(state, "1.0.0")
+    assert airgap("verify", v1, "--trust", trust, "--state", state).code == 0
+
+
+@pytest.mark.parametrize("point", RECORD_POINTS[1:])  # the policy is already pinned: no first use
+def test_kill_9_while_recording_a_second_import_converges_and_never_rolls_back(tmp_path, two_versions, registry, point):
+    """The second import also rotates the trusted policy to version 2."""
+    v1, v2, trust, trust2 = two_versions
+    state, files = tmp_path / "state", tmp_path / "files"
+    assert airgap(*_import_args(v1, trust, registry.host, state, "--files-dir", files)).code == 0
+    args = _import_args(v2, trust2, registry.host, state, "--files-dir", files)
+    _killed_at(point, *args)
+    if point != "state.json":
+        # The log holds 1.1.0's acceptance under policy 2 that the caches lack yet: only that
+        # bundle under that policy completes it; the old policy and 1.0.0 are refused, saying what to do.
+        written = RECORD_POINTS.index(point) >= RECORD_POINTS.index("trust.json")
+        for bundle, policy in ((v2, trust), (v1, trust2)):
+            back = airgap(*_import_args(bundle, policy, registry.host, state, "--files-dir", files))
+            why = ("older than trusted version 2" if written and policy == trust
+                   else "behind the audit log")  # trust.json already holds version 2
+            assert back.code == 1 and why in back.err, back.err
+            assert written and policy == trust or "rerun" in back.err
+    r = airgap(*args)
+    assert r.code == 0, r.err
+    _assert_anchored(state, "1.1.0")
+    assert json.loads((state / "state.json").read_text())["policy"]["version"] == 2
+    for policy, why in ((trust2, "older than accepted version 1.1.0"), (trust, "older than trusted version 2")):
+        back = airgap(*_import_args(v1, policy, registry.host, state, "--files-dir", files))
+        assert back.code == 1 and why in back.err, back.err
+
+
+@pytest.mark.parametrize("point", ["entry-first-use", "entry-verify", "trust.json", "state.json"])
+def test_kill_9_while_verify_records_converges(tmp_path, two_versions, point):
+    v1, _, trust, _ = two_versions
+    state = tmp_path / "state"
+    args = ("verify", v1, "--trust", trust, "--state", state, "--record")
+    _killed_at(point, *args)
+    r = airgap(*args)
+    assert r.code == 0, r.err
+    doc = json.loads((state / "state.json").read_text())
+    assert doc["audit"]["seq"] == airgap("audit", "head", "--state", state, "--json").json()["seq"]
+    assert doc["bundles"]["geheim-pilot"]["version"] == "1.0.0"

@@ -113,7 +113,8 @@ def test_bundle_named_in_bytes_is_imported_and_audited_losslessly(tmp_path, sign
     r = airgap_proc(*args)  # a real process: argv arrives as bytes
     assert r.code == 0, r.err
     assert "Traceback" not in r.err and "IMPORTED: geheim-pilot 1.0.0" in r.out
-    [entry] = _audit_entries(state)
+    first_use, entry = _audit_entries(state)
+    assert first_use["action"] == "first-use" and entry["action"] == "import"
     assert entry["result"] == "accepted" and _name(entry["object"], "bundle") == os.fsencode(bundle)
     assert entry["object"]["bundle"].endswith("geheim-pilot-\\xff.tar")  # what a person reads
     imported = json.loads((state / "bundles" / "geheim-pilot" / "imported.json").read_bytes())

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from airgap.exceptions import FormatError, RollbackError
-from airgap.state import SemVer, StateStore, compare_versions
+from airgap.state import PolicyRef, SemVer, State, StateStore, compare_versions
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -87,91 +88,148 @@ def test_precedence_is_a_total_order(a: str, b: str, c: str) -> None:
     assert str(va) == a
 
 
-def test_first_acceptance_and_reimport(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
-    assert store.get("geheim-pilot") is None
-    store.check("geheim-pilot", "1.0.0", D1)  # nothing recorded: fine
-    rec = store.record("geheim-pilot", "1.0.0", D1)
-    assert store.get("geheim-pilot") == rec
-    assert rec.version == "1.0.0" and rec.manifest_digest == D1 and rec.time.endswith("Z")
-    store.check("geheim-pilot", "1.0.0", D1)  # re-import of the same content
-    assert store.record("geheim-pilot", "1.0.0", D1) == rec
+def _manifest(name="geheim-pilot", version="1.0.0", digest=D1, created="2025-01-01T00:00:00Z", tags=(), files=()):
+    """The fields of a BundleManifest that rollback reads."""
+    images = [SimpleNamespace(destination=repo, tag=tag, digest=content) for repo, tag, content in tags]
+    members = [SimpleNamespace(path=path, sha256=sha) for path, sha in files]
+    return SimpleNamespace(name=name, version=version, digest=digest, created=created, images=images, members=members)
 
 
-def test_lower_version_is_rollback(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    store.record("geheim-pilot", "1.1.0", D1)
+def _state() -> State:
+    return State((1, "a" * 64), PolicyRef(1, "b" * 64))
+
+
+def test_first_acceptance_and_reimport() -> None:
+    s0 = _state()
+    s0.check(_manifest())  # nothing recorded: fine
+    s1 = s0.accept(_manifest(), time="2025-02-01T00:00:00Z")
+    rec = s1.bundles["geheim-pilot"]
+    assert (rec.version, rec.manifest_digest, rec.created, rec.time) == ("1.0.0", D1, "2025-01-01T00:00:00Z",
+                                                                         "2025-02-01T00:00:00Z")
+    s1.check(_manifest())  # re-import of the same content
+    assert s1.accept(_manifest(), time="2030-01-01T00:00:00Z").bundles["geheim-pilot"] == rec  # time unchanged
+    assert s0.bundles == {}  # accept() returns a new state
+
+
+def test_lower_version_is_rollback() -> None:
+    s = _state().accept(_manifest(version="1.1.0"))
     with pytest.raises(RollbackError) as err:
-        store.check("geheim-pilot", "1.0.0", D2)
+        s.check(_manifest(version="1.0.0", digest=D2))
     assert err.value.artifact == "bundle geheim-pilot 1.0.0"
     assert err.value.reason == "older than accepted version 1.1.0"
     with pytest.raises(RollbackError):
-        store.check("geheim-pilot", "1.1.0-rc.1", D2)
+        s.check(_manifest(version="1.1.0-rc.1", digest=D2))
     with pytest.raises(RollbackError):
-        store.record("geheim-pilot", "1.0.9", D2)
-    assert store.get("geheim-pilot").version == "1.1.0"
+        s.accept(_manifest(version="1.0.9", digest=D2))
 
 
-def test_equal_version_other_content_is_rejected(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    store.record("geheim-pilot", "1.0.0", D1)
+def test_equal_version_other_content_is_rejected() -> None:
+    s = _state().accept(_manifest())
     with pytest.raises(RollbackError) as err:
-        store.check("geheim-pilot", "1.0.0", D2)
+        s.check(_manifest(digest=D2))
     assert err.value.reason == f"version 1.0.0 was already accepted with different content {D1}"
     # Build metadata does not make a new version.
     with pytest.raises(RollbackError, match="different content"):
-        store.check("geheim-pilot", "1.0.0+rebuild", D2)
-    store.check("geheim-pilot", "1.0.0+rebuild", D1)
+        s.check(_manifest(version="1.0.0+rebuild", digest=D2))
+    s.check(_manifest(version="1.0.0+rebuild"))
 
 
-def test_higher_version_moves_forward_and_names_are_independent(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
-    store.record("geheim-pilot", "1.0.0-rc.1", D1)
-    store.record("geheim-pilot", "1.0.0", D2)
-    store.record("other", "0.1.0", D1)
-    assert store.get("geheim-pilot").version == "1.0.0"
-    assert [a.name for a in store.all()] == ["geheim-pilot", "other"]
-    # Survives a new store object (i.e. a new process).
-    assert StateStore(tmp_path).get("other").manifest_digest == D1
+def test_higher_version_moves_forward_and_names_are_independent() -> None:
+    s = _state().accept(_manifest(version="1.0.0-rc.1"))
+    s = s.accept(_manifest(version="1.0.0", digest=D2))
+    s = s.accept(_manifest(name="other", version="0.1.0"))
+    assert s.bundles["geheim-pilot"].version == "1.0.0"
+    assert sorted(s.bundles) == ["geheim-pilot", "other"]
 
 
-def test_malformed_inputs_are_refused(tmp_path: Path) -> None:
-    store = StateStore(tmp_path)
+def test_malformed_inputs_are_refused() -> None:
     with pytest.raises(FormatError):
-        store.check("x", "1.0", D1)
+        _state().check(_manifest(version="1.0"))
     with pytest.raises(FormatError):
-        store.check("x", "1.0.0", "sha256:" + "A" * 64)
-    with pytest.raises(FormatError):
-        store.record("x", "1.0.0", "md5:abc")
+        _state().check(_manifest(digest="sha256:" + "A" * 64))
 
 
-def test_state_file_is_parsed_strictly(tmp_path: Path) -> None:
+T1, T2, T3 = "2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z", "2025-03-01T00:00:00Z"
+TAG = ("registry.example/pilot/status", "1.0")
+IMG1, IMG2 = "sha256:" + "c" * 64, "sha256:" + "d" * 64
+
+
+@pytest.mark.parametrize("first,second,ok", [
+    (("pilot", "1.1.0", T2), ("hotfix", "1.0.0", T1), False),  # another name, built earlier: refused
+    (("pilot", "1.1.0", T2), ("hotfix", "1.0.0", T3), True),  # another name, built later: moves forward
+    (("pilot", "1.0.0", T2), ("pilot", "1.0.1", T1), True),  # the same name moving forward (a backport)
+    (("pilot", "1.1.0", T2), ("hotfix", "1.0.0", T2), True),  # built at the same time: not earlier
+])
+def test_a_tag_moves_only_forward_across_names(first, second, ok) -> None:
+    (n1, v1, c1), (n2, v2, c2) = first, second
+    s = _state().accept(_manifest(n1, v1, D1, c1, tags=[(*TAG, IMG1)]))
+    newer = _manifest(n2, v2, D2, c2, tags=[(*TAG, IMG2)])
+    if ok:
+        assert s.accept(newer).destinations[f"tag {TAG[0]}:{TAG[1]}"].name == n2
+        return
+    with pytest.raises(RollbackError) as err:
+        s.check(newer)
+    assert err.value.artifact == f"tag {TAG[0]}:{TAG[1]}"
+    for text in (f"{n1} {v1}", c1, f"{n2} {v2}", c2, IMG2):
+        assert text in err.value.reason
+
+
+def test_same_content_is_not_a_move_and_keeps_the_newer_setter() -> None:
+    s = _state().accept(_manifest("pilot", "1.1.0", D1, T2, tags=[(*TAG, IMG1)], files=[("files/a.conf", "e" * 64)]))
+    older = _manifest("hotfix", "1.0.0", D2, T1, tags=[(*TAG, IMG1)], files=[("files/a.conf", "e" * 64)])
+    with pytest.raises(RollbackError) as err:  # same tag and file content, but files/current would move back
+        s.check(older)
+    assert err.value.artifact == "files/current"
+    tags_only = _manifest("hotfix", "1.0.0", D2, T1, tags=[(*TAG, IMG1)])
+    after = s.accept(tags_only)
+    assert after.destinations[f"tag {TAG[0]}:{TAG[1]}"].name == "pilot"  # still set by the newer build
+
+
+@pytest.mark.parametrize("path", ["files/configs/pilot.conf", "files/wheels/airgap-0.1.0-py3-none-any.whl"])
+def test_a_file_moves_only_forward_across_three_names(path) -> None:
+    s = _state().accept(_manifest("pilot", "1.0.0", D1, T1, files=[(path, "1" * 64)]))
+    s = s.accept(_manifest("extra", "2.0.0", D2, T3, files=[(path, "2" * 64)]))
+    third = _manifest("hotfix", "1.0.0", "sha256:" + "3" * 64, T2, files=[(path, "3" * 64)])
+    with pytest.raises(RollbackError) as err:
+        s.check(third)
+    assert err.value.artifact in (f"file {path}", "files/current")
+    assert "extra 2.0.0" in err.value.reason and T3 in err.value.reason and T2 in err.value.reason
+
+
+def test_state_file_round_trips_and_is_parsed_strictly(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    store.record("geheim-pilot", "1.0.0", D1)
+    s = _state().accept(_manifest(tags=[(*TAG, IMG1)], files=[("files/x", "f" * 64)]))
+    store.write(s)
+    assert store.load() == s
     text = store.path.read_text()
-    store.path.write_text(text.replace('"version":1', '"version":1,"version":1'))
+    store.path.write_text(text.replace('"version":2', '"version":2,"version":2'))
     with pytest.raises(FormatError, match="duplicate"):
-        store.get("geheim-pilot")
+        store.load()
     store.path.write_text(text.replace("1.0.0", "1.0"))
     with pytest.raises(FormatError):
-        store.check("geheim-pilot", "2.0.0", D1)
+        store.load()
+    store.path.write_text(text.replace('"version":2', '"version":1'))
+    with pytest.raises(FormatError, match="without anchored state"):
+        store.load()
     store.path.write_text("")
     with pytest.raises(FormatError):
-        store.get("geheim-pilot")
+        store.load()
 
 
-def test_record_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
+    s = _state()
     for i in range(5):
-        store.record("geheim-pilot", f"1.0.{i}", D1)
-    names = sorted(os.listdir(tmp_path))
-    assert names == ["state.json", "state.lock"]
+        s = s.accept(_manifest(version=f"1.0.{i}", digest="sha256:" + str(i) * 64))
+        store.write(s)
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
     doc = json.loads(store.path.read_text())
     assert doc["_type"] == "airgap-state" and doc["bundles"]["geheim-pilot"]["version"] == "1.0.4"
+    assert doc["audit"] == {"seq": 1, "head": "a" * 64}
 
 
 def test_reader_does_not_create_state_dir(tmp_path: Path) -> None:
     store = StateStore(tmp_path / "missing")
-    assert store.get("x") is None
-    store.check("x", "1.0.0", D1)
+    with store.lock(shared=True):
+        assert store.load() is None
     assert not (tmp_path / "missing").exists()

@@ -109,7 +109,8 @@ def test_bundle_renamed_over_after_verify_is_not_what_is_used(tmp_path, signed_b
     recorded = json.loads((state / "bundles" / "geheim-pilot" / "manifest.json").read_bytes())
     assert recorded == want
     audit = [json.loads(x) for x in (state / "audit.log").read_text().splitlines()]
-    assert [(a["action"], a["result"], a["object"]["version"]) for a in audit] == [("import", "accepted", "1.0.0")]
+    assert [(a["action"], a["result"], a["object"].get("version")) for a in audit] == [
+        ("first-use", "accepted", 1), ("import", "accepted", "1.0.0")]
 
 
 def test_part_swapped_after_verify_is_not_what_is_used(tmp_path, signed_bundle, other_bundle, registry, monkeypatch):

@@ -12,6 +12,8 @@ removed or reordered and the log was not cut back (a log can only grow).
 
 from __future__ import annotations
 
+import re
+
 from ansible.module_utils.airgap_check_common import Result
 
 
@@ -27,7 +29,14 @@ def check_audit(anchor_head, verify_rc, verify_text, command, shown_path):
                  "the controller's toolkit refuses the staging host's audit log (exit %s): %s" % (
                      verify_rc, "edited, reordered, cut back or forked" if anchor_head else "broken"))
     else:
-        res.note("%s: %s" % (command, text[:300] or "intact"))
+        res.note("%s: %s" % (command, text.split(" first use: ")[0][:300] or "intact"))
+        first = re.findall(r"first use: (.*?)(?= first use: |$)", text)
+        for item in first:
+            # Where the log's history begins: a state directory wiped and started over shows here.
+            res.note("first use: %s" % item)
         if anchor_head:
             res.summary_ok = "intact, holds %s recorded at the last rollout" % anchor_head
+        if first:
+            res.summary_ok = (res.summary_ok or "intact") + "; history begins with the first use of trust policy %s" % (
+                first[0].split(" pinned at ")[0].replace("trust policy ", ""))
     return res
