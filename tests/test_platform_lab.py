@@ -41,6 +41,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.keys import make_policy
+from tests.fixtures.lab import ctr_spy
+from airgap.lab import NODE_PATH
 from tests.helpers import REPO, airgap, write_spec
 
 PILOT = REPO / "bundles" / "geheim-pilot"
@@ -417,6 +419,36 @@ def test_the_hosts_toml_header_is_what_authenticates_the_pull(site, containerd):
     assert r.returncode == 0, r.stderr
 
 
+
+
+def test_the_pre_pull_module_puts_no_credential_on_a_command_line(site, containerd):
+    """airgap_pods on a containerd node pulls every signed image by digest, and neither ctr's argv
+    (world-readable in /proc) nor its environment holds the pull credential."""
+    lab = containerd
+    put(lab, "node-2", "/etc/airgap-test/spy/ctr", ctr_spy("/var/log/airgap-test-ctr.log"), "0755")
+    ref = f"{site.status_internal}@{site.status_digest}"
+    args = {"dir": "/etc/airgap-test/workloads",
+            "containerd": {"images": [ref, site.pause_ref], "hosts_dir": f"{CONTAINERD_ROOT}/certs.d",
+                           "address": "/run/containerd/containerd.sock", "namespace": "airgap-spy"}}
+    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": "/etc/airgap-test/spy:" + NODE_PATH}
+
+    def module():
+        r = x(lab, "node-2", [str(REPO / ".venv/bin/ansible"), "localhost", "-m", "airgap_pods",
+                              "-a", json.dumps(args), "-o"], env=env, timeout=300)
+        return json.loads(r.stdout.split("=>", 1)[1])
+
+    out = module()
+    assert out["changed"] is True and out["pulled"] == [ref, site.pause_ref], out
+    listed = x(lab, "node-2", ["ctr", "-n", "airgap-spy", "images", "ls", "-q"]).stdout.split()
+    assert {ref, site.pause_ref} <= set(listed)
+    log = x(lab, "node-2", ["cat", "/var/log/airgap-test-ctr.log"]).stdout
+    pulls = [line for line in log.splitlines() if line.startswith("argv:") and " images pull " in line]
+    assert len(pulls) == 2 and all("--hosts-dir" in line and "--user" not in line for line in pulls), log
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert PASSWORD not in log and token not in log
+    # Converged: nothing pulled again.
+    again = module()
+    assert again["changed"] is False and again["pulled"] == [], again
 
 
 def test_a_missing_image_fails_at_the_internal_registry_and_goes_nowhere_else(containerd):
