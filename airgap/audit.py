@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airgap._internal.fsutil import fsync_dir
+from airgap._internal.fsutil import fsync_dir, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import AnchorError, AuditError, FormatError, InputError
 
@@ -242,10 +242,10 @@ class AuditLog:
         detail_clean = _escape_controls(detail or {})
         time = rfc3339(now)
 
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
         created = not self.path.exists()
         try:
-            fd = os.open(self.path, flags, 0o640)
+            fd = open_nofollow(self.path, flags, 0o640)  # a link (even dangling) is refused, never followed
         except OSError as exc:
             raise InputError(f"{self.path}: cannot open audit log for appending: {exc.strerror}") from None
         try:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from airgap import __version__, oci
+from airgap import __version__, caps, oci
 from airgap._internal import tarfmt
 from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes
@@ -40,6 +40,7 @@ from airgap.manifest import (
     BundleManifest,
     ImageRecord,
     MemberRecord,
+    names_of,
 )
 from airgap.pull import Blob, Documents, ImageOrigin, LayoutOrigin, RegistryOrigin, Resolver
 from airgap.registry.limits import Limits
@@ -129,6 +130,8 @@ def plan_members(images: list[ImageRecord], blobs: dict[str, Blob], files: list[
     ]
     index_entries.sort(key=lambda e: e["annotations"][oci.REF_NAME])
     index_bytes = canonical_bytes({"schemaVersion": 2, "mediaType": oci.OCI_INDEX, "manifests": index_entries})
+    if len(index_bytes) > oci.MAX_INDEX_BYTES:
+        raise SpecError("images", f"index.json would be {len(index_bytes)} bytes; verify reads at most {oci.MAX_INDEX_BYTES}")
     layout_bytes = oci.layout_file()
     external: list[tuple[str, int]] = []
     members = [
@@ -146,6 +149,18 @@ def plan_members(images: list[ImageRecord], blobs: dict[str, Blob], files: list[
     for dest, src, size, mode, sha in sorted(files):
         members.append(PlannedMember("files/" + dest, size, sha, mode, file=src))
     return members, external
+
+
+def check_caps(members: list[PlannedMember], images: list[ImageRecord], external: list[tuple[str, int]]) -> None:
+    """Refuse, with the reason, a bundle verify would refuse for its size (limits in airgap.caps)."""
+    if len(members) > caps.MAX_MEMBERS:
+        files = sum(1 for m in members if m.path.startswith("files/"))
+        raise SpecError("files", f"the bundle would hold {len(members)} members ({files} files); verify accepts at most "
+                                 f"{caps.MAX_MEMBERS}: carry the files in more than one bundle, or as one archive file")
+    if len(images) > caps.MAX_IMAGES:
+        raise SpecError("images", f"{len(images)} images; verify accepts at most {caps.MAX_IMAGES} per bundle")
+    if len(external) > caps.MAX_EXTERNAL_BLOBS:
+        raise SpecError("", f"{len(external)} blobs left out for the base; verify accepts at most {caps.MAX_EXTERNAL_BLOBS}")
 
 
 def hash_file(path: Path) -> tuple[int, str]:
@@ -388,8 +403,10 @@ def build(
         # The manifest is checked as verify will read it before a byte of layer content
         # is fetched (a build that cannot be accepted stops here, having written
         # nothing), and again once the SBOMs, read from the layers, are pinned in it.
+        check_caps(members, records, external)
         _own_manifest(manifest_of(members), out)
         members += _sbom_members(records, resolver, documents, workers, log)
+        check_caps(members, records, external)
         manifest = _own_manifest(manifest_of(members), out)
         envelope = dsse.Envelope(manifest.to_bytes())
         envelope.add_signature(signing_key, artifact=SIGNATURES_MEMBER)
@@ -417,11 +434,16 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
     records: list[ImageRecord] = []
     for img in spec.images:
         artifact = f"{img.field} {img.ref}"
+        try:
+            # Every name in the record is derived from the ref the officer is shown; verify checks the same.
+            names = names_of(img.ref)
+        except ValueError as exc:
+            raise SpecError(f"{img.field}", str(exc)) from None
+        registry, repository, tag, layout_ref = names.registry, names.repository, names.tag, names.layout_ref
         sov = None
         if img.kind == "oci-layout":
             origin: ImageOrigin = LayoutOrigin(Path(img.layout_path))
             reference, pinned = img.digest or img.tag, None
-            registry, repository, tag, layout_ref = "oci-layout", Path(img.layout_path).name, img.tag, img.ref
         else:
             ref = img.reference
             match = policy.check_image_source(ref.registry, img.allow_reason, artifact=artifact)
@@ -431,7 +453,6 @@ def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factor
                 clients[ref.registry] = factory(ref.registry)
             origin = RegistryOrigin(clients[ref.registry], ref.repository)
             reference, pinned = ref.digest or ref.tag, ref.digest
-            registry, repository, tag, layout_ref = ref.registry, ref.repository, ref.tag, str(ref)
         if log:
             log(f"resolving {img.ref}")
         try:

@@ -8,17 +8,18 @@ goes to stdout, progress bars and errors to stderr.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import logging
 import os
-import socket
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from airgap import __version__
+
+if TYPE_CHECKING:
+    import logging
+from airgap._internal.fsutil import display, record_names
 from airgap._internal.text import escape, escape_lines
 from airgap.exceptions import AirgapError, InputError, UsageError
 
@@ -32,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _emit(args, data: dict[str, Any], human: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True))
+        print(json.dumps(record_names(data), indent=2, sort_keys=True))
     elif human:
         print(escape_lines(human))
 
@@ -93,6 +94,9 @@ def _close_keys() -> None:
 
 
 def _actor(keyid: str | None = None) -> dict[str, Any]:
+    import getpass
+    import socket
+
     try:
         user = getpass.getuser()
     except Exception:  # noqa: BLE001 - no user name is not a reason to fail
@@ -111,7 +115,17 @@ def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None
     from airgap.audit import AuditLog
 
     Path(log).parent.mkdir(parents=True, exist_ok=True)
-    AuditLog(log).append(action, obj, result, actor=_actor(keyid), detail=detail)
+    AuditLog(log).append(action, record_names(obj), result, actor=_actor(keyid), detail=record_names(detail or {}))
+
+
+def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
+    """Record a refusal (or a failure) in the audit log; a log that cannot be written is said, not hidden."""
+    exit_code = getattr(exc, "exit_code", 1)
+    error = str(exc) if isinstance(exc, AirgapError) else f"{type(exc).__name__}: {exc}"
+    try:
+        _audit(args, action, obj, "rejected" if exit_code == 1 else "error", detail={"error": error})
+    except (AirgapError, OSError) as log_exc:
+        print(f"airgap {action}: the audit entry for this refusal could not be written: {log_exc}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- verbs
@@ -364,7 +378,7 @@ def _override(args):
 
 def _print_report(args, report, error: AirgapError | None) -> None:
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        print(json.dumps(record_names(report.to_dict()), indent=2, sort_keys=True))
         return
     marks = {"pass": "PASS", "fail": "FAIL", "skipped": "skip", "overridden": "OVERRIDE"}
     if not args.quiet:
@@ -378,29 +392,71 @@ def _print_report(args, report, error: AirgapError | None) -> None:
         print(f"REJECTED: {escape(str(error))}", file=sys.stderr)
 
 
+def _verified(args, action: str, **kw):
+    """Run verify for a verb; on a refusal print the report (and audit it): (verified, None) or (None, exit code)."""
+    from airgap import verify
+
+    obj = {"bundle": args.bundle}
+    try:
+        verified = verify.verify(args.bundle, trust_path=args.trust, state_dir=getattr(args, "state", None), now=_now(),
+                                 progress=_progress(args), **kw)
+    except AirgapError as exc:
+        _audit_refusal(args, action, obj, exc)
+        report = getattr(exc, "report", None)
+        if report is None:
+            raise
+        _print_report(args, report, exc)
+        return None, exc.exit_code
+    except Exception as exc:
+        _audit_refusal(args, action, obj, exc)
+        raise
+    return verified, None
+
+
 def cmd_verify(args) -> int:
     from airgap import verify
 
     if args.record and not args.state:
         raise UsageError("--record needs --state DIR")
-    override = _override(args)
-    now = _now()
-    try:
-        report = verify.verify(args.bundle, trust_path=args.trust, state_dir=args.state, now=now, override=override, progress=_progress(args))
-    except AirgapError as exc:
-        report = getattr(exc, "report", None)
-        if report is None:
+    verified, code = _verified(args, "verify", override=_override(args))
+    if verified is None:
+        return code
+    with verified:
+        report, m = verified.report, verified.manifest
+        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}
+        if args.record:
+            try:
+                verify.rollback_record(verified, args.state)
+            except Exception as exc:
+                _audit_refusal(args, "verify", obj, exc)
+                raise
+        for o in report.overrides:
+            _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
+        _audit(args, "verify", obj, "accepted", detail={"recorded": bool(args.record)})
+        _print_report(args, report, None)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from airgap import extract
+
+    out = extract.check_output(args.output, force=args.force)
+    verified, code = _verified(args, "extract", hash_content=False)
+    if verified is None:
+        return code
+    with verified:
+        m = verified.manifest
+        try:
+            result = extract.extract(verified, out, prefixes=args.member, force=args.force)
+        except AirgapError as exc:
+            _audit_refusal(args, "extract", {"bundle": args.bundle, "output": args.output}, exc)
             raise
-        _audit(args, "verify", {"bundle": str(args.bundle)}, "rejected", detail={"error": str(exc)})
-        _print_report(args, report, exc)
-        return exc.exit_code
-    for o in report.overrides:
-        _audit(args, "override", {"bundle": str(args.bundle), "manifest": report.manifest.digest}, "accepted", keyid=o["keyid"], detail=o)
-    if args.record:
-        verify.rollback_record(report, args.state)
-    m = report.manifest
-    _audit(args, "verify", {"bundle": str(args.bundle), "name": m.name, "version": m.version, "manifest": m.digest}, "accepted", detail={"recorded": bool(args.record)})
-    _print_report(args, report, None)
+        _audit(args, "extract", {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest,
+                                 "output": args.output}, "accepted", detail={"members": len(result.written)})
+    data = {"result": "accepted", "bundle": args.bundle, "name": m.name, "version": m.version, "manifest_digest": m.digest,
+            "output": args.output, "members": result.written}
+    _emit(args, data, f"EXTRACTED: {len(result.written)} members of {m.name} {m.version} (manifest {m.digest}) into {display(out)}, "
+                      "each checked against the verified manifest as it was written")
     return 0
 
 
@@ -585,6 +641,7 @@ def cmd_import(args) -> int:
     from airgap import importer
 
     override = _override(args)
+    obj = {"bundle": args.bundle, "registry": args.registry}
     try:
         result = importer.import_bundle(
             args.bundle,
@@ -600,16 +657,19 @@ def cmd_import(args) -> int:
             log=None if args.quiet or args.json else (lambda msg: print(escape(msg), file=sys.stderr)),
         )
     except AirgapError as exc:
+        _audit_refusal(args, "import", obj, exc)
         report = getattr(exc, "report", None)
-        _audit(args, "import", {"bundle": str(args.bundle), "registry": args.registry}, "rejected", detail={"error": str(exc)})
         if report is not None and not args.json:
             _print_report(args, report, exc)
             return exc.exit_code
         raise
+    except Exception as exc:
+        _audit_refusal(args, "import", obj, exc)
+        raise
     report = result.verify_report
     for o in report.overrides:
-        _audit(args, "override", {"bundle": str(args.bundle), "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
-    _audit(args, "import", {"bundle": str(args.bundle), "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_dir", "status")})
+        _audit(args, "override", {"bundle": args.bundle, "manifest": result.manifest_digest}, "accepted", keyid=o["keyid"], detail=o)
+    _audit(args, "import", {"bundle": args.bundle, "name": result.name, "version": result.version, "manifest": result.manifest_digest, "registry": args.registry}, "accepted", detail={k: v for k, v in result.to_dict().items() if k in ("uploaded_blobs", "skipped_blobs", "uploaded_bytes", "manifests", "tags", "files", "files_total", "files_dir", "status")})
     _emit(args, result.to_dict(), importer.format_result(result))
     return 0
 
@@ -629,15 +689,22 @@ def cmd_split(args) -> int:
 def cmd_join(args) -> int:
     from airgap import split
 
-    parts = Path(args.parts)
-    if parts.is_dir():  # "parts index (*.parts.json) or its directory"
-        indexes = sorted(e for e in parts.iterdir() if e.name.endswith(split.INDEX_SUFFIX) and e.is_file())
-        if len(indexes) != 1:
-            raise InputError(f"{parts}: expected exactly one *{split.INDEX_SUFFIX} in the directory, "
-                             f"found {', '.join(e.name for e in indexes) or 'none'}")
-        parts = indexes[0]
-    digest = split.join(parts, args.output)
-    _emit(args, {"bundle": args.output, "sha256": digest}, f"joined into {args.output} (sha256:{digest})")
+    verified, code = _verified(args, "join", hash_content=False)
+    if verified is None:
+        return code
+    with verified:
+        m = verified.manifest
+        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest, "output": args.output}
+        try:
+            digest = split.join(verified, args.output)
+        except AirgapError as exc:
+            _audit_refusal(args, "join", obj, exc)
+            raise
+        _audit(args, "join", obj, "accepted", detail={"sha256": digest})
+    _emit(args, {"result": "accepted", "bundle": args.output, "sha256": digest, "name": m.name, "version": m.version,
+                 "manifest_digest": m.digest},
+          f"joined {m.name} {m.version} (manifest {m.digest}) into {display(args.output)} (sha256:{digest}); "
+          "every member checked against the verified manifest as it was written")
     return 0
 
 
@@ -783,7 +850,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
 
 
-_DEBUG_HELP = "log registry requests, redirects and token realms (and where credentials go) to stderr"
+_DEBUG_HELP = ("log registry requests, redirects and token realms (and where credentials go) to stderr, "
+               "and show the traceback of an internal error (also AIRGAP_DEBUG=1)")
 
 
 def _source_flags(p: argparse.ArgumentParser) -> None:
@@ -861,12 +929,35 @@ def _verified_output(p: argparse.ArgumentParser, force_help: str) -> None:
     _common(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _Unused:
+    """Stands in for the sub-parser of a verb that is not being run (nothing is added to it)."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
+
+
+class _OneVerb:
+    """``add_subparsers()`` that builds only the verb being run: start-up time, not every verb's options."""
+
+    def __init__(self, sub, verb: str):
+        self._sub, self._verb, self.found = sub, verb, False
+
+    def add_parser(self, name: str, **kwargs):
+        if name != self._verb:
+            return _Unused()
+        self.found = True
+        return self._sub.add_parser(name, **kwargs)
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (*verb*) one with only that verb's options (see :func:`main`)."""
     parser = _Parser(prog="airgap", description="Signed offline bundles for isolated networks.")
     parser.add_argument("--version", action="version", version=f"airgap {__version__}")
     parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    if verb is not None:
+        sub = parser.one_verb = _OneVerb(sub, verb)  # type: ignore[attr-defined]
 
     p = sub.add_parser("keygen", help="create an Ed25519 key pair (encrypted private key, or on a PKCS#11 token)")
     p.add_argument("name", help="key name: NAME.key and NAME.pub")
@@ -1081,11 +1172,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_split)
 
-    p = sub.add_parser("join", help="check every part, then join them into one bundle")
-    p.add_argument("parts", help="parts index (*.parts.json) or its directory")
+    p = sub.add_parser("join", help="verify the media parts, then write the bundle from what was verified")
+    p.add_argument("bundle", metavar="parts", help="parts index (*.parts.json) or its directory")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--state", help="state directory: check rollback against it, audit the join (nothing else is recorded)")
     p.add_argument("-o", "--output", required=True)
     _common(p)
     p.set_defaults(func=cmd_join)
+
+    p = sub.add_parser("extract", help="verify a bundle, then write members from what was verified (no other tar)")
+    p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
+    p.add_argument("--trust", required=True, help="trust policy file")
+    p.add_argument("--state", help="state directory: check rollback against it, audit the extraction (nothing else is recorded)")
+    p.add_argument("--audit-log", help="audit log (default STATE/audit.log)")
+    p.add_argument("--member", action="append", default=[], metavar="PREFIX",
+                   help="extract the members whose path starts with PREFIX (repeat; default: every member)")
+    p.add_argument("-o", "--output", required=True, help="directory to create (must not exist, unless --force)")
+    p.add_argument("--force", action="store_true", help="write into an existing directory, replacing files of the same name")
+    _common(p)
+    p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser("transfer", help="resumable SFTP upload with a remote sha256 check")
     p.add_argument("source", help="bundle file or directory of parts")
@@ -1166,10 +1271,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verb(args) -> str:
+    sub = getattr(args, "trust_command", None) or getattr(args, "audit_command", None) or getattr(args, "lab_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb)
+    if verb is None or not parser.one_verb.found:  # help, --version, a mistyped verb: the whole parser says it
+        parser = build_parser()
     args = parser.parse_args(argv)
-    debug = _debug_log(args.debug)
+    debug_log = _debug_log(args.debug)
+    # --debug (or AIRGAP_DEBUG=1) also shows the traceback of an internal error.
+    debug = args.debug or os.environ.get("AIRGAP_DEBUG", "") not in ("", "0")
+    if hasattr(sys.stdout, "reconfigure"):
+        # A name that is not UTF-8 (a surrogate escape) is printed escaped, never a crash.
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
         _key_options(args)  # a misplaced --passphrase-file / --pin-file is a usage error before any work
         return int(args.func(args) or 0)
@@ -1185,13 +1304,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:
         # Disk full, permission denied, ...: the operation failed and said where.
-        print(f"airgap: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        where = f"{display(exc.filename)}: " if exc.filename else ""
+        print(f"airgap {_verb(args)}: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - no traceback reaches a user
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"airgap {_verb(args)}: internal error ({type(exc).__name__}: {exc}); nothing more was done. "
+              "Rerun with --debug (or AIRGAP_DEBUG=1) to see where, and report it.", file=sys.stderr)
         return 1
     finally:
         _close_keys()
-        if debug is not None:
+        if debug_log is not None:
+            import logging
+
             logger = logging.getLogger("airgap")
-            logger.removeHandler(debug)
+            logger.removeHandler(debug_log)
             logger.setLevel(logging.NOTSET)
 
 
@@ -1199,6 +1333,8 @@ def _debug_log(on: bool) -> logging.Handler | None:
     """``--debug``: the library's debug log (``airgap.*`` loggers) on stderr, for this run only."""
     if not on:
         return None
+    import logging  # only with --debug: it costs every other run start-up time
+
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("airgap: debug: %(message)s"))
     logger = logging.getLogger("airgap")

@@ -280,52 +280,45 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
     appears under its name only complete and matching the signed manifest
     (temporary file, then rename).  Returns what was written.
     """
-    import hashlib as _hashlib
     import os
 
     from airgap import verify
-    from airgap.bundle import Bundle, stream
     from airgap.exceptions import InputError, UsageError
 
     out = Path(out)
     if out.exists() and not force:
         raise UsageError(f"{out}: already exists; export writes a new directory (or pass --force to update it)")
-    report = verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False)
-    manifest = report.manifest
-    if manifest.packages is None:
-        raise InputError(f"{manifest.name} {manifest.version} carries no OS packages (no packages: in its spec)")
-    wanted = list(manifest.packages.index) + [d.path for d in manifest.packages.debs]
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    with Bundle.open(bundle) as opened:
-        if opened.manifest_bytes != manifest.to_bytes():
-            raise IntegrityError("manifest.json", "changed since it was verified")
+    # The packages come from the object verify returned (the bundle it opened),
+    # each hashed against the verified manifest as it is written.
+    with verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False) as verified:
+        manifest = verified.manifest
+        if manifest.packages is None:
+            raise InputError(f"{manifest.name} {manifest.version} carries no OS packages (no packages: in its spec)")
+        wanted = list(manifest.packages.index) + [d.path for d in manifest.packages.debs]
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
         for path in wanted:
-            member, record = opened.member(path), manifest.member(path)
-            if member is None or record is None:
+            record = manifest.member(path)
+            if record is None:
                 raise IntegrityError(path, "not in the verified bundle")
             target = out / path.rsplit("/", 1)[1]
             if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
                     and _sha256_file(target) == record.sha256:
                 continue  # already there, checked
             tmp = target.with_name(f".{target.name}.airgap-{os.getpid()}.tmp")
-            h = _hashlib.sha256()
             try:
                 with open(tmp, "xb") as f:
-                    for chunk in stream(opened.source, member.data_offset, member.size, artifact=path):
-                        h.update(chunk)
+                    for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
                         f.write(chunk)
                     f.flush()
                     os.fsync(f.fileno())
-                if h.hexdigest() != record.sha256:
-                    raise IntegrityError(path, f"sha256 mismatch while writing it (manifest {record.sha256[:16]}…): "
-                                               "the bundle changed after it was verified")
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
             written.append(target.name)
+        verified.content_used(f"{len(wanted)} package files hashed as they were written")
     return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),
             "written": written, "packages": [d.to_dict() for d in manifest.packages.debs],
             "sources_line": f"deb [trusted=yes] file:{out.absolute()} ./"}

@@ -352,7 +352,7 @@ class Demo:
         if out.exists():
             out.unlink()
         self.airgap("verify", media, "--trust", self.workdir / "isolated/incoming/trust.json", netns=True)
-        self.airgap("join", media, "-o", out, netns=True)
+        self.airgap("join", media, "--trust", self.workdir / "isolated/incoming/trust.json", "-o", out, netns=True)
         return out
 
     def playbook(self, name: str, *extra: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from airgap import caps
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, SignatureError
 
@@ -31,7 +32,7 @@ SIGNATURE_SIZE = 64
 # Generous for a manifest of thousands of images, small enough to refuse
 # an endless stream before it is parsed.
 MAX_ENVELOPE_SIZE = 64 * 1024 * 1024
-MAX_SIGNATURES = 64
+MAX_SIGNATURES = caps.MAX_SIGNATURES
 
 _KEYID = re.compile(r"[0-9a-f]{64}\Z")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")

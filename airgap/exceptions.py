@@ -112,6 +112,10 @@ class BaseMissingError(RejectedError):
     """A differential bundle's base content is not present on the receiving side."""
 
 
+class UnsafePathError(RejectedError):
+    """A write would go through a symbolic link (or a non-directory) below a given directory."""
+
+
 # --- exit code 1: an operation failed (network, registry, disk) -------------
 
 

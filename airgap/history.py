@@ -24,7 +24,8 @@ from airgap import sbom
 from airgap._internal.fsutil import atomic_write
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import AirgapError, FormatError, InputError
-from airgap.manifest import MAX_SIGNATURES_BYTES, BundleManifest
+from airgap.caps import MAX_SIGNATURES_BYTES
+from airgap.manifest import BundleManifest
 from airgap.state import compare_versions
 from airgap.trust import TrustPolicy, evaluate
 

@@ -2,18 +2,25 @@
 
 Order, so that a crash at any instant leaves nothing that looks complete:
 
-1. verify (the same code as ``airgap verify``);
-2. every blob, skipping those the registry has (HEAD), large ones in resumable
-   chunks, each re-hashed as it streams out of the bundle;
-3. child manifests, then image manifests, by digest;
-4. tags, last: no tag can point at an image whose blobs are not all there;
-5. files into a fresh quarantine directory, hashed while written, renamed to a
-   version directory and switched in with one ``rename`` of the ``current`` link;
-6. rollback state, trusted policy, ``imported.json`` and the audit entry,
+1. verify (the same code as ``airgap verify``), which opens the bundle once and
+   returns the :class:`~airgap.verified.VerifiedBundle` everything below reads;
+2. the target directories are checked (no symbolic link anywhere under
+   ``--state`` or ``--files-dir``, ``current`` is airgap's link) before anything
+   is pushed;
+3. every blob, skipping those the registry has (HEAD), large ones in resumable
+   chunks, read from the verified descriptor under the digest verify checked
+   (the client hashes what it sends, the registry refuses other bytes);
+4. child manifests, then image manifests, by digest: the bytes verify hashed;
+5. tags, last: no tag can point at an image whose blobs are not all there;
+6. files into a fresh quarantine directory, each hashed as it is written,
+   renamed to a version directory, a completion marker written last, and
+   switched in with one ``rename`` of the ``current`` link;
+7. rollback state, trusted policy, ``imported.json`` and the audit entry,
    each written atomically, only after everything above succeeded.
 
 A rerun after ``kill -9`` converges: blobs present are skipped, manifests and
-tags are idempotent PUTs, stale quarantine directories are removed.
+tags are idempotent PUTs, stale quarantine directories are removed, and a
+version directory without its completion marker is unpacked again.
 """
 
 from __future__ import annotations
@@ -21,10 +28,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import io
 import json
 import os
-import shutil
+import stat
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -34,49 +40,22 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from airgap import oci
-from airgap._internal.fsutil import atomic_write
-from airgap._internal.jsonutil import pretty_bytes
+from airgap._internal.fsutil import Dir, display, record_names
+from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap._internal.progress import ByteProgress
-from airgap.bundle import Bundle, stream
 from airgap.exceptions import (
     AirgapError,
     BaseMissingError,
-    IntegrityError,
     OperationError,
+    UnsafePathError,
 )
 from airgap.manifest import BundleManifest, ImageRecord
+from airgap.extract import write_member
+from airgap.verified import ImagePlan, VerifiedBundle
 
 QUARANTINE_PREFIX = ".incoming-"
+COMPLETE_SUFFIX = ".complete"
 PUSH_WORKERS = 4
-
-
-class RegionReader(io.RawIOBase):
-    """A read-only file object over one member's bytes inside the bundle."""
-
-    def __init__(self, source, offset: int, size: int, start: int = 0):
-        self.source, self.base, self.size, self.pos = source, offset, size, start
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = min(len(b), self.size - self.pos)
-        if n <= 0:
-            return 0
-        data = self.source.pread(self.base + self.pos, n)
-        b[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self.pos = pos if whence == 0 else (self.pos + pos if whence == 1 else self.size + pos)
-        return self.pos
-
-    def tell(self) -> int:
-        return self.pos
 
 
 @dataclass
@@ -91,14 +70,15 @@ class ImportResult:
     manifests: int = 0
     manifests_new: int = 0
     tags: int = 0
-    files: int = 0
+    files: int = 0  # files written by this run (0 when the version was already unpacked)
+    files_total: int = 0  # files the bundle carries
     files_dir: str | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
     verify_report: Any = None
 
     @property
     def status(self) -> str:
-        return "imported" if self.uploaded_blobs or self.manifests_new else "already-present"
+        return "imported" if self.uploaded_blobs or self.manifests_new or self.files else "already-present"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,59 +95,30 @@ class ImportResult:
             "manifests_new": self.manifests_new,
             "tags": self.tags,
             "files": self.files,
+            "files_total": self.files_total,
             "files_dir": self.files_dir,
             "images": self.images,
         }
 
 
 def internal_repository(record: ImageRecord) -> str:
-    if record.registry == "oci-layout":
-        return f"local/{record.repository}"
-    from airgap.reference import Reference
-    from airgap.reference import internal_repository as _internal
-
-    return _internal(Reference(record.registry, record.repository, record.tag, None))
+    """The repository path import pushes *record* to: derived from its approved ``ref``."""
+    return record.destination
 
 
 @contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One import at a time per state directory."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    with Dir.open_root(state_dir, create=True, mode=0o700) as root:
+        fd = root.open_file(".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OperationError(f"{state_dir}: another airgap import holds the lock") from None
+            raise OperationError(f"{display(state_dir)}: another airgap import holds the lock") from None
         yield
     finally:
         os.close(fd)
-
-
-
-def _image_documents(bundle: Bundle, manifest: BundleManifest, record: ImageRecord):
-    """(top document bytes, [(child descriptor, child bytes)], [blob descriptors])."""
-
-    def read(digest: str) -> bytes:
-        member = bundle.member(oci.blob_path(digest))
-        data = bundle.read(member, oci.MAX_MANIFEST_BYTES)
-        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
-            raise IntegrityError(oci.blob_path(digest), "changed since verification")
-        return data
-
-    top = read(record.digest)
-    doc = oci.parse_document(top, f"image {record.ref}", record.media_type)
-    children: list[tuple[oci.Descriptor, bytes]] = []
-    blobs: list[oci.Descriptor] = []
-    if isinstance(doc, oci.ImageIndex):
-        for d in doc.manifests:
-            data = read(d.digest)
-            cdoc = oci.parse_document(data, f"image {record.ref}@{d.digest}", d.media_type)
-            children.append((d, data))
-            blobs.extend(cdoc.blobs())
-    else:
-        blobs.extend(doc.blobs())
-    return top, children, blobs
 
 
 def import_bundle(
@@ -186,6 +137,7 @@ def import_bundle(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> ImportResult:
+    """Verify the bundle at *path* (under the state lock), then import the verified object."""
     from airgap import verify as verifymod
 
     now = now or datetime.now(timezone.utc)
@@ -195,37 +147,52 @@ def import_bundle(
 
         client = RegistryClient(registry, plain_http=plain_http, ca_file=ca_file, credentials=credentials)
     with state_lock(state_dir):
-        report = verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override,
-                                  progress=progress, hash_content=False)
-        manifest = report.manifest
-        assert manifest is not None
-        result = ImportResult(manifest.name, manifest.version, manifest.digest, registry, verify_report=report)
-        with Bundle.open(path) as bundle:
-            if bundle.manifest_bytes != manifest.to_bytes():
-                raise IntegrityError("manifest.json", "changed since verification")
-            plans = []
-            for record in manifest.images:
-                repo = internal_repository(record)
-                top, children, blobs = _image_documents(bundle, manifest, record)
-                plans.append((record, repo, top, children, blobs))
-            reason = _nothing_to_read(client, state_dir, manifest, registry, plans, files_dir)
-            if reason:
-                report.set("content", "skipped", reason)
-                report.accepted = True
-            else:
-                verifymod.check_content(path, report, progress=progress)
-            mounts = _check_base(client, manifest, plans)
-            _push_blobs(client, bundle, manifest, plans, result, progress, log, mounts, state_dir)
-            _push_manifests(client, plans, result, registry)
-            if files_dir is not None:
-                result.files_dir = str(_unpack_files(bundle, manifest, Path(files_dir), log))
-                result.files = sum(1 for m in manifest.members if m.path.startswith("files/"))
-        # Only now, after everything succeeded, is the import recorded.
-        verifymod.rollback_record(report, state_dir)
-        record_dir = state_dir / "bundles" / manifest.name
-        record_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(record_dir / "manifest.json", manifest.to_bytes())
-        atomic_write(record_dir / "imported.json", pretty_bytes({
+        with verifymod.verify(path, trust_path=trust_path, state_dir=state_dir, now=now, override=override,
+                              progress=progress, hash_content=False) as verified:
+            return import_verified(verified, registry=registry, state_dir=state_dir, files_dir=files_dir,
+                                   client=client, now=now, progress=progress, log=log)
+
+
+def import_verified(
+    verified: VerifiedBundle,
+    *,
+    registry: str,
+    state_dir: str | os.PathLike,
+    files_dir: str | os.PathLike | None,
+    client,
+    now: datetime,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> ImportResult:
+    """Push and unpack what *verified* holds; record it.  The caller holds the state lock."""
+    from airgap import verify as verifymod
+
+    state_dir = Path(state_dir)
+    manifest = verified.manifest
+    result = ImportResult(manifest.name, manifest.version, manifest.digest, registry, verify_report=verified.report)
+    files = _FilesTarget(Path(files_dir), manifest) if files_dir is not None else None
+    _check_state_dir(state_dir, manifest)
+    if files is not None:
+        files.check()
+    reason = _nothing_to_read(client, state_dir, manifest, registry, verified.images, files)
+    if reason:
+        # Every blob and manifest was just seen in the registry by digest: nothing to push
+        # or to ask again; the tags are still put, in case someone moved one.
+        verified.skip_content(reason)
+        result.skipped_blobs = len({(plan.repository, d.digest) for plan in verified.images for d in plan.blobs})
+    else:
+        verified.check_content(progress=progress)
+        mounts = _check_base(client, manifest, verified.images)
+        _push_blobs(client, verified, result, progress, log, mounts, state_dir)
+    _push_manifests(client, verified, result, registry, present=bool(reason))
+    if files is not None:
+        result.files_dir, result.files = files.unpack(verified, log)
+        result.files_total = len(files.members)
+    # Only now, after everything succeeded, is the import recorded.
+    verifymod.rollback_record(verified, state_dir)
+    with Dir.open_root(state_dir) as root, root.walk(f"bundles/{manifest.name}", create=True) as records:
+        records.write_atomic("manifest.json", manifest.to_bytes())
+        records.write_atomic("imported.json", pretty_bytes(record_names({
             "name": manifest.name,
             "version": manifest.version,
             "manifest_digest": manifest.digest,
@@ -233,40 +200,55 @@ def import_bundle(
             "imported_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "images": result.images,
             "files_dir": result.files_dir,
-        }))
+        })))
     return result
 
 
-def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry: str, plans, files_dir) -> str | None:
+def _check_state_dir(state_dir: Path, manifest: BundleManifest) -> None:
+    """Refuse, before anything is pushed, a link where import will write its records."""
+    with Dir.open_root(state_dir, create=True, mode=0o700) as root:
+        for name in ("state.json", "trust.json", "audit.log", "uploads"):
+            root.refuse_link(name)
+        try:
+            records = root.walk(f"bundles/{manifest.name}")
+        except FileNotFoundError:
+            return  # nothing there yet: nothing to refuse, and nothing is made before success
+        with records:
+            for name in ("manifest.json", "imported.json"):
+                records.refuse_link(name)
+
+
+def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry: str, plans: list[ImagePlan],
+                     files: "_FilesTarget | None") -> str | None:
     """Why a re-import needs no byte of the bundle's content, or None.
 
     Only when this exact manifest was already imported into this registry, the
     registry serves every blob and manifest by digest (content-addressed: a
     digest that is served is content that was verified when it was pushed), and
-    the files are already unpacked from it.  Then nothing leaves the bundle, so
-    there is nothing to hash; the signatures, policy, rollback state, member
-    list and image documents have still been checked.
+    the files' version directory is complete (its marker, written last, says
+    so).  Then nothing leaves the bundle, so there is nothing to hash; the
+    signatures, policy, rollback state, member list and image documents have
+    still been checked.
     """
-    imported = state_dir / "bundles" / manifest.name / "imported.json"
     try:
-        from airgap._internal.jsonutil import loads_strict
-
-        doc = loads_strict(imported.read_bytes(), str(imported))
+        with Dir.open_root(state_dir) as root, root.walk(f"bundles/{manifest.name}") as records:
+            fd = records.open_file("imported.json", os.O_RDONLY)
+            with os.fdopen(fd, "rb") as fh:
+                doc = loads_strict(fh.read(1 << 24), "imported.json")
     except (OSError, AirgapError):
         return None
     if not isinstance(doc, dict) or doc.get("manifest_digest") != manifest.digest or doc.get("registry") != registry:
         return None
-    if files_dir is not None:
-        version_name = f"{manifest.name}-{manifest.version}-{manifest.digest.split(':')[1][:12]}"
-        if not (Path(files_dir) / "versions" / version_name).is_dir():
+    if files is not None and not files.complete():
+        return None
+    for plan in plans:
+        repo = plan.repository
+        if not client.manifest_exists(repo, plan.record.digest):
             return None
-    for record, repo, _top, children, blobs in plans:
-        if not client.manifest_exists(repo, record.digest):
-            return None
-        for d, _data in children:
+        for d in plan.children:
             if not client.manifest_exists(repo, d.digest):
                 return None
-        for d in blobs:
+        for d in plan.blobs:
             if not client.blob_exists(repo, d.digest):
                 return None
     return (f"already imported into {registry}: the registry serves every blob and manifest by digest "
@@ -288,7 +270,7 @@ def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str]
     mounts: dict[tuple[str, str], str] = {}
     if not external:
         return mounts
-    plan_repos = list(dict.fromkeys(repo for _r, repo, *_ in plans))
+    plan_repos = list(dict.fromkeys(plan.repository for plan in plans))
     catalog: list[str] | None = None
     found_in: dict[str, str] = {}
 
@@ -311,8 +293,9 @@ def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str]
                 return other
         return None
 
-    for record, repo, _top, _children, blobs in plans:
-        for d in blobs:
+    for plan in plans:
+        record, repo = plan.record, plan.repository
+        for d in plan.blobs:
             if d.digest not in external or (repo, d.digest) in mounts or client.blob_exists(repo, d.digest):
                 continue
             source = locate(d.digest, repo)
@@ -327,14 +310,15 @@ def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str]
     return mounts
 
 
-def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result: ImportResult, progress: bool, log,
+def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress: bool, log,
                 mounts: dict[tuple[str, str], str] | None = None, state_dir: Path | None = None) -> None:
-    external = dict(manifest.external_blobs)
+    external = dict(verified.manifest.external_blobs)
     mounts = mounts or {}
     todo: list[tuple[str, oci.Descriptor]] = []
     seen: set[tuple[str, str]] = set()
-    for _record, repo, _top, _children, blobs in plans:
-        for d in blobs:
+    for plan in verified.images:
+        repo = plan.repository
+        for d in plan.blobs:
             if (repo, d.digest) in seen:
                 continue
             seen.add((repo, d.digest))
@@ -357,7 +341,8 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
     chunk = getattr(client, "chunk_size", None)
     if state_dir is not None and chunk and any(d.size > chunk for _, d in todo):
         uploads_dir = Path(state_dir) / "uploads"
-        uploads_dir.mkdir(parents=True, exist_ok=True)
+        with Dir.open_root(state_dir) as root:
+            root.child("uploads", create=True, mode=0o700).close()
     # One task per distinct blob, largest first: uploaded once into the first
     # repository that needs it, mounted into the others.  Several blobs go up at
     # once, like skopeo's copies do.
@@ -374,11 +359,9 @@ def _push_blobs(client, bundle: Bundle, manifest: BundleManifest, plans, result:
 
         def push_one(item: tuple[oci.Descriptor, list[str]]) -> None:
             d, repos = item
-            member = bundle.member(oci.blob_path(d.digest))
-
-            def opener(offset: int, m=member):
-                return io.BufferedReader(RegionReader(bundle.source, m.data_offset, m.size, offset), buffer_size=1 << 20)
-
+            # The digest pushed is the member's name, which verify checked is the
+            # sha256 the manifest pins; the registry refuses any other bytes.
+            opener = verified.opener(oci.blob_path(d.digest))
             home: str | None = None
             for repo in repos:
                 if client.blob_exists(repo, d.digest):
@@ -419,21 +402,28 @@ def _upload_state_path(uploads_dir: Path, repo: str, d: oci.Descriptor) -> Path:
     return uploads_dir / f"{d.digest.split(':', 1)[1]}-{repo_id}.json"
 
 
-def _push_manifests(client, plans, result: ImportResult, registry: str) -> None:
-    # Children and untagged images first; tags strictly last.
-    for record, repo, top, children, _blobs in plans:
-        for d, data in children:
-            if not client.manifest_exists(repo, d.digest):
-                result.manifests_new += 1
-            client.put_manifest(repo, d.digest, data, d.media_type)
+def _push_manifests(client, verified: VerifiedBundle, result: ImportResult, registry: str, *, present: bool = False) -> None:
+    """Children and untagged images first; tags strictly last.  *present*: every manifest is served by digest.
+
+    Each document is read again from the verified bundle, hashed against the
+    manifest, and pushed under the digest it was checked for.
+    """
+    def document(digest: str) -> bytes:
+        return verified.read(oci.blob_path(digest), oci.MAX_MANIFEST_BYTES)
+
+    for plan in verified.images:
+        record, repo = plan.record, plan.repository
+        for digest, media_type in [*((d.digest, d.media_type) for d in plan.children), (record.digest, record.media_type)]:
             result.manifests += 1
-        if not client.manifest_exists(repo, record.digest):
-            result.manifests_new += 1
-        client.put_manifest(repo, record.digest, top, record.media_type)
-        result.manifests += 1
-    for record, repo, top, _children, _blobs in plans:
+            if present:
+                continue
+            if not client.manifest_exists(repo, digest):
+                result.manifests_new += 1
+            client.put_manifest(repo, digest, document(digest), media_type)
+    for plan in verified.images:
+        record, repo = plan.record, plan.repository
         if record.tag:
-            client.put_manifest(repo, record.tag, top, record.media_type)
+            client.put_manifest(repo, record.tag, document(record.digest), record.media_type)
             result.tags += 1
         internal = f"{registry}/{repo}"
         result.images.append({
@@ -446,60 +436,112 @@ def _push_manifests(client, plans, result: ImportResult, registry: str) -> None:
         })
 
 
-def _unpack_files(bundle: Bundle, manifest: BundleManifest, files_dir: Path, log) -> Path:
-    """Unpack ``files/`` into a new version directory and switch ``current`` to it."""
-    files = [m for m in bundle.content_members if m.name.startswith("files/")]
-    files_dir.mkdir(parents=True, exist_ok=True)
-    for stale in files_dir.glob(QUARANTINE_PREFIX + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    version_name = f"{manifest.name}-{manifest.version}-{manifest.digest.split(':')[1][:12]}"
-    final = files_dir / "versions" / version_name
-    if not final.is_dir():
-        quarantine = files_dir / f"{QUARANTINE_PREFIX}{version_name}-{os.getpid()}"
-        quarantine.mkdir()
+class _FilesTarget:
+    """The files directory: ``versions/<name>-<version>-<digest12>/`` plus the ``current`` link.
+
+    A version directory counts only when its completion marker
+    (``versions/<version>.complete``: the manifest digest and every file's
+    path, size, sha256 and mode) is present and says exactly this bundle; it
+    is written last.  Anything else in its place is unpacked again.
+    """
+
+    def __init__(self, root: Path, manifest: BundleManifest):
+        self.root = root
+        self.manifest = manifest
+        self.members = [m for m in manifest.members if m.path.startswith("files/")]
+        self.version = f"{manifest.name}-{manifest.version}-{manifest.digest.split(':')[1][:12]}"
+        self.marker_name = self.version + COMPLETE_SUFFIX
+        self.marker = canonical_bytes({
+            "_type": "airgap-files-version",
+            "manifest_digest": manifest.digest,
+            "files": [m.to_dict() for m in self.members],
+        }) + b"\n"
+
+    def check(self) -> None:
+        """Refuse, before anything is pushed, what would make the switch fail or follow a link."""
+        with Dir.open_root(self.root, create=True) as root:
+            st = root.lstat("current")
+            if st is not None and not _is_link(st):
+                raise UnsafePathError(display(self.root / "current"),
+                                      "is not a symbolic link: airgap switches 'current' by replacing its link; "
+                                      "move it out of the way")
+            try:
+                root.child("versions").close()
+            except FileNotFoundError:
+                pass
+
+    def complete(self) -> bool:
         try:
-            for m in files:
-                record = manifest.member(m.name)
-                rel = m.name[len("files/"):]
-                dest = quarantine / rel
-                # Every parent is created here, inside the fresh quarantine
-                # directory, so no component can be a pre-existing symlink.
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                h = hashlib.sha256()
-                with os.fdopen(fd, "wb") as f:
-                    for chunk in stream(bundle.source, m.data_offset, m.size, artifact=m.name):
-                        h.update(chunk)
-                        f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if h.hexdigest() != record.sha256:
-                    raise IntegrityError(m.name, "changed since verification")
-                os.chmod(dest, record.mode)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(quarantine, final)
+            with Dir.open_root(self.root) as root, root.walk("versions") as versions:
+                st = versions.lstat(self.version)
+                if st is None or not _is_dir(st):
+                    return False
+                fd = versions.open_file(self.marker_name, os.O_RDONLY)
+                with os.fdopen(fd, "rb") as fh:
+                    return fh.read(len(self.marker) + 1) == self.marker
+        except (OSError, AirgapError):
+            return False
+
+    def unpack(self, verified: VerifiedBundle, log) -> tuple[str, int]:
+        """Unpack into a new version directory (unless complete) and switch ``current``; (current, files written)."""
+        written = 0
+        with Dir.open_root(self.root, create=True) as root:
+            for name in root.names():
+                if name.startswith(QUARANTINE_PREFIX):
+                    root.rmtree(name)
+            with root.child("versions", create=True) as versions:
+                if not self.complete():
+                    written = self._unpack_new(verified, root, versions)
+            self._switch(root)
+        current = self.root / "current"
+        if log:
+            final = self.root / "versions" / self.version
+            if written:
+                log(f"files: {written} unpacked to {display(final)}, {display(current)} switched")
+            else:
+                log(f"files: {len(self.members)} already unpacked in {display(final)} (complete), {display(current)} switched")
+        return str(current), written
+
+    def _unpack_new(self, verified: VerifiedBundle, root: Dir, versions: Dir) -> int:
+        versions.unlink(self.marker_name)  # a stale marker never vouches for a new directory
+        quarantine = f"{QUARANTINE_PREFIX}{self.version}-{os.getpid()}"
+        try:
+            with root.child(quarantine, create=True) as q:
+                for m in self.members:
+                    write_member(verified, q, m.path, m.path[len("files/"):])
+                q.fsync()
+            if versions.lstat(self.version) is not None:
+                # An incomplete (or foreign) directory under this version's name: replaced, never trusted.
+                aside = f"{QUARANTINE_PREFIX}stale-{self.version}-{os.getpid()}"
+                os.rename(self.version, aside, src_dir_fd=versions.fd, dst_dir_fd=root.fd)
+                root.rmtree(aside)
+            os.rename(quarantine, self.version, src_dir_fd=root.fd, dst_dir_fd=versions.fd)
+            versions.fsync()
+            versions.write_atomic(self.marker_name, self.marker)
         except OSError as exc:
-            shutil.rmtree(quarantine, ignore_errors=True)
+            root.rmtree(quarantine)
             if exc.errno == errno.ENOSPC:
-                raise OperationError(f"{files_dir}: no space left on device while unpacking files; nothing was switched") from None
-            raise OperationError(f"{files_dir}: cannot unpack files: {exc.strerror or exc}") from None
+                raise OperationError(f"{display(self.root)}: no space left on device while unpacking files; nothing was switched") from None
+            raise OperationError(f"{display(self.root)}: cannot unpack files: {exc.strerror or exc}") from None
         except BaseException:
-            shutil.rmtree(quarantine, ignore_errors=True)
+            root.rmtree(quarantine)
             raise
-    current = files_dir / "current"
-    tmp_link = files_dir / f".current-{os.getpid()}"
-    if tmp_link.is_symlink() or tmp_link.exists():
-        tmp_link.unlink()
-    os.symlink(os.path.join("versions", version_name), tmp_link)
-    os.replace(tmp_link, current)
-    dfd = os.open(files_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    if log:
-        log(f"files: {len(files)} unpacked to {final}, {current} switched")
-    return current
+        return len(self.members)
+
+    def _switch(self, root: Dir) -> None:
+        tmp_link = f".current-{os.getpid()}"
+        root.unlink(tmp_link)
+        root.symlink(os.path.join("versions", self.version), tmp_link)
+        root.replace(tmp_link, "current")
+        root.fsync()
+
+
+def _is_link(st: os.stat_result) -> bool:
+    return stat.S_ISLNK(st.st_mode)
+
+
+def _is_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)
 
 
 def format_result(r: ImportResult) -> str:
@@ -509,7 +551,8 @@ def format_result(r: ImportResult) -> str:
     for img in r.images:
         lines.append(f"  {img['ref']} -> {img['internal_ref']}")
     if r.files_dir:
-        lines.append(f"  files: {r.files_dir}")
+        written = f"{r.files} written" if r.files else "already unpacked"
+        lines.append(f"  files: {r.files_total} ({written}), current: {r.files_dir}")
     return "\n".join(lines)
 
 

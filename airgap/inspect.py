@@ -54,6 +54,8 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: 
             "external_blobs": len(manifest.external_blobs),
         },
         "signatures": [{"keyid": s.keyid} for s in envelope.signatures],
+        # The exact names import writes (REGISTRY is the --registry of the import).
+        "destinations": [{"ref": i.ref, "repository": i.destination, "tag": i.tag, "digest": i.digest} for i in manifest.images],
         "review": plan.to_dict(),
         "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,

@@ -12,31 +12,91 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import PurePosixPath
 from typing import Any
 
-import jsonschema
-
-from airgap import BUNDLE_FORMAT_VERSION
-from airgap._internal import tarfmt
+from airgap import BUNDLE_FORMAT_VERSION, caps
+from airgap._internal import schema, tarfmt
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import check_printable
-from airgap.exceptions import FormatError
+from airgap.exceptions import FormatError, InputError
 
 MANIFEST_MEMBER = "manifest.json"
 SIGNATURES_MEMBER = "signatures.json"
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
-MAX_SIGNATURES_BYTES = 1024 * 1024
-MAX_MEMBERS = 50_000
+LAYOUT_REGISTRY = "oci-layout"  # the registry field of an image taken from a local OCI layout
 _TYPE = "airgap-bundle-manifest"
 
 
-@lru_cache(maxsize=None)
-def _validator() -> jsonschema.Draft202012Validator:
-    text = resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8")
-    return jsonschema.Draft202012Validator(json.loads(text))
+def _validator():
+    # The caps are read at every call (not at import), so the schema and the
+    # rest of the format always agree on them; the compiled validator is cached per caps.
+    return _compiled(caps.MAX_MEMBERS, caps.MAX_IMAGES, caps.MAX_EXTERNAL_BLOBS, caps.MAX_MEMBER_BYTES)
 
 
-def _path_of(error: jsonschema.ValidationError) -> str:
+@lru_cache(maxsize=4)
+def _compiled(members: int, images: int, external: int, member_bytes: int) -> schema.Validator:
+    doc = json.loads(resources.files("airgap").joinpath("schemas/manifest.schema.json").read_text("utf-8"))
+    doc["$defs"]["size"]["maximum"] = member_bytes
+    props = doc["properties"]
+    props["members"]["maxItems"] = members
+    props["images"]["maxItems"] = images
+    props["external_blobs"]["maxItems"] = external
+    return schema.Validator(doc)
+
+
+@dataclass(frozen=True)
+class Names:
+    """What an image's approved reference says: where it came from and the name import gives it."""
+
+    layout_ref: str
+    registry: str
+    repository: str
+    tag: str | None
+    pinned: str | None  # the digest the reference pins, if any
+
+    @property
+    def destination(self) -> str:
+        """The repository path in the internal registry (without the registry host)."""
+        if self.registry == LAYOUT_REGISTRY:
+            return f"local/{self.repository}"
+        from airgap.reference import Reference, internal_repository
+
+        return internal_repository(Reference(self.registry, self.repository, self.tag, None))
+
+
+def names_of(ref: str) -> Names:
+    """Derive every name of an image from its reference (``ValueError`` if it cannot be).
+
+    ``build`` fills an image record's registry, repository, tag and layout_ref
+    from this, and ``verify`` refuses a record whose fields say anything else,
+    so the name an officer is shown (``ref``) is the name import writes.
+    """
+    if ref.startswith("oci:"):
+        rel, _, tag = ref[len("oci:"):].rpartition(":")
+        name = PurePosixPath(rel).name if rel else ""
+        if not tag or not name or name == "..":
+            raise ValueError(f"{ref!r}: an OCI layout reference is oci:<directory>:<tag>, and the directory's "
+                             "name becomes the internal repository (local/<name>)")
+        names = Names(ref, LAYOUT_REGISTRY, name, tag, None)
+    else:
+        from airgap.reference import parse_reference
+
+        try:
+            parsed = parse_reference(ref)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        names = Names(str(parsed), parsed.registry, parsed.repository, parsed.tag, parsed.digest)
+    from airgap.reference import parse_reference
+
+    try:
+        parse_reference(f"localhost/{names.destination}" + (f":{names.tag}" if names.tag else ""))
+    except InputError:
+        raise ValueError(f"{ref!r}: the internal name {names.destination!r} is not a valid repository path "
+                         "(lower-case letters, digits, '.', '_', '-')") from None
+    return names
+
+
+def _path_of(error) -> str:
     out = ""
     for part in error.absolute_path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -87,6 +147,21 @@ class ImageRecord:
     platforms: tuple[str, ...]
     source_index: str | None = None  # multi-arch index the platform manifest was chosen from
     sovereignty: dict[str, str] | None = None  # provider + written reason, when allowed by exception
+
+    @property
+    def names(self) -> Names:
+        """The names derived from ``ref``; verified equal to the record's own fields."""
+        return names_of(self.ref)
+
+    @property
+    def destination(self) -> str:
+        """The internal repository path import pushes to (its tag is ``tag``)."""
+        return self.names.destination
+
+    def destination_text(self) -> str:
+        """What import writes, exactly, for people who approve it: ``REGISTRY/<path>:<tag> @ <digest>``."""
+        tag = f":{self.tag}" if self.tag else " (no tag)"
+        return f"REGISTRY/{self.destination}{tag} @ {self.digest}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -203,14 +278,13 @@ class BundleManifest:
     @classmethod
     def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> "BundleManifest":
         """Parse and validate untrusted manifest bytes; FormatError names what is wrong."""
-        doc = loads_strict(data, artifact, max_size=MAX_MANIFEST_BYTES)
+        doc = loads_strict(data, artifact, max_size=caps.MAX_MANIFEST_BYTES)
         if not isinstance(doc, dict):
             raise FormatError(artifact, "manifest is not a JSON object")
         if doc.get("_type") == _TYPE and doc.get("format") not in (None, BUNDLE_FORMAT_VERSION):
             raise FormatError(artifact, f"unsupported bundle format {doc.get('format')!r} (this toolkit reads {BUNDLE_FORMAT_VERSION})")
-        errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
-        if errors:
-            err = jsonschema.exceptions.best_match(errors)
+        err = schema.best_match(list(_validator().iter_errors(doc)))
+        if err is not None:
             raise FormatError(artifact, f"{_path_of(err)}: {err.message}")
         if canonical_bytes(doc) != data:
             # Only one byte string may stand for a manifest: a re-encoded one could
@@ -227,6 +301,8 @@ class BundleManifest:
             seen.add(key)
             if m.path in (MANIFEST_MEMBER, SIGNATURES_MEMBER):
                 raise FormatError(artifact, f"members[{i}].path {m.path!r} is reserved")
+        images = tuple(ImageRecord.from_dict(i) for i in doc["images"])
+        check_image_names(images, artifact)
         base = doc["base"]
         workloads, packages = _platform_sections(doc, members, artifact)
         return cls(
@@ -238,7 +314,7 @@ class BundleManifest:
             spec_name=doc["spec"]["name"],
             spec_sha256=doc["spec"]["sha256"],
             toolkit_version=doc["toolkit"]["version"],
-            images=tuple(ImageRecord.from_dict(i) for i in doc["images"]),
+            images=images,
             members=members,
             base=BaseRecord(base["kind"], base["digest"], base["description"]) if base else None,
             external_blobs=tuple((b["digest"], b["size"]) for b in doc["external_blobs"]),
@@ -247,6 +323,28 @@ class BundleManifest:
             packages=packages,
             _raw=data,
         )
+
+
+def check_image_names(images: tuple[ImageRecord, ...], artifact: str = MANIFEST_MEMBER) -> None:
+    """Every name field of every image must be what its ``ref`` says; no two images may share a destination."""
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, img in enumerate(images):
+        try:
+            names = names_of(img.ref)
+        except ValueError as exc:
+            raise FormatError(artifact, f"images[{i}].ref: {exc}") from None
+        for field_, got, want in (("layout_ref", img.layout_ref, names.layout_ref), ("registry", img.registry, names.registry),
+                                  ("repository", img.repository, names.repository), ("tag", img.tag, names.tag)):
+            if got != want:
+                raise FormatError(artifact, f"images[{i}].{field_} is {got!r} but its ref {img.ref!r} says {want!r}: "
+                                            "import would write another name than the one approved")
+        if names.pinned is not None and names.pinned not in (img.digest, img.source_index):
+            raise FormatError(artifact, f"images[{i}].digest {img.digest} is not the digest its ref {img.ref!r} pins")
+        key = (names.destination, names.tag)
+        if names.tag is not None and key in seen:
+            raise FormatError(artifact, f"images[{i}] and images[{seen[key]}] would both be tagged "
+                                        f"{names.destination}:{names.tag}")
+        seen[key] = i
 
 
 def _platform_sections(doc: dict[str, Any], members: tuple[MemberRecord, ...], artifact: str) -> tuple[tuple, Any]:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from airgap import caps
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError
 
@@ -24,13 +25,12 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ALL_MANIFEST_TYPES = INDEX_TYPES + MANIFEST_TYPES
 LAYOUT_VERSION = "1.0.0"
 REF_NAME = "org.opencontainers.image.ref.name"
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the distribution spec's recommended limit
-MAX_INDEX_BYTES = 4 * 1024 * 1024
-# The largest blob a bundle may carry: the manifest schema's member size cap
-# (schemas/manifest.schema.json, $defs.size).  Build refuses a descriptor above it
-# before a byte is fetched, so a claimed 2^62-byte layer costs nothing.
-MAX_BLOB_BYTES = 1 << 40
-MAX_CONFIG_BYTES = 4 * 1024 * 1024  # configs are parsed too (Go reads them); real ones are kilobytes
+MAX_MANIFEST_BYTES = caps.MAX_DOCUMENT_BYTES  # the distribution spec's recommended limit
+MAX_INDEX_BYTES = caps.MAX_DOCUMENT_BYTES
+# The largest blob a bundle may carry: the manifest's member size cap.  Build refuses
+# a descriptor above it before a byte is fetched, so a claimed 2^62-byte layer costs nothing.
+MAX_BLOB_BYTES = caps.MAX_MEMBER_BYTES
+MAX_CONFIG_BYTES = caps.MAX_DOCUMENT_BYTES  # configs are parsed too (Go reads them); real ones are kilobytes
 _MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from airgap import oci
+from airgap import caps, oci
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
-from airgap.manifest import MAX_MEMBERS
 
 __all__ = ["Blob", "Documents", "ImageOrigin", "LayoutOrigin", "RegistryOrigin", "Resolved", "Resolver"]
 
@@ -231,8 +230,8 @@ class Resolver:
     def _add(self, blob: Blob, artifact: str) -> None:
         prev = self.blobs.get(blob.digest)
         if prev is None:
-            if len(self.blobs) >= MAX_MEMBERS:
-                raise FormatError(artifact, f"more than {MAX_MEMBERS} distinct blobs: over the bundle's member cap")
+            if len(self.blobs) >= caps.MAX_MEMBERS:
+                raise FormatError(artifact, f"more than {caps.MAX_MEMBERS} distinct blobs: over the bundle's member cap")
             self.blobs[blob.digest] = blob
         elif prev.size != blob.size:
             raise IntegrityError(blob.digest, f"two descriptors disagree on its size ({prev.size} and {blob.size})")

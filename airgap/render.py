@@ -131,25 +131,20 @@ def render_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike, r
                   force: bool = False) -> RenderResult:
     """Verify *bundle*, then :func:`render` its workloads (every workload byte hashed against the manifest)."""
     from airgap import verify
-    from airgap.bundle import Bundle
 
     out = Path(out)
     check_registry(registry)
     check_output(out, force)
-    report = verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False)
-    manifest = report.manifest
-    with Bundle.open(bundle) as opened:
-        if opened.manifest_bytes != manifest.to_bytes():
-            raise IntegrityError("manifest.json", "changed since it was verified")
+    # The workload files come from the object verify returned (the bundle it
+    # opened), each hashed against the verified manifest as it is read.
+    with verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False) as verified:
+        manifest = verified.manifest
 
         def read(path: str) -> bytes:
-            member, record = opened.member(path), manifest.member(path)
-            if member is None or record is None:
+            if manifest.member(path) is None:
                 raise IntegrityError(path, "not in the verified bundle")
-            data = opened.read(member, workloads.MAX_WORKLOAD_BYTES)
-            got = hashlib.sha256(data).hexdigest()
-            if got != record.sha256:
-                raise IntegrityError(path, f"sha256 mismatch (manifest {record.sha256[:16]}…, content {got[:16]}…)")
-            return data
+            return verified.read(path, workloads.MAX_WORKLOAD_BYTES)
 
-        return render(manifest, read, registry, out, bundle_label=f"{manifest.name} {manifest.version}")
+        result = render(manifest, read, registry, out, bundle_label=f"{manifest.name} {manifest.version}")
+        verified.content_used("the workloads' files hashed as they were read")
+        return result

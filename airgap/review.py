@@ -203,6 +203,8 @@ def _render_item(item: dict[str, Any]) -> list[str]:
         else:
             state = new or old
             lines.append(f"      {escape(state['ref'])}{sep}{state['digest']}")
+        if new is not None and new.get("writes"):
+            lines.append(f"      import writes {escape(new['writes'])}")
     elif item["kind"] == "package":
         desc = f"{old['version']} -> {new['version']}" if item["status"] == CHANGED else (new or old)["version"]
         lines = [f"  {mark} package {escape(item['name'])}  {escape(desc)}"]
@@ -291,12 +293,20 @@ def _image_pairs(ctx: Context):
     old_images = ctx.previous.images if ctx.previous else ()
     key_new = _image_key(ctx.manifest.images, old_images)
     key_old = _image_key(old_images, ctx.manifest.images)
-    new = {key_new(i): {"ref": i.ref, "digest": i.digest} for i in ctx.manifest.images}
-    old = {key_old(i): {"ref": i.ref, "digest": i.digest} for i in old_images}
+    # "writes": the exact repository path, tag and digest import writes (derived from the ref).
+    new = {key_new(i): {"ref": i.ref, "digest": i.digest, "writes": i.destination_text()} for i in ctx.manifest.images}
+    old = {key_old(i): {"ref": i.ref, "digest": i.digest, "writes": _writes(i)} for i in old_images}
     for key, status, a, b in _pair(new, old):
-        if status == CHANGED and a["digest"] == b["digest"]:
-            status = UNCHANGED  # the same content under another tag or registry name
+        if status == CHANGED and a["digest"] == b["digest"] and a["writes"] == b["writes"]:
+            status = UNCHANGED  # the same content under another spelling of the same name
         yield key, status, a, b
+
+
+def _writes(record: ImageRecord) -> str | None:
+    try:
+        return record.destination_text()
+    except ValueError:  # an older bundle whose ref gives no valid internal name
+        return None
 
 
 def _images_section(ctx: Context) -> Section:

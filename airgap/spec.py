@@ -56,6 +56,7 @@ from typing import Any, Mapping
 import jsonschema
 import jsonschema.exceptions
 
+from airgap import caps
 from airgap._internal import strictyaml
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, SpecError
@@ -67,8 +68,8 @@ KIND = "Bundle"
 MAX_SPEC_BYTES = 1 << 20
 """A spec larger than this is refused unread (it is a few hundred bytes in practice)."""
 
-MAX_FILES = 100_000
-"""Upper bound on the number of files all ``files`` entries may expand to."""
+MAX_FILES = caps.MAX_MEMBERS
+"""Upper bound on the number of files all ``files`` entries may expand to (a bundle holds no more members)."""
 
 ALLOWED_VARIABLES: dict[str, str] = {
     "AIRGAP_SOURCE_REGISTRY": "the connected-side registry the images are pulled from (host[:port])",

@@ -5,12 +5,15 @@
 sha256 plus each part's name, size and sha256), optionally a DSSE signature over
 the index in ``<bundle>.parts.json.dsse``.
 
-On the receiving side :class:`PartsReader` checks every part's presence, size
-and sha256 *before* anything reads a byte of the bundle, so a bad disc is named
-("...part003: sha256 mismatch") instead of surfacing as a confusing tar error.
-It then acts as one read-only seekable file over the parts, so ``verify`` and
-``import`` stream the bundle without a joined copy.  :func:`open_bundle` gives
-the same reader interface for a plain bundle file.
+On the receiving side :class:`PartsReader` opens every part once (never through
+a link) and checks its presence and size before anything reads a byte; it then
+acts as one read-only seekable file over those descriptors, so ``verify`` and
+``import`` stream the bundle without a joined copy.  Parts are not hashed up
+front: the bundle's own signatures and member hashes decide, each byte is read
+once, and when verification fails the parts are hashed against the index so
+that a bad disc is named ("...part003: sha256 mismatch") instead of surfacing
+as a confusing tar error.  :func:`join` writes a bundle from a verified object.
+:func:`open_bundle` gives the same reader interface for a plain bundle file.
 """
 
 from __future__ import annotations
@@ -21,15 +24,14 @@ import os
 import queue
 import re
 import stat
-import tempfile
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from airgap import caps
 from airgap._internal.fsutil import fsync_dir
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, IntegrityError
@@ -39,8 +41,8 @@ INDEX_SUFFIX = ".parts.json"
 SIGNATURE_SUFFIX = ".dsse"
 PAYLOAD_TYPE = "application/vnd.airgap.parts+json"
 CHUNK = 1 << 20
-MAX_PARTS = 99_999
-_MAX_INDEX = 16 * 1024 * 1024
+MAX_PARTS = caps.MAX_PARTS
+_MAX_INDEX = caps.MAX_PART_INDEX_BYTES
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
@@ -243,6 +245,8 @@ class _BackgroundHash:
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -326,6 +330,8 @@ def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: _Ba
     first = src.read(min(CHUNK, limit))
     if not first:
         return None
+    import tempfile
+
     digest = hashlib.sha256()
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
@@ -418,7 +424,23 @@ class _PositionalReader(io.RawIOBase):
         self._pos += n
         return n
 
-    def pread(self, offset: int, n: int) -> bytes:  # pragma: no cover - abstract
+    def pread(self, offset: int, n: int) -> bytes:
+        """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
+        self._checkClosed()
+        if offset < 0 or n < 0:
+            raise ValueError("offset and length must not be negative")
+        n = max(0, min(n, self.size - offset))
+        data = self._pread_one(offset, n)  # the common case: one read, no copy
+        if data is not None and len(data) == n:
+            return data
+        buf = bytearray(n)
+        self.readinto_at(memoryview(buf), offset)
+        return bytes(buf)
+
+    def _pread_one(self, offset: int, n: int) -> bytes | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -435,19 +457,19 @@ class FileBundle(_PositionalReader):
             raise InputError(f"{self.path}: cannot read bundle: {exc.strerror}") from None
         self.size = os.fstat(self._fd).st_size
 
-    def pread(self, offset: int, n: int) -> bytes:
-        """Up to *n* bytes at *offset* (fewer only at the end); safe across threads."""
-        self._checkClosed()
-        if offset < 0 or n < 0:
-            raise ValueError("offset and length must not be negative")
-        n = max(0, min(n, self.size - offset))
-        out = bytearray()
-        while len(out) < n:
-            chunk = os.pread(self._fd, n - len(out), offset + len(out))
-            if not chunk:
-                raise IntegrityError(self.name, f"file shrank while being read (at byte {offset + len(out)})")
-            out += chunk
-        return bytes(out)
+    def _pread_one(self, offset: int, n: int) -> bytes | None:
+        return os.pread(self._fd, n, offset)
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:
+        """Fill *view* with the bytes at *offset* (fewer only at the end); no allocation, thread-safe."""
+        n = max(0, min(len(view), self.size - offset))
+        got = 0
+        while got < n:
+            k = os.preadv(self._fd, [view[got:n]], offset + got)
+            if not k:
+                raise IntegrityError(self.name, f"file shrank while being read (at byte {offset + got})")
+            got += k
+        return n
 
     def close(self) -> None:
         if not self.closed:
@@ -476,37 +498,65 @@ class PartsReader(_PositionalReader):
         self._checked = False
         self._check_lock = threading.Lock()
 
-    def check(self) -> None:
-        """Verify every part's presence, size and sha256; IntegrityError names the first bad part.
+    def open_parts(self) -> None:
+        """Open every part (never through a link) and check its presence and size.
 
-        Hashes the descriptors that will later be read, so a part swapped on
-        disk after the check is not what gets streamed.
+        Cheap: no byte is hashed.  The bundle's own signatures cover every byte
+        that is used, and verification hashes each member once; the parts'
+        hashes are only needed to name a bad disc, which :meth:`diagnose` does
+        when verification fails.  The descriptors opened here are the ones every
+        later read uses, so a part swapped on disk afterwards is not what is read.
         """
         with self._check_lock:
-            if self._checked:
+            if self._fds:
                 return
             self._checkClosed()
             fds: list[int] = []
             try:
                 for part in self.index.parts:
                     fds.append(self._open_part(part))
-                with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
-                    digests = list(pool.map(_hash_fd, fds))
-                bad = [p for p, d in zip(self.index.parts, digests) if d != p.sha256]
-                if bad:
-                    more = f" (also bad: {', '.join(p.name for p in bad[1:])})" if len(bad) > 1 else ""
-                    raise IntegrityError(bad[0].name, f"sha256 mismatch{more}")
             except BaseException:
                 for fd in fds:
                     os.close(fd)
                 raise
             self._fds = fds
+
+    def check(self) -> None:
+        """Verify every part's presence, size and sha256; IntegrityError names the first bad part.
+
+        A full media check (every byte read): for naming a bad disc, not
+        needed before verification (see :meth:`open_parts`).
+        """
+        self.open_parts()
+        with self._check_lock:
+            if self._checked:
+                return
+            self._raise_bad(self._bad_parts())
             self._checked = True
+
+    def diagnose(self) -> None:
+        """After a failed verification: raise IntegrityError naming a part whose sha256 is not the index's."""
+        if not self._fds or self.closed:
+            return
+        self._raise_bad(self._bad_parts())
+
+    def _bad_parts(self) -> list[PartInfo]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="airgap-part") as pool:
+            digests = list(pool.map(_hash_fd, self._fds))
+        return [p for p, d in zip(self.index.parts, digests) if d != p.sha256]
+
+    @staticmethod
+    def _raise_bad(bad: list[PartInfo]) -> None:
+        if bad:
+            more = f" (also bad: {', '.join(p.name for p in bad[1:])})" if len(bad) > 1 else ""
+            raise IntegrityError(bad[0].name, f"sha256 mismatch{more}")
 
     def _open_part(self, part: PartInfo) -> int:
         path = self.dir / part.name
         try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise IntegrityError(part.name, "missing") from None
         except OSError as exc:
@@ -520,29 +570,33 @@ class PartsReader(_PositionalReader):
             raise IntegrityError(part.name, f"size {st.st_size} bytes, index says {part.size}")
         return fd
 
-    def pread(self, offset: int, n: int) -> bytes:
-        """Up to *n* bytes at bundle *offset* across part boundaries; safe across threads."""
-        self._checkClosed()
-        if not self._checked:
-            self.check()
-        if offset < 0 or n < 0:
-            raise ValueError("offset and length must not be negative")
-        end = min(offset + n, self.size)
-        out = bytearray()
+    def _pread_one(self, offset: int, n: int) -> bytes | None:
+        if not self._fds:
+            self.open_parts()
+        i = bisect_right(self._starts, offset) - 1
+        within = offset - self._starts[i]
+        if n and within + n <= self.index.parts[i].size:
+            return os.pread(self._fds[i], n, within)  # inside one part
+        return None
+
+    def readinto_at(self, view: memoryview, offset: int) -> int:
+        """Fill *view* with the bundle's bytes at *offset*, across part boundaries; thread-safe."""
+        if not self._fds:
+            self.open_parts()
+        end = min(offset + len(view), self.size)
         pos = offset
         i = bisect_right(self._starts, pos) - 1
         while pos < end:
             part = self.index.parts[i]
             within = pos - self._starts[i]
             want = min(end - pos, part.size - within)
-            chunk = os.pread(self._fds[i], want, within)
-            if not chunk:
-                raise IntegrityError(part.name, f"shrank after it was checked (at byte {within})")
-            out += chunk
-            pos += len(chunk)
-            if len(chunk) == want:
+            k = os.preadv(self._fds[i], [view[pos - offset:pos - offset + want]], within)
+            if not k:
+                raise IntegrityError(part.name, f"shrank after it was opened (at byte {within})")
+            pos += k
+            if k == want:
                 i += 1
-        return bytes(out)
+        return max(0, end - offset)
 
     def verify_digest(self) -> None:
         """Stream the whole bundle once and compare with the index's bundle sha256."""
@@ -572,41 +626,61 @@ def _hash_fd(fd: int) -> str:
     return digest.hexdigest()
 
 
-def join(
-    index: str | os.PathLike[str] | PartsReader,
-    out_path: str | os.PathLike[str],
-) -> str:
-    """Check the parts, then write the joined bundle atomically to *out_path*; return its sha256.
+def join(verified: Any, out_path: str | os.PathLike[str]) -> str:
+    """Write the bundle that *verified* (a VerifiedBundle, e.g. read from parts) holds; return its sha256.
 
-    The joined file only appears under its name when its sha256 matches the index.
+    Written from the verified object, never by copying the parts: every header
+    is rendered from the verified (name, size, mode), the manifest and the
+    envelope are the bytes whose signatures were checked, and every member's
+    bytes are hashed against the manifest as they are written.  The result
+    appears under *out_path* only when all of that held and, for parts, when
+    its sha256 is the one the part index gives.
     """
-    reader = index if isinstance(index, PartsReader) else PartsReader(index)
+    import tempfile
+
+    from airgap._internal import tarfmt
+
     out = Path(out_path)
+    index = getattr(verified.source, "index", None)
+    whole = _BackgroundHash()
+    finished = False
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        reader.check()
-        digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pos = 0
-                while pos < reader.size:
-                    chunk = reader.pread(pos, CHUNK)
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    pos += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if digest.hexdigest() != reader.index.bundle_sha256:
-                raise IntegrityError(reader.name, "sha256 of the joined parts does not match the index")
-            os.replace(tmp, out)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        fsync_dir(out.parent)
-        return digest.hexdigest()
-    finally:
-        if reader is not index:
-            reader.close()
+        with os.fdopen(fd, "wb") as fh:
+
+            def put(data: bytes) -> None:
+                whole.update(data)
+                fh.write(data)
+
+            last = len(verified.members) - 1
+            for i, m in enumerate(verified.members):
+                put(tarfmt.header(m.name, m.size, m.mode))
+                if i == 0:
+                    put(verified.manifest_bytes)
+                elif i == last:
+                    put(verified.signatures_bytes)
+                else:
+                    for chunk in verified.stream(m.name):
+                        put(chunk)
+                put(tarfmt.padding(m.size))
+            put(tarfmt.END_OF_ARCHIVE)
+            fh.flush()
+            os.fsync(fh.fileno())
+        digest = whole.finish()
+        finished = True
+        if index is not None and digest != index.bundle_sha256:
+            raise IntegrityError(index.bundle_name, f"the bundle written from the verified members has sha256 {digest}, "
+                                                    f"the part index says {index.bundle_sha256}: the parts carry bytes "
+                                                    "outside the members that the bundle format does not write")
+        os.replace(tmp, out)
+    except BaseException:
+        if not finished:
+            whole.finish()
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(out.parent)
+    verified.content_used("every member hashed as it was written into the joined bundle")
+    return digest
 
 
 def open_bundle(path: str | os.PathLike[str]) -> FileBundle | PartsReader:
@@ -621,7 +695,7 @@ def open_bundle(path: str | os.PathLike[str]) -> FileBundle | PartsReader:
     if p.name.endswith(INDEX_SUFFIX):
         reader = PartsReader(p)
         try:
-            reader.check()
+            reader.open_parts()
         except BaseException:
             reader.close()
             raise

@@ -24,7 +24,7 @@ from functools import total_ordering
 from pathlib import Path
 from typing import Any
 
-from airgap._internal.fsutil import atomic_write
+from airgap._internal.fsutil import atomic_write, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, RollbackError
 
@@ -181,7 +181,7 @@ class StateStore:
             yield  # nothing recorded yet, and a reader must not create directories
             return
         try:
-            fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o640)
+            fd = open_nofollow(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
             raise InputError(f"{self.dir / LOCK_FILE}: cannot open state lock: {exc.strerror}") from None
         try:
@@ -229,4 +229,4 @@ class StateStore:
                 for a in records.values()
             },
         }
-        atomic_write(self.path, canonical_bytes(doc) + b"\n", 0o640)
+        atomic_write(self.path, canonical_bytes(doc) + b"\n", 0o640, root=self.dir)

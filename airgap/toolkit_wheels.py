@@ -136,55 +136,20 @@ def from_verified(verified, out: str | os.PathLike) -> InstallSet:
     return _write(Path(out), coverage.release, statement, chunks, f"bundle {m.name} {m.version}", coverage.signers)
 
 
-class _OpenedBundle:
-    """A verified bundle's members, read again and hashed against the verified manifest.
-
-    Until ``verify()`` returns the bundle it opened (branch ``verified``),
-    this reopens the file that verify accepted; every byte is still checked
-    against the manifest whose signatures verify checked.
-    """
-
-    def __init__(self, path, report):
-        from airgap.bundle import Bundle
-
-        self._bundle = Bundle.open(path)
-        self.manifest, self.policy = report.manifest, report.policy
-        if self._bundle.manifest_bytes != self.manifest.to_bytes():
-            self.close()
-            raise IntegrityError("manifest.json", "changed since it was verified")
-
-    def stream(self, name: str) -> Iterator[bytes]:
-        record, member = self.manifest.member(name), self._bundle.member(name)
-        if record is None or member is None:
-            raise IntegrityError(name, "not a member of the verified bundle")
-        h = hashlib.sha256()
-        for chunk in self._bundle.stream(member):
-            h.update(chunk)
-            yield chunk
-        if h.hexdigest() != record.sha256:
-            raise IntegrityError(name, "sha256 mismatch while reading it for use: the bundle changed after it was "
-                                       "verified")
-
-    def read(self, name: str, cap: int) -> bytes:
-        member = self._bundle.member(name)
-        if member is not None and member.size > cap:
-            raise IntegrityError(name, f"{member.size} bytes exceeds the cap of {cap}")
-        return b"".join(self.stream(name))
-
-    def close(self) -> None:
-        self._bundle.close()
-
-
 def from_bundle(path: str | os.PathLike, *, trust_path, state_dir=None, now: datetime, out: str | os.PathLike,
                 progress: bool = False) -> InstallSet:
-    """Verify the bundle with this toolkit, then write its covered wheels (or refuse)."""
+    """Verify the bundle with this toolkit, then write its covered wheels (or refuse).
+
+    The wheels come from the object verify returned (the bundle it opened), each
+    hashed against the verified manifest as it is written.
+    """
     from airgap.verify import verify
 
-    report = verify(path, trust_path=trust_path, state_dir=state_dir, now=now, progress=progress)
-    opened = _OpenedBundle(path, report)
-    try:
-        return from_verified(opened, out)
-    except OSError as exc:
-        raise OperationError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    finally:
-        opened.close()
+    with verify(path, trust_path=trust_path, state_dir=state_dir, now=now, progress=progress,
+                hash_content=False) as verified:
+        try:
+            result = from_verified(verified, out)
+        except OSError as exc:
+            raise OperationError(f"{out}: cannot write: {exc.strerror or exc}") from None
+        verified.content_used("the released wheels hashed as they were written")
+        return result

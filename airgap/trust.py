@@ -63,10 +63,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import jsonschema
-
 from airgap import keyroles
 from airgap._internal import keyid as _keyid
+from airgap._internal import schema
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.dsse import Signature, pae
@@ -139,13 +138,12 @@ def _require_aware(now: datetime) -> None:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
-    schema = json.loads(
+def _validator() -> schema.Validator:
+    # airgap's own small validator: jsonschema's import alone would cost verify more
+    # start-up time than everything else (tests/test_schema.py compares the two).
+    return schema.Validator(json.loads(
         resources.files("airgap").joinpath("schemas/trust.schema.json").read_text("utf-8")
-    )
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    ))
 
 
 def _schema_check(doc: Any, artifact: str) -> None:
@@ -998,7 +996,7 @@ class TrustStore:
                 f"trust policy version {policy.version} differs from the trusted policy of the same version",
             )
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path, policy.to_bytes())
+        atomic_write(self.path, policy.to_bytes(), root=self.state_dir)  # never through a link in the state
 
 
 

@@ -1,25 +1,30 @@
 """Verifying a bundle on the receiving side: fail closed, name the artifact.
 
-Order matters only for speed, never for the decision: every check must pass.
-Cheap checks (archive structure, manifest, signatures, target, expiry,
-rollback, member list, OCI documents) run first so a bad bundle is refused in
-milliseconds; then every member is hashed, in parallel on all cores, each byte
-read once.  The clock is read once, by the caller, and passed in as ``now``.
+Order matters only for cost, never for the decision: every check must pass.
+Trust first: the trust policy, then the envelope's signatures over the raw
+manifest bytes (two reads: the first and the last member), so an unsigned or
+untrusted bundle is refused before its manifest is parsed or its members are
+walked.  Then the cheap checks (archive structure, manifest schema, target,
+expiry, rollback, member list, OCI documents); then every member is hashed, in
+parallel on all cores, each byte read once.  The clock is read once, by the
+caller, and passed in as ``now``.
+
+``verify()`` returns a :class:`~airgap.verified.VerifiedBundle`: the bundle as
+opened here, which import, extract, join and ``verify --record`` use instead of
+the path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from airgap import oci, sbom
-from airgap._internal.progress import ByteProgress
-from airgap.bundle import Bundle, stream
+from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
 from airgap.exceptions import (
     AirgapError,
     ArchiveError,
@@ -29,7 +34,8 @@ from airgap.exceptions import (
     RejectedError,
     TargetError,
 )
-from airgap.manifest import BundleManifest
+from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
+from airgap.verified import ImagePlan, VerifiedBundle, explain
 
 ALLOWED_TOP = ("oci-layout", "index.json")
 
@@ -85,8 +91,6 @@ class VerifyReport:
     overrides: list[dict[str, str]] = field(default_factory=list)
     accepted: bool = False
     error: AirgapError | None = None
-    bytes_hashed: int = 0
-    hashed_paths: set[str] = field(default_factory=set)
     media: str | None = None  # for a bundle given as media parts: how its part index was checked
 
     def set(self, name: str, status: str, detail: str = "", artifact: str | None = None) -> None:
@@ -129,95 +133,153 @@ def verify(
     workers: int | None = None,
     require_base: Any = None,
     hash_content: bool = True,
-) -> VerifyReport:
-    """Verify a bundle.  Returns an accepted report or raises; ``exc.report`` holds the checks.
+) -> VerifiedBundle:
+    """Verify a bundle; return the :class:`VerifiedBundle` everything after it uses, or raise.
+
+    ``exc.report`` holds the checks of a refusal.  The result holds the bundle
+    open: close it (or use ``with``).  With ``hash_content=False`` the content
+    is not hashed yet and the report is not accepted: the caller either calls
+    ``check_content()``, or says why no content byte will be used
+    (``skip_content``), or consumes members through ``stream()`` (hashed as
+    read) and then ``content_used()``.
+
+    Trust before cost: the envelope's signatures are checked over the raw
+    manifest bytes before the manifest is parsed against its schema and before
+    any member other than the first and the last is looked at, so an untrusted
+    bundle costs two reads whatever it holds.
 
     ``require_base`` is a callable ``(digest, size) -> bool`` telling whether a blob a
-    differential bundle leaves out is present on this side (import passes the registry).
+    differential bundle leaves out is present on this side.
     """
     now = now or datetime.now(timezone.utc)
-    report = VerifyReport(bundle=os.fspath(path), checks=[Check(n, "skipped") for n in CHECK_NAMES])
-    current = "archive"
+    label = os.fspath(path)
+    run = _Run(VerifyReport(bundle=label, checks=[Check(n, "skipped") for n in CHECK_NAMES]))
+    source = None
     try:
-        with Bundle.open(path) as bundle:
-            report.set("archive", "pass", f"{len(bundle.members)} members, strict ustar"
-                       + (f" (read from {len(bundle.source.index.parts)} media parts)" if hasattr(bundle.source, "index_path") else ""))
-            current = "manifest"
-            manifest = bundle.manifest()
-            report.manifest = manifest
-            report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
-
-            current = "trust-policy"
-            policy = _load_policy(trust_path, state_dir, now, override, report)
-            report.policy_version = policy.version
-            report.policy = policy
-            _check_part_index(bundle, policy, report)
-
-            current = "signatures"
-            envelope = bundle.envelope()
-            from airgap import dsse, trust
-
-            if envelope.payload_type != dsse.PAYLOAD_TYPE:
-                raise FormatError("signatures.json", f"payloadType {envelope.payload_type!r} is not {dsse.PAYLOAD_TYPE!r}")
-            if envelope.payload != bundle.manifest_bytes:
-                raise IntegrityError("signatures.json", "the signed payload is not the bundle's manifest.json")
-            sigs = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures, artifact="signatures.json")
-            report.signatures = sigs
-            sigs.raise_for_status()
-            report.set("signatures", "pass", sigs.summary())
-
-            current = "target"
-            if manifest.target != policy.target:
-                raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
-            report.set("target", "pass", manifest.target)
-
-            current = "expiry"
-            expires = parse_time(manifest.expires)
-            if now >= expires:
-                err = ExpiredError(f"bundle {manifest.name} {manifest.version}", f"expired at {manifest.expires}")
-                if override is None:
-                    raise err
-                _check_override(policy, override, err)
-                report.overrides.append({"what": "bundle-expiry", "reason": override.reason, "keyid": override.keyid, "error": str(err)})
-                report.set("expiry", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")
-            else:
-                report.set("expiry", "pass", f"expires {manifest.expires}")
-
-            current = "rollback"
-            if state_dir is not None:
-                from airgap.state import StateStore
-
-                StateStore(state_dir).check(manifest.name, manifest.version, manifest.digest)
-                report.set("rollback", "pass", "newer than, or identical to, what was accepted")
-            else:
-                report.set("rollback", "skipped", "no --state given")
-
-            current = "members"
-            _check_members(bundle, manifest)
-            report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
-
-            current = "oci-layout"
-            hashed = _check_layout(bundle, manifest, require_base)
-            hashed |= sbom.check_documents(manifest, lambda path, cap: _read_verified(bundle, manifest, path, cap))
-            report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
-
-            current = "content"
-            report.hashed_paths = hashed
-            if not hash_content:
-                # The caller (import) decides whether the content is needed at all;
-                # the report is not accepted until check_content() has run or the
-                # caller has recorded why no byte of the content will be used.
-                report.set("content", "deferred", "not hashed yet")
-                return report
-            report.bytes_hashed = _hash_members(bundle, manifest, hashed, progress, workers)
-            report.set("content", "pass", f"{report.bytes_hashed} bytes hashed, every sha256 matches")
+        source = open_source(path)
+        members, ends, policy = _trusted_ends(run, source, label, trust_path, state_dir, now, override)
+        manifest = _check_manifest(run, ends, policy, state_dir, now, override)
+        run.start("members")
+        _check_members(members[1:-1], manifest)
+        run.report.set("members", "pass", f"{len(manifest.members)} members match the manifest")
+        run.start("oci-layout")
+        reader = _DocumentReader(source, members, manifest)
+        images = _check_layout(reader, manifest, require_base)
+        sbom.check_documents(manifest, reader.read)
+        run.report.set("oci-layout", "pass", f"{len(manifest.images)} images, every referenced blob present")
+        verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
+                                  signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
+                                  report=run.report, images=images, hashed=reader.hashed)
+        source = None  # owned by the verified bundle from here on
     except AirgapError as exc:
-        report.set(current, "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
-        report.error = exc
-        exc.report = report  # type: ignore[attr-defined]
+        raise run.fail(explain(source, exc) if source is not None else exc) from None
+    finally:
+        if source is not None:
+            _close(source)
+    if not hash_content:
+        run.report.set("content", "deferred", "not hashed yet")
+        return verified
+    try:
+        verified.check_content(progress=progress, workers=workers)
+    except BaseException:
+        verified.close()
         raise
-    report.accepted = True
-    return report
+    return verified
+
+
+class _Run:
+    """The report of one verification and the check now running (named when it fails)."""
+
+    def __init__(self, report: VerifyReport):
+        self.report, self.current = report, "archive"
+
+    def start(self, name: str) -> None:
+        self.current = name
+
+    def fail(self, exc: AirgapError) -> AirgapError:
+        self.report.set(self.current, "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
+        self.report.error = exc
+        exc.report = self.report  # type: ignore[attr-defined]
+        return exc
+
+
+def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: datetime, override):
+    """The policy, then the signatures over the raw manifest bytes, then the whole archive walk."""
+    report = run.report
+    members = None
+    ends = read_ends(source, label)
+    if ends is None:  # not the expected shape: the full walk says precisely why
+        members = scan_members(source, label)
+        ends = ends_of(source, members)
+    report.set("archive", "pass", "manifest.json first, signatures.json last")
+    run.start("trust-policy")
+    policy = _load_policy(trust_path, state_dir, now, override, report)
+    report.policy_version = policy.version
+    report.policy = policy
+    _check_part_index(source, policy, report)
+    run.start("signatures")
+    report.signatures = _check_signatures(policy, ends)
+    report.set("signatures", "pass", report.signatures.summary())
+    run.start("archive")
+    if members is None:
+        members = scan_members(source, label)
+        if (members[0], members[-1]) != (ends.manifest, ends.signatures):
+            raise ArchiveError(label, "the first or last member is not where the archive's end says it is")
+    parts = getattr(source, "index", None)
+    report.set("archive", "pass", f"{len(members)} members, strict ustar"
+               + (f" (read from {len(parts.parts)} media parts)" if parts is not None else ""))
+    return members, ends, policy
+
+
+def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override) -> BundleManifest:
+    """Parse the (already signature-checked) manifest; target, expiry and rollback."""
+    report = run.report
+    run.start("manifest")
+    manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
+    report.manifest = manifest
+    report.set("manifest", "pass", f"{manifest.name} {manifest.version}, {len(manifest.images)} images, {len(manifest.members)} members")
+    run.start("target")
+    if manifest.target != policy.target:
+        raise TargetError(f"bundle {manifest.name} {manifest.version}", f"built for target {manifest.target!r}, this enclave is {policy.target!r}")
+    report.set("target", "pass", manifest.target)
+    run.start("expiry")
+    _check_expiry(manifest, policy, now, override, report)
+    run.start("rollback")
+    if state_dir is not None:
+        from airgap.state import StateStore
+
+        StateStore(state_dir).check(manifest.name, manifest.version, manifest.digest)
+        report.set("rollback", "pass", "newer than, or identical to, what was accepted")
+    else:
+        report.set("rollback", "skipped", "no --state given")
+    return manifest
+
+
+def _check_signatures(policy, ends):
+    """A threshold of builder and officer keys signed exactly these manifest bytes (nothing parsed yet)."""
+    from airgap import caps, dsse, trust
+
+    envelope = dsse.Envelope.from_bytes(ends.signatures_bytes, SIGNATURES_MEMBER, max_size=caps.MAX_SIGNATURES_BYTES)
+    if envelope.payload_type != dsse.PAYLOAD_TYPE:
+        raise FormatError(SIGNATURES_MEMBER, f"payloadType {envelope.payload_type!r} is not {dsse.PAYLOAD_TYPE!r}")
+    if envelope.payload != ends.manifest_bytes:
+        raise IntegrityError(SIGNATURES_MEMBER, "the signed payload is not the bundle's manifest.json")
+    sigs = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures, artifact=SIGNATURES_MEMBER)
+    sigs.raise_for_status()
+    return sigs
+
+
+def _check_expiry(manifest: BundleManifest, policy, now: datetime, override: Override | None, report: VerifyReport) -> None:
+    expires = parse_time(manifest.expires)
+    if now < expires:
+        report.set("expiry", "pass", f"expires {manifest.expires}")
+        return
+    err = ExpiredError(f"bundle {manifest.name} {manifest.version}", f"expired at {manifest.expires}")
+    if override is None:
+        raise err
+    _check_override(policy, override, err)
+    report.overrides.append({"what": "bundle-expiry", "reason": override.reason, "keyid": override.keyid, "error": str(err)})
+    report.set("expiry", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")
 
 
 def _load_policy(trust_path, state_dir, now, override, report):
@@ -243,38 +305,26 @@ def _load_policy(trust_path, state_dir, now, override, report):
     return policy
 
 
-def check_content(path: str | os.PathLike, report: VerifyReport, *, progress: bool = False, workers: int | None = None) -> VerifyReport:
-    """Finish a verification started with ``hash_content=False``."""
-    assert report.manifest is not None and not report.accepted
-    try:
-        with Bundle.open(path) as bundle:
-            if bundle.manifest_bytes != report.manifest.to_bytes():
-                raise IntegrityError("manifest.json", "changed since it was verified")
-            report.bytes_hashed = _hash_members(bundle, report.manifest, report.hashed_paths, progress, workers)
-    except AirgapError as exc:
-        report.set("content", "fail", getattr(exc, "reason", str(exc)), getattr(exc, "artifact", None))
-        report.error = exc
-        exc.report = report  # type: ignore[attr-defined]
-        raise
-    report.set("content", "pass", f"{report.bytes_hashed} bytes hashed, every sha256 matches")
-    report.accepted = True
-    return report
-
-
 def check_structure(path: str | os.PathLike) -> tuple[BundleManifest, bytes]:
     """The checks that need no trust policy: archive dialect, manifest, member list, OCI layout.
 
     Build runs them on its output before renaming it into place.  Returns the
     parsed manifest and the raw signatures member.
     """
-    with Bundle.open(path) as bundle:
-        manifest = bundle.manifest()
-        _check_members(bundle, manifest)
-        _check_layout(bundle, manifest, None)
-        return manifest, bundle.signatures_bytes
+    label = os.fspath(path)
+    source = open_source(path)
+    try:
+        members = scan_members(source, label)
+        ends = ends_of(source, members)
+        manifest = BundleManifest.from_bytes(ends.manifest_bytes, MANIFEST_MEMBER)
+        _check_members(members[1:-1], manifest)
+        _check_layout(_DocumentReader(source, members, manifest), manifest, None)
+        return manifest, ends.signatures_bytes
+    finally:
+        _close(source)
 
 
-def _check_part_index(bundle: Bundle, policy, report: VerifyReport) -> None:
+def _check_part_index(source, policy, report: VerifyReport) -> None:
     """A signed part index must be signed by a key of the policy (any role, not revoked).
 
     The parts' sizes and hashes were already checked against the index before
@@ -284,16 +334,16 @@ def _check_part_index(bundle: Bundle, policy, report: VerifyReport) -> None:
     """
     from airgap import split
 
-    index_path = getattr(bundle.source, "index_path", None)
+    index_path = getattr(source, "index_path", None)
     if index_path is None:
         return
     sig = Path(str(index_path) + split.SIGNATURE_SUFFIX)
     if not sig.exists():
-        report.media = f"{len(bundle.source.index.parts)} parts, index unsigned"
+        report.media = f"{len(source.index.parts)} parts, index unsigned"
         return
     keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
     key = split.verify_index_signature(index_path, keys)
-    report.media = f"{len(bundle.source.index.parts)} parts, index signed by {key.label}"
+    report.media = f"{len(source.index.parts)} parts, index signed by {key.label}"
 
 
 def _check_override(policy, override: Override, err: RejectedError) -> None:
@@ -303,8 +353,7 @@ def _check_override(policy, override: Override, err: RejectedError) -> None:
         raise type(err)(err.artifact, f"{err.reason}; the override key {override.keyid[:12]} is not an officer key in the trust policy")
 
 
-def _check_members(bundle: Bundle, manifest: BundleManifest) -> None:
-    actual = bundle.content_members
+def _check_members(actual: list, manifest: BundleManifest) -> None:
     listed = {m.path: m for m in manifest.members}
     present = {m.name for m in actual}
     for m in actual:
@@ -336,23 +385,35 @@ def _check_members(bundle: Bundle, manifest: BundleManifest) -> None:
             raise ArchiveError(name, "missing from the bundle")
 
 
-def _read_verified(bundle: Bundle, manifest: BundleManifest, path: str, cap: int) -> bytes:
-    member = bundle.member(path)
-    record = manifest.member(path)
-    if member is None or record is None:
-        raise ArchiveError(path, "absent from the bundle")
-    data = bundle.read(member, cap)
-    got = hashlib.sha256(data).hexdigest()
-    if got != record.sha256:
-        raise IntegrityError(path, f"sha256 mismatch (manifest {record.sha256[:16]}…, content {got[:16]}…)")
-    return data
+class _DocumentReader:
+    """Reads the small documents verify parses (index.json, image manifests), each hashed, once."""
+
+    def __init__(self, source, members: list, manifest: BundleManifest):
+        self.source, self.manifest = source, manifest
+        self.by_name = {m.name: m for m in members[1:-1]}
+        self.hashed: set[str] = set()
+
+    def read(self, path: str, cap: int) -> bytes:
+        member = self.by_name.get(path)
+        record = self.manifest.member(path)
+        if member is None or record is None:
+            raise ArchiveError(path, "absent from the bundle")
+        if member.size > cap:
+            raise ArchiveError(path, f"{member.size} bytes exceeds the cap of {cap}")
+        data = self.source.pread(member.data_offset, member.size)
+        if len(data) != member.size:
+            raise ArchiveError(path, "short read")
+        got = hashlib.sha256(data).hexdigest()
+        if got != record.sha256:
+            raise IntegrityError(path, f"sha256 mismatch (manifest {record.sha256[:16]}…, content {got[:16]}…)")
+        self.hashed.add(path)
+        return data
 
 
-def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set[str]:
-    """Check index.json and every image document; return the paths already hashed."""
-    hashed = {"oci-layout", "index.json"}
-    oci.check_layout_file(_read_verified(bundle, manifest, "oci-layout", 4096))
-    index = oci.parse_layout_index(_read_verified(bundle, manifest, "index.json", oci.MAX_INDEX_BYTES))
+def _layout_index(reader: _DocumentReader, manifest: BundleManifest) -> dict[str, oci.Descriptor]:
+    """oci-layout and index.json: one entry per image of the manifest, by its layout reference."""
+    oci.check_layout_file(reader.read("oci-layout", 4096))
+    index = oci.parse_layout_index(reader.read("index.json", oci.MAX_INDEX_BYTES))
     by_ref: dict[str, oci.Descriptor] = {}
     for i, d in enumerate(index):
         name = (d.annotations or {}).get(oci.REF_NAME)
@@ -361,11 +422,17 @@ def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set
         if name in by_ref:
             raise FormatError("index.json", f"reference {name!r} appears twice")
         by_ref[name] = d
-    records = {r.layout_ref: r for r in manifest.images}
-    if set(by_ref) != set(records):
-        extra = sorted(set(by_ref) - set(records))
-        missing = sorted(set(records) - set(by_ref))
+    records = {r.layout_ref for r in manifest.images}
+    if set(by_ref) != records:
+        extra = sorted(set(by_ref) - records)
+        missing = sorted(records - set(by_ref))
         raise FormatError("index.json", f"images differ from the manifest (extra: {extra}, missing: {missing})")
+    return by_ref
+
+
+def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_base) -> list[ImagePlan]:
+    """Check index.json and every image document; return each image's verified documents and blobs."""
+    by_ref = _layout_index(reader, manifest)
     external = dict(manifest.external_blobs)
     referenced: set[str] = set()
     blob_members = {m.path for m in manifest.members if m.path.startswith("blobs/")}
@@ -388,93 +455,74 @@ def _check_layout(bundle: Bundle, manifest: BundleManifest, require_base) -> set
             return
         raise ArchiveError(artifact, f"references blob {desc.digest}, which the bundle does not carry")
 
-    for ref, rec in records.items():
-        d = by_ref[ref]
+    plans: list[ImagePlan] = []
+    for rec in manifest.images:
+        d = by_ref[rec.layout_ref]
         artifact = f"image {rec.ref}"
         if (d.digest, d.media_type, d.size) != (rec.digest, rec.media_type, rec.size):
-            raise FormatError("index.json", f"entry for {ref!r} ({d.digest}) differs from the manifest's ({rec.digest})")
+            raise FormatError("index.json", f"entry for {rec.layout_ref!r} ({d.digest}) differs from the manifest's ({rec.digest})")
         path = oci.blob_path(d.digest)
         if manifest.member(path) is None:
             raise ArchiveError(artifact, f"manifest blob {d.digest} absent")
         referenced.add(path)
-        doc = oci.parse_document(_read_verified(bundle, manifest, path, oci.MAX_MANIFEST_BYTES), f"{artifact} ({d.digest})", d.media_type)
-        hashed.add(path)
+        top = reader.read(path, oci.MAX_MANIFEST_BYTES)
+        doc = oci.parse_document(top, f"{artifact} ({d.digest})", d.media_type)
+        plan = ImagePlan(rec, rec.destination)
         if isinstance(doc, oci.ImageIndex):
             for i, child in enumerate(doc.manifests):
                 cpath = oci.blob_path(child.digest)
                 referenced.add(cpath)
-                if manifest.member(cpath) is None:
-                    raise ArchiveError(artifact, f"index entry manifests[{i}] ({child.digest}) is absent")
                 member = manifest.member(cpath)
+                if member is None:
+                    raise ArchiveError(artifact, f"index entry manifests[{i}] ({child.digest}) is absent")
                 if member.size != child.size:
                     raise IntegrityError(artifact, f"manifests[{i}] size {child.size} but blob has {member.size} bytes")
-                cdoc = oci.parse_document(_read_verified(bundle, manifest, cpath, oci.MAX_MANIFEST_BYTES), f"{artifact} ({child.digest})", child.media_type)
-                hashed.add(cpath)
+                data = reader.read(cpath, oci.MAX_MANIFEST_BYTES)
+                cdoc = oci.parse_document(data, f"{artifact} ({child.digest})", child.media_type)
                 if not isinstance(cdoc, oci.ImageManifest):
                     raise FormatError(artifact, "nested image indexes are not supported")
+                plan.children.append(child)
                 for b in cdoc.blobs():
                     need_blob(b, f"{artifact} ({child.digest})")
-                _check_config(bundle, manifest, cdoc.config, f"{artifact} ({child.digest}) config", hashed)
+                    plan.blobs.append(b)
+                _check_config(reader, manifest, cdoc.config, f"{artifact} ({child.digest}) config")
         else:
             for b in doc.blobs():
                 need_blob(b, artifact)
-            _check_config(bundle, manifest, doc.config, f"{artifact} config", hashed)
+                plan.blobs.append(b)
+            _check_config(reader, manifest, doc.config, f"{artifact} config")
+        plans.append(plan)
     unreferenced = sorted(blob_members - referenced)
     if unreferenced:
         raise ArchiveError(unreferenced[0], "blob is not referenced by any image")
-    return hashed
+    for path in sorted(blob_members):
+        if manifest.member(path).sha256 != path.rsplit("/", 1)[1]:
+            # Import pushes a blob under its name: the name must be the hash that is checked.
+            raise IntegrityError(path, f"the manifest gives it sha256 {manifest.member(path).sha256[:16]}…, "
+                                       "not the digest it is named by")
+    return plans
 
 
-def _check_config(bundle: Bundle, manifest: BundleManifest, desc: oci.Descriptor, artifact: str, hashed: set[str]) -> None:
+def _check_config(reader: _DocumentReader, manifest: BundleManifest, desc: oci.Descriptor, artifact: str) -> None:
     """A carried config is parsed as strictly as the manifests (Go reads it); one left at a differential base is not ours to read."""
     path = oci.blob_path(desc.digest)
-    if path in hashed or manifest.member(path) is None:
+    if path in reader.hashed or manifest.member(path) is None:
         return
-    oci.check_config(_read_verified(bundle, manifest, path, oci.MAX_CONFIG_BYTES), f"{artifact} ({desc.digest})")
-    hashed.add(path)
+    oci.check_config(reader.read(path, oci.MAX_CONFIG_BYTES), f"{artifact} ({desc.digest})")
 
 
-def _hash_members(bundle: Bundle, manifest: BundleManifest, done: set[str], progress: bool, workers: int | None) -> int:
-    todo = [(m, manifest.member(m.name)) for m in bundle.content_members if m.name not in done]
-    todo.sort(key=lambda pair: -pair[0].size)  # largest first balances the cores
-    total = sum(m.size for m, _ in todo)
-    workers = workers or max(2, os.cpu_count() or 2)
-    failure: list[IntegrityError] = []
-
-    with ByteProgress(total=total, desc="verifying", enabled=progress) as bar:
-
-        def one(pair) -> None:
-            member, record = pair
-            if failure:
-                return
-            h = hashlib.sha256()
-            for chunk in stream(bundle.source, member.data_offset, member.size, artifact=member.name):
-                h.update(chunk)
-                bar.update(len(chunk))
-            got = h.hexdigest()
-            if got != record.sha256:
-                failure.append(IntegrityError(member.name, f"sha256 mismatch (manifest {record.sha256[:16]}…, content {got[:16]}…)"))
-
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(one, todo))
-    if failure:
-        # Report the earliest member in archive order, so the message is stable.
-        order = {m.name: i for i, m in enumerate(bundle.members)}
-        raise min(failure, key=lambda e: order[e.artifact])
-    # Padding between members is outside every hash; tarfmt.scan refused any that is not zero.
-    return total
-
-
-def rollback_record(report: VerifyReport, state_dir: str | os.PathLike) -> None:
+def rollback_record(verified: VerifiedBundle, state_dir: str | os.PathLike) -> None:
     """Record an accepted bundle, and the policy it was accepted under, in the state.
 
-    Called by ``verify --record`` and by import, only after success.
+    Called by ``verify --record`` and by import, with the object verify
+    returned, only after success.
     """
     from airgap import trust
     from airgap.state import StateStore
 
+    report = verified.report
     assert report.accepted and report.manifest is not None
-    m = report.manifest
+    m = verified.manifest
     StateStore(state_dir).record(m.name, m.version, m.digest)
-    if report.policy is not None:
-        trust.TrustStore(state_dir).record(report.policy)
+    if verified.policy is not None:
+        trust.TrustStore(state_dir).record(verified.policy)

@@ -18,7 +18,9 @@ alternating order, best of --repeat:
   airgap (again)   right after each airgap import: the same command again (same registry,
                    same state): everything is present, nothing should be pushed
 
-Targets: airgap / skopeo <= 1.0; second import < 5 % of the first.
+Targets: airgap / skopeo <= 1.0; second import < 5 % of the first and <= 0.25 s wall
+(start-up, verification of signatures, policy and documents, and the registry's answers:
+no content byte is read).
 """
 
 from __future__ import annotations
@@ -130,6 +132,8 @@ def main() -> int:
         print(f"ratio airgap / skopeo-seq            = {ratio:.3f}   (target <= 1.0: {c.verdict(ratio <= 1.0)})")
         print(f"second import / first import         = {again_ratio:.3f}   (per pair: {', '.join(f'{p:.3f}' for p in pairs)}; "
               f"target < 0.05: {c.verdict(again_ratio < 0.05)})")
+        print(f"second import wall time              = {again.seconds:.3f} s   (best of {len(runs['airgap-again'])}: "
+              f"{', '.join(f'{y.seconds:.3f}' for y in runs['airgap-again'])}; target <= 0.25 s: {c.verdict(again.seconds <= 0.25)})")
         print(f"second import uploaded               = {again.extra['uploaded_blobs']} blobs, status {again.extra['status']}")
         print(f"airgap import peak RSS               = {a.maxrss_mib:.1f} MiB")
         c.emit_json({
@@ -152,6 +156,7 @@ def main() -> int:
             "ratio_again_first": round(again_ratio, 4),
             "target_ratio_met": ratio <= 1.0,
             "target_again_met": again_ratio < 0.05,
+            "target_again_wall_met": again.seconds <= 0.25,
             "machine": c.machine_info(),
         })
     return 0

@@ -275,22 +275,25 @@ def test_unprintable_spec_text_is_refused_at_build(tmp_path, keyring, field, val
 
 
 def test_unusual_but_allowed_text_is_escaped_when_printed(tmp_path, signed_bundle):
-    """Format characters that are not bidi controls (zero-width space, soft hyphen) pass, and
-    every verb shows them escaped, never raw."""
-    def edit(d):
-        d["description"] = "approved\u00adbundle\u200b"
-        d["images"][0]["ref"] = d["images"][0]["ref"].replace("pilot/", "pilot/\u200b")
-
-    bundle = _resigned_manifest(signed_bundle, tmp_path, edit, signers=("builder-1",))
+    """Format characters that are not bidi controls (zero-width space, soft hyphen) pass in
+    text and file names, and every verb shows them escaped, never raw.  (Image refs cannot
+    carry them: a ref must be a valid reference, and import writes the name it says.)"""
+    entries = kit.read_entries(signed_bundle.path)
+    for e in entries:
+        if e.name == "files/configs/pilot.conf":
+            e.name = "files/configs/pi\u200blot.conf"
+    keys = [signed_bundle.keyring["builder-1"]]
+    bundle = kit.write_entries(tmp_path / "x.tar", kit.refresh_manifest(
+        entries, keys, edit=lambda d: d.update(description="approved\u00adbundle\u200b")))
     r = airgap("inspect", bundle)
     assert r.code == 0, r.err
     assert "About     approved\\xadbundle\\u200b" in r.out
-    assert "pilot/\\u200b" in r.out and "\u200b" not in r.out and "\u00ad" not in r.out
+    assert "configs/pi\\u200blot.conf" in r.out and "\u200b" not in r.out and "\u00ad" not in r.out
     r = airgap("sign", bundle, "--key", signed_bundle.keyring.key_path("officer-1"), "--yes")
     assert r.code == 0, r.err
-    assert "pilot/\\u200b" in r.out and "\u200b" not in r.out
+    assert "\u200b" not in r.out and "\u00ad" not in r.out
     r = airgap("diff", signed_bundle.path, bundle)
-    assert "\u200b" not in r.out and "pilot/\\u200b" in r.out, r.out
+    assert "\u200b" not in r.out and "+ file  configs/pi\\u200blot.conf" in r.out, r.out
 
 
 def test_verify_and_audit_show_escape_what_they_print(tmp_path, signed_bundle):

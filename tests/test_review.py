@@ -129,7 +129,8 @@ def test_sign_plan_lists_what_changed_code_first(tmp_path, two_versions, keyring
     assert "~ file configs/pilot.conf  0644 18 B sha256:" in files and "-> 0644 30 B sha256:" in files
     # The image with its old and new digest.
     images = out[images_at:out.index("Packages in changed images")]
-    assert "~ image layout" in images and images.count("sha256:") == 2 and "-> oci:images/layout:app" in images
+    assert "~ image layout" in images and images.count("sha256:") == 3 and "-> oci:images/layout:app" in images
+    assert "import writes REGISTRY/local/layout:app @ sha256:" in images  # the name and digest import writes
     assert "SBOM: 2 packages (deb 2)" in images
     # What changed inside the image, from the SBOMs (the previous one's kept in the history).
     packages = out[out.index("Packages in changed images"):files_at]

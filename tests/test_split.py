@@ -20,7 +20,6 @@ from airgap.split import (
     FileBundle,
     PartIndex,
     PartsReader,
-    join,
     open_bundle,
     parse_size,
     split,
@@ -111,11 +110,21 @@ def test_check_then_read_whole(parts_dir: Path, data: bytes) -> None:
         reader.verify_digest()
 
 
-def test_reads_before_check_check_first(parts_dir: Path, data: bytes) -> None:
+def test_reads_open_every_part_first_and_hash_none(parts_dir: Path, data: bytes) -> None:
+    # Every part is opened (never through a link) and its size checked before the first byte is read...
+    (parts_dir / f"{NAME}.part004").write_bytes(b"z" * 10_004)
+    with PartsReader(_index(parts_dir)) as reader:
+        with pytest.raises(IntegrityError, match="part004: size 10004 bytes, index says 10003"):
+            reader.read(10)
+    # ...but no part is hashed up front: the bundle's own hashes decide, and a
+    # failure then asks diagnose() which disc is bad.
     (parts_dir / f"{NAME}.part004").write_bytes(b"z" * 10_003)
     with PartsReader(_index(parts_dir)) as reader:
+        assert reader.read(10) == data[:10]
         with pytest.raises(IntegrityError, match="part004: sha256 mismatch"):
-            reader.read(10)  # the first part is fine, but nothing is read before all are checked
+            reader.diagnose()
+        with pytest.raises(IntegrityError, match="part004: sha256 mismatch"):
+            reader.check()
 
 
 def test_missing_part_is_named(parts_dir: Path) -> None:
@@ -228,32 +237,6 @@ def test_pread_is_thread_safe(parts_dir: Path, data: bytes) -> None:
         for t in threads:
             t.join()
     assert not errors
-
-
-def test_join(parts_dir: Path, data: bytes, tmp_path: Path) -> None:
-    out = tmp_path / "joined.tar"
-    assert join(_index(parts_dir), out) == hashlib.sha256(data).hexdigest()
-    assert out.read_bytes() == data
-
-
-def test_join_refuses_bad_parts_and_leaves_nothing(parts_dir: Path, tmp_path: Path) -> None:
-    os.unlink(parts_dir / f"{NAME}.part004")
-    out = tmp_path / "joined.tar"
-    with pytest.raises(IntegrityError, match="part004: missing"):
-        join(_index(parts_dir), out)
-    assert not out.exists()
-
-
-def test_join_refuses_a_wrong_bundle_digest(parts_dir: Path, tmp_path: Path) -> None:
-    # Parts that match their own entries but not the whole-bundle digest.
-    doc = json.loads(_index(parts_dir).read_bytes())
-    doc["bundle"]["sha256"] = "0" * 64
-    _index(parts_dir).write_bytes(canonical_bytes(doc))
-    out = tmp_path / "joined.tar"
-    with pytest.raises(IntegrityError, match="does not match the index"):
-        join(_index(parts_dir), out)
-    assert not out.exists()
-    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
 
 
 def test_open_bundle_forms(parts_dir: Path, bundle: Path, data: bytes, tmp_path: Path) -> None:

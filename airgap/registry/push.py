@@ -272,7 +272,7 @@ class BlobUpload:
     def _save_state(self, location: str) -> None:
         if self.state is not None:
             data = json.dumps({"digest": self.digest, "repo": self.repo, "location": location}).encode()
-            atomic_write(self.state, data, 0o600)
+            atomic_write(self.state, data, 0o600, root=self.state.parent)  # under --state: never through a link
 
     def forget_state(self) -> None:
         if self.state is not None:

@@ -15,15 +15,19 @@ import hashlib
 import os
 import re
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from airgap import oci
 from airgap.exceptions import FormatError, IntegrityError, OperationError
 from airgap.sbom.cyclonedx import MAX_SBOM_BYTES, Component, ImageSbom, document, read
-from airgap.sbom.layers import LAYER_TYPES, FsView, Restart, apply_layer, decompressed, piped
-from airgap.sbom.packages import build_purl
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from airgap.sbom.layers import FsView
+# Generating reads layers (tarfile, gzip, email.parser, a thread pool): imported by the
+# functions that generate, so verify, which only reads SBOMs, does not pay for them.
 
 __all__ = ["PREFIX", "member_path", "for_images", "check_member_name", "check_documents", "read_bundle",
            "ImageSbom", "Component", "MAX_SBOM_BYTES"]
@@ -66,6 +70,8 @@ class _Chains:
         self._done: dict[tuple, Future] = {}
 
     def get(self, chain: tuple, compute: Callable[[], Any]) -> Any:
+        from concurrent.futures import Future
+
         with self._lock:
             fut = self._done.get(chain)
             owner = fut is None
@@ -98,6 +104,8 @@ def _platforms(img, artifact: str) -> list[_Platform]:
 
 
 def _read_layer(view: FsView, desc: oci.Descriptor, origin, artifact: str) -> FsView:
+    from airgap.sbom.layers import Restart, apply_layer, decompressed, piped
+
     for _ in range(3):
         try:
             with piped(lambda sink: origin.copy_blob(desc.digest, desc.size, sink)) as raw, \
@@ -109,6 +117,8 @@ def _read_layer(view: FsView, desc: oci.Descriptor, origin, artifact: str) -> Fs
 
 
 def _scan(p: _Platform, chains: _Chains, artifact: str) -> _Scanned:
+    from airgap.sbom.layers import LAYER_TYPES, FsView
+
     notes: list[str] = []
     where = f" ({p.platform})" if p.platform else ""
     if p.manifest.config.media_type not in CONTAINER_CONFIGS:
@@ -188,6 +198,8 @@ def _assemble(img, scanned: list[_Scanned]) -> ImageSbom:
 
 
 def _image_purl(record) -> str:
+    from airgap.sbom.packages import build_purl
+
     qualifiers = {"tag": record.tag or ""}
     if record.registry != "oci-layout":
         qualifiers["repository_url"] = f"{record.registry}/{record.repository}"
@@ -200,6 +212,8 @@ def for_images(images: Iterable, *, workers: int = 2, log: Callable[[str], None]
     *images* have the image ``record`` and ``documents``: the carried manifests and
     indexes by digest, each with its bytes and the origin that can stream a layer again.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     images = list(images)
     chains = _Chains()
     jobs: list[tuple[Any, _Platform, str]] = []
