@@ -98,54 +98,8 @@ def _close_keys() -> None:
         _OPEN_KEYS.pop().close()
 
 
-def _actor(keyid: str | None = None) -> dict[str, Any]:
-    import getpass
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name is not a reason to fail
-        user = str(os.getuid())
-    return {"user": user, "host": socket.gethostname(), "keyid": keyid}
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _audit(args, action: str, obj: dict, result: str, *, keyid=None, detail=None) -> None:
-    log = _audit_target(args)
-    if not log:
-        return
-    from airgap.audit import AuditLog
-
-    try:
-        Path(log).parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise os_error(exc, Path(log).parent, "make the audit log's directory") from None
-    AuditLog(log).append(action, record_names(obj), result, actor=_actor(keyid), detail=record_names(detail or {}))
-
-
-def _audit_target(args) -> Path | None:
-    """The log a verb audits to: with --state always STATE/audit.log, the state's own history."""
-    given, state = getattr(args, "audit_log", None), getattr(args, "state", None)
-    if state is None:
-        return Path(given) if given else None
-    log = Path(state) / "audit.log"
-    if given and os.path.abspath(given) != os.path.abspath(log):
-        raise UsageError(f"--audit-log {given}: with --state the audit log is {log}, the history the state is "
-                         "a cache of; leave --audit-log out")
-    return log
-
-
-def _audit_refusal(args, action: str, obj: dict, exc: BaseException) -> None:
-    """Record a refusal (or a failure) in the audit log; a log that cannot be written is said, not hidden."""
-    exit_code = getattr(exc, "exit_code", 1)
-    error = str(exc) if isinstance(exc, AirgapError) else f"{type(exc).__name__}: {exc}"
-    try:
-        _audit(args, action, obj, "rejected" if exit_code == 1 else "error", detail={"error": error})
-    except (AirgapError, OSError) as log_exc:
-        print(f"airgap {action}: the audit entry for this refusal could not be written: {log_exc}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- verbs
@@ -415,72 +369,40 @@ def _print_report(args, report, error: AirgapError | None) -> None:
         print(f"REJECTED: {escape(str(error))}", file=sys.stderr)
 
 
-def _verified(args, action: str, **kw):
-    """Run verify for a verb; on a refusal print the report (and audit it): (verified, None) or (None, exit code)."""
-    from airgap import verify
-
-    obj = {"bundle": args.bundle}
-    try:
-        verified = verify.verify(args.bundle, trust_path=args.trust, state_dir=getattr(args, "state", None), now=_now(),
-                                 progress=_progress(args), **kw)
-    except AirgapError as exc:
-        _audit_refusal(args, action, obj, exc)
-        report = getattr(exc, "report", None)
-        if report is None:
-            raise
-        _print_report(args, report, exc)
-        return None, exc.exit_code
-    except Exception as exc:
-        _audit_refusal(args, action, obj, exc)
-        raise
-    return verified, None
+def _refused(args, exc: AirgapError) -> int:
+    """A refusal that carries verification's report: the checks say where (else it goes to :func:`main`)."""
+    report = getattr(exc, "report", None)
+    if report is None:
+        raise exc
+    _print_report(args, report, exc)
+    _print_notes(exc)
+    return exc.exit_code
 
 
 def cmd_verify(args) -> int:
-    from airgap import anchored
+    from airgap import receive
 
-    if args.record and not args.state:
-        raise UsageError("--record needs --state DIR")
-    _audit_target(args)
-    verified, code = _verified(args, "verify", override=_override(args))
-    if verified is None:
-        return code
+    try:
+        verified = receive.verify_bundle(args.bundle, trust_path=args.trust, state_dir=args.state,
+                                         audit_log=args.audit_log, record=args.record, override=_override(args),
+                                         now=_now(), progress=_progress(args))
+    except AirgapError as exc:
+        return _refused(args, exc)
     with verified:
-        report, m = verified.report, verified.manifest
-        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest}
-        if args.record:
-            # Overrides, a first use of the policy and the acceptance are audit entries
-            # written before the state they stamp (airgap.anchored).
-            try:
-                anchored.commit(args.state, verified, "verify", obj, {"recorded": True})
-            except Exception as exc:
-                _audit_refusal(args, "verify", obj, exc)
-                raise
-        else:
-            for o in report.overrides:
-                _audit(args, "override", {"bundle": args.bundle, "manifest": m.digest}, "accepted", keyid=o["keyid"], detail=o)
-            _audit(args, "verify", obj, "accepted", detail={"recorded": False})
-        _print_report(args, report, None)
+        _print_report(args, verified.report, None)
     return 0
 
 
 def cmd_extract(args) -> int:
-    from airgap import extract
+    from airgap import receive
 
-    _audit_target(args)
-    out = extract.check_output(args.output, force=args.force)
-    verified, code = _verified(args, "extract", hash_content=False)
-    if verified is None:
-        return code
-    with verified:
-        m = verified.manifest
-        try:
-            result = extract.extract(verified, out, prefixes=args.member, force=args.force)
-        except AirgapError as exc:
-            _audit_refusal(args, "extract", {"bundle": args.bundle, "output": args.output}, exc)
-            raise
-        _audit(args, "extract", {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest,
-                                 "output": args.output}, "accepted", detail={"members": len(result.written)})
+    try:
+        result = receive.extract_bundle(args.bundle, args.output, trust_path=args.trust, state_dir=args.state,
+                                        audit_log=args.audit_log, prefixes=args.member, force=args.force, now=_now(),
+                                        progress=_progress(args))
+    except AirgapError as exc:
+        return _refused(args, exc)
+    m, out = result.manifest, result.output
     data = {"result": "accepted", "bundle": args.bundle, "name": m.name, "version": m.version, "manifest_digest": m.digest,
             "output": args.output, "members": result.written}
     _emit(args, data, f"EXTRACTED: {plural(len(result.written), 'member')} of {m.name} {m.version} (manifest {m.digest}) into {display(out)}, "
@@ -679,9 +601,7 @@ def _credentials(args) -> tuple[str, str] | None:
 def cmd_import(args) -> int:
     from airgap import importer
 
-    _audit_target(args)
     override = _override(args)
-    obj = {"bundle": args.bundle, "registry": args.registry}
     try:
         result = importer.import_bundle(
             args.bundle,
@@ -695,20 +615,17 @@ def cmd_import(args) -> int:
             override=override,
             progress=_progress(args),
             log=None if args.quiet or args.json else (lambda msg: print(escape(msg), file=sys.stderr)),
+            audit_log=args.audit_log,
         )
     except AirgapError as exc:
-        _audit_refusal(args, "import", obj, exc)
         report = getattr(exc, "report", None)
         if args.json:  # the check list always, whatever failed and wherever
             print(json.dumps(record_names(_import_failure(args, exc, report)), indent=2, sort_keys=True))
             print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+            _print_notes(exc)
             return exc.exit_code
         if report is not None and report.error is exc:  # verification refused it: the checks say where
-            _print_report(args, report, exc)
-            return exc.exit_code
-        raise
-    except Exception as exc:
-        _audit_refusal(args, "import", obj, exc)
+            return _refused(args, exc)
         raise
     # The import wrote its overrides and acceptance to STATE/audit.log before the state they stamp.
     _emit(args, {**result.to_dict(), **_checks_of(result.verify_report)}, importer.format_result(result))
@@ -745,24 +662,17 @@ def cmd_split(args) -> int:
 
 
 def cmd_join(args) -> int:
-    from airgap import split
+    from airgap import receive
 
-    check_output(args.output, force=args.force)  # before the parts are read
-    verified, code = _verified(args, "join", hash_content=False)
-    if verified is None:
-        return code
-    with verified:
-        m = verified.manifest
-        obj = {"bundle": args.bundle, "name": m.name, "version": m.version, "manifest": m.digest, "output": args.output}
-        try:
-            digest = split.join(verified, args.output, force=args.force)
-        except AirgapError as exc:
-            _audit_refusal(args, "join", obj, exc)
-            raise
-        _audit(args, "join", obj, "accepted", detail={"sha256": digest})
-    _emit(args, {"result": "accepted", "bundle": args.output, "sha256": digest, "name": m.name, "version": m.version,
-                 "manifest_digest": m.digest},
-          f"joined {m.name} {m.version} (manifest {m.digest}) into {display(args.output)} (sha256:{digest}); "
+    try:
+        result = receive.join_parts(args.bundle, args.output, trust_path=args.trust, state_dir=args.state,
+                                    force=args.force, now=_now(), progress=_progress(args))
+    except AirgapError as exc:
+        return _refused(args, exc)
+    m = result.manifest
+    _emit(args, {"result": "accepted", "bundle": args.output, "sha256": result.sha256, "name": m.name,
+                 "version": m.version, "manifest_digest": m.digest},
+          f"joined {m.name} {m.version} (manifest {m.digest}) into {display(args.output)} (sha256:{result.sha256}); "
           "every member checked against the verified manifest as it was written")
     return 0
 
@@ -1475,7 +1385,14 @@ def report_error(args, exc: AirgapError) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"result": "error", **exc.to_dict()}, indent=2, sort_keys=True))
     print(f"airgap: {escape(str(exc))}", file=sys.stderr)
+    _print_notes(exc)
     return exc.exit_code
+
+
+def _print_notes(exc: BaseException) -> None:
+    """What the library added to an error on its way out (an audit entry it could not write)."""
+    for note in getattr(exc, "__notes__", ()):
+        print(escape(note), file=sys.stderr)
 
 
 def _verb(args) -> str:
@@ -1522,6 +1439,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"airgap {_verb(args)}: internal error ({type(exc).__name__}: {exc}); nothing more was done. "
               "Rerun with --debug (or AIRGAP_DEBUG=1) to see where, and report it.", file=sys.stderr)
+        _print_notes(exc)
         return 1
     finally:
         _close_keys()
