@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def _verified(bundle: str | os.PathLike, trail: AuditTrail, action: str, *, trus
 
     with trail.refusals(action, {"bundle": os.fspath(bundle)}):
         return verify.verify(bundle, trust_path=trust_path, state_dir=trail.state_dir,
-                             now=now or datetime.now(timezone.utc), **kw)
+                             now=now or datetime.now(UTC), **kw)
 
 
 def _accepted(bundle: str | os.PathLike, manifest, **extra: Any) -> dict[str, Any]:

@@ -710,3 +710,28 @@ def test_value_and_type_errors_of_the_api_are_usage_errors_that_old_callers_stil
         ExpiryOverride(officer="officer-1", reason=" ")
     assert isinstance(exc.value, ValueError) and isinstance(exc.value, UsageError) and exc.value.exit_code == 2
     assert issubclass(InvalidTypeError, TypeError) and issubclass(InvalidTypeError, UsageError)
+
+
+# --- one small parser per verb, built only for the verb being run ----------------------
+
+
+def test_the_parser_built_for_one_verb_is_that_verb_of_the_whole_parser():
+    """main() builds only the verb it runs: for every verb, that parser's help is the whole parser's."""
+    from airgap.cli import VERBS
+
+    whole = dict(_all_verbs(build_parser()))
+    assert {verb[0] for verb in whole} == set(VERBS)
+    for verb, parser in whole.items():
+        alone = dict(_all_verbs(build_parser(verb[0])))
+        assert {v[0] for v in alone} == {verb[0]}, f"{verb[0]}: built other verbs too: {sorted(alone)}"
+        assert alone[verb].format_help() == parser.format_help(), " ".join(verb)
+
+
+def test_running_a_verb_imports_only_its_group():
+    code = ("import sys\nfrom airgap.cli import main\n"
+            "try:\n    main(['audit', 'head', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('airgap.cli.')))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('airgap.') and not m.startswith('airgap.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-2] == "['airgap.cli._audit', 'airgap.cli._base']"
+    assert "airgap.receive" not in out[-1] and "airgap.trust" not in out[-1]
