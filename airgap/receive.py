@@ -66,19 +66,22 @@ def verify_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike,
     """
     from airgap import anchored
 
-    if record and state_dir is None:
-        raise UsageError("--record needs --state DIR")
+    record_in = None
+    if record:
+        if state_dir is None:
+            raise UsageError("--record needs --state DIR")
+        record_in = state_dir
     trail = AuditTrail.of(state_dir, audit_log)
     verified = _verified(bundle, trail, "verify", trust_path=trust_path, now=now, override=override,
                          progress=progress)
     try:
         m = verified.manifest
         obj = _accepted(bundle, m)
-        if record:
+        if record_in is not None:
             # Overrides, a first use of the policy and the acceptance are audit entries
             # written before the state they stamp.
             with trail.refusals("verify", obj):
-                anchored.commit(state_dir, verified, "verify", obj, {"recorded": True})
+                anchored.commit(record_in, verified, "verify", obj, {"recorded": True})
         else:
             for o in verified.report.overrides:
                 trail.accepted("override", {"bundle": os.fspath(bundle), "manifest": m.digest}, keyid=o["keyid"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from airgap._internal.fsutil import check_output
 from airgap._internal.text import plural
@@ -146,7 +147,7 @@ def cmd_sign(args) -> int:
         print(f"airgap: warning: signed, but the review history was not updated: {exc}", file=sys.stderr)
     data = {"bundle": str(args.bundle), "manifest_digest": plan.manifest.digest, "keyid": key.public_key.keyid,
             "signatures": plan.signature_count, "key_checked": bool(args.trust), "thresholds": status,
-            "review": plan.review.to_dict(), "history_record": str(kept) if kept else None}
+            "review": plan.review.to_dict() if plan.review is not None else None, "history_record": str(kept) if kept else None}
     human = f"signed: {plural(plan.signature_count, 'signature')} on {args.bundle}" + (f" ({status})" if status else "")
     if kept:
         human += f"\nkept for the next review: {kept}"
@@ -190,7 +191,7 @@ def cmd_split(args) -> int:
 def cmd_transfer(args) -> int:
     from airgap import transfer
 
-    bar = {}
+    bar: dict[str, Any] = {}
 
     def progress(name: str, done: int, total: int) -> None:
         if not show_progress(args):
