@@ -144,13 +144,6 @@ def _aliased(ref: str, source: str) -> Names:
     return Names(layout_ref, pulled.registry, pulled.repository, pulled.tag, pulled.digest, internal=internal.repository)
 
 
-def _path_of(error) -> str:
-    out = ""
-    for part in error.absolute_path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _check_printable(doc: dict[str, Any], artifact: str) -> None:
     """Everything ``sign``, ``inspect`` and ``diff`` show an officer: no controls, no bidi.
 
@@ -338,7 +331,7 @@ class BundleManifest:
             raise FormatError(artifact, f"unsupported bundle format {doc.get('format')!r} (this toolkit reads {BUNDLE_FORMAT_VERSION})")
         err = schema.best_match(list(_validator().iter_errors(doc)))
         if err is not None:
-            raise FormatError(artifact, f"{_path_of(err)}: {err.message}")
+            raise FormatError(artifact, schema.describe(err))
         if canonical_bytes(doc) != data:
             # Only one byte string may stand for a manifest: a re-encoded one could
             # carry a signature over different bytes than a reviewer looked at.

@@ -59,6 +59,7 @@ import jsonschema.exceptions
 
 from airgap import caps
 from airgap._internal import fsutil, strictyaml, timefmt
+from airgap._internal.schema import field_path
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, InvalidValueError, SpecError
 from airgap.reference import Reference, internal_repository, parse_reference
@@ -460,13 +461,6 @@ def _validate_schema(data: dict, scalars: dict[str, str]) -> None:
         raise SpecError(*_describe(error, scalars))
 
 
-def _field(path) -> str:
-    out = ""
-    for part in path:
-        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, str(part))
-    return out
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -487,7 +481,7 @@ def _short(value: Any) -> str:
 
 
 def _describe(error: jsonschema.exceptions.ValidationError, scalars: dict[str, str]) -> tuple[str, str]:
-    where = _field(error.absolute_path)
+    where = field_path(error.absolute_path)
     v, inst, schema = error.validator, error.instance, error.schema
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = sorted(schema.get("properties", {}))

@@ -33,6 +33,7 @@ from typing import Any
 import jsonschema
 
 from airgap import keyroles
+from airgap._internal import schema
 from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
@@ -138,9 +139,7 @@ class ToolkitRelease:
         doc = loads_strict(data, artifact, max_size=MAX_RELEASE_BYTES)
         errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
         if errors:
-            err = jsonschema.exceptions.best_match(errors)
-            where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-            raise FormatError(artifact, f"not a toolkit release: {where}: {err.message}")
+            raise FormatError(artifact, f"not a toolkit release: {schema.describe(jsonschema.exceptions.best_match(errors))}")
         if canonical_bytes(doc) != data:
             raise FormatError(artifact, "toolkit release is not in canonical JSON form")
         wheels = tuple(WheelRecord(w["file"], w["size"], w["sha256"]) for w in doc["wheels"])
