@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import stat
 import threading
@@ -588,6 +587,3 @@ def format_result(r: ImportResult) -> str:
         lines.append(f"  files: {r.files_total} ({written}), current: {r.files_dir}")
     return "\n".join(lines)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -15,6 +15,17 @@ from airgap._internal.text import escape, plural
 from airgap.bundle import Bundle
 from airgap.manifest import BundleManifest
 
+__all__ = [
+    "diff",
+    "format_diff",
+    "format_sbom",
+    "format_summary",
+    "has_differences",
+    "human_size",
+    "sbom_summary",
+    "summary",
+]
+
 
 def human_size(n: int) -> str:
     size = float(n)

@@ -22,6 +22,19 @@ from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import check_printable
 from airgap.exceptions import FormatError, InputError, InvalidValueError
 
+__all__ = [
+    "BaseRecord",
+    "BundleManifest",
+    "ImageRecord",
+    "LAYOUT_REGISTRY",
+    "MANIFEST_MEMBER",
+    "MemberRecord",
+    "Names",
+    "SIGNATURES_MEMBER",
+    "check_image_names",
+    "names_of",
+]
+
 MANIFEST_MEMBER = "manifest.json"
 SIGNATURES_MEMBER = "signatures.json"
 LAYOUT_REGISTRY = "oci-layout"  # the registry field of an image taken from a local OCI layout
@@ -211,7 +224,7 @@ class ImageRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ImageRecord":
+    def from_dict(cls, d: dict[str, Any]) -> ImageRecord:
         return cls(
             ref=d["ref"],
             layout_ref=d["layout_ref"],
@@ -309,7 +322,7 @@ class BundleManifest:
 
     # ------------------------------------------------------------------ decoding
     @classmethod
-    def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> "BundleManifest":
+    def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> BundleManifest:
         """Parse and validate untrusted manifest bytes; FormatError names what is wrong."""
         doc = loads_strict(data, artifact, max_size=caps.MAX_MANIFEST_BYTES)
         if not isinstance(doc, dict):

@@ -20,8 +20,9 @@ anywhere else in a pod-bearing object, so nothing is left to pull by tag.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from airgap._internal import schema, strictyaml
 from airgap._internal.text import plural
@@ -71,7 +72,7 @@ class WorkloadImage:
         return {"object": self.object, "field": self.field, "ref": self.ref, "image": self.image, "digest": self.digest}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorkloadImage":
+    def from_dict(cls, d: dict[str, Any]) -> WorkloadImage:
         return cls(d["object"], d["field"], d["ref"], d["image"], d["digest"])
 
     def use(self) -> ImageUse:
@@ -92,7 +93,7 @@ class WorkloadRecord:
                 "images": [i.to_dict() for i in self.images]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorkloadRecord":
+    def from_dict(cls, d: dict[str, Any]) -> WorkloadRecord:
         return cls(d["name"], tuple(d["files"]), tuple(d["objects"]),
                    tuple(WorkloadImage.from_dict(i) for i in d["images"]))
 

@@ -26,10 +26,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -655,7 +655,7 @@ _ALLOWED_RAISES = {
 }
 _PROTOCOL_RAISES = {"__getitem__": "KeyError", "__next__": "StopIteration"}  # what Python expects from these
 _ALLOWED_FILES = {
-    "airgap/_internal/ns.py": "OSError(errno) from libc calls, as the os module raises it",
+    "airgap/lab/ns.py": "OSError(errno) from libc calls, as the os module raises it",
 }
 
 

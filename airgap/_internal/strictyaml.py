@@ -17,7 +17,8 @@ found later (a schema violation, a file that does not exist).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
 
