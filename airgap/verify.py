@@ -352,17 +352,17 @@ def _check_part_index(source, policy, report: VerifyReport) -> None:
     index is allowed (the bundle's own signatures cover every byte that is used)
     and reported as such.
     """
-    from airgap import split
+    from airgap import media
 
     index_path = getattr(source, "index_path", None)
     if index_path is None:
         return
-    sig = Path(str(index_path) + split.SIGNATURE_SUFFIX)
+    sig = Path(str(index_path) + media.SIGNATURE_SUFFIX)
     if not sig.exists():
         report.media = f"{plural(len(source.index.parts), 'part')}, index unsigned"
         return
     keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
-    key = split.verify_index_signature(index_path, keys)
+    key = media.verify_index_signature(index_path, keys)
     report.media = f"{plural(len(source.index.parts), 'part')}, index signed by {key.label}"
 
 
