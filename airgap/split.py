@@ -8,13 +8,13 @@ Reading the parts, the index format and join live in :mod:`airgap.media`.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 from airgap._internal.fsutil import atomic_write, atomic_writer, check_output_dir, fsync_dir
+from airgap._internal.positional import FileSource
 from airgap._internal.text import plural
 from airgap.exceptions import InputError, OutputExistsError
 from airgap.media import CHUNK, INDEX_SUFFIX, MAX_PARTS, SIGNATURE_SUFFIX, BackgroundHash, PartIndex, PartInfo, sign_index
@@ -74,12 +74,8 @@ def split(
     src = Path(bundle_path)
     out = Path(out_dir)
     part_size = parse_size(part_size)
-    try:
-        fh = open(src, "rb")
-    except OSError as exc:
-        raise InputError(f"{src}: cannot read bundle: {exc.strerror}") from None
-    with fh:
-        size = os.fstat(fh.fileno()).st_size
+    with FileSource(src) as fh:
+        size = fh.size
         if size == 0:
             raise InputError(f"{src}: bundle is empty")
         count = -(-size // part_size)
@@ -127,7 +123,7 @@ def _check_split_output(out: Path, name: str, force: bool) -> None:
             raise OutputExistsError(str(out / entry))
 
 
-def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: BackgroundHash) -> PartInfo | None:
+def _write_part(src: FileSource, dest: Path, limit: int, bundle_hash: BackgroundHash) -> PartInfo | None:
     first = src.read(min(CHUNK, limit))
     if not first:
         return None

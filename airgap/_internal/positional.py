@@ -57,6 +57,14 @@ class PositionalReader(io.RawIOBase):
         self._pos = pos
         return pos
 
+    def read(self, size: int | None = -1) -> bytes:
+        # RawIOBase.read would copy pread's bytes into a buffer and back out again.
+        if size is None or size < 0:
+            return self.readall()
+        data = self.pread(self._pos, size)
+        self._pos += len(data)
+        return data
+
     def readinto(self, b: Any) -> int:
         data = self.pread(self._pos, len(b))
         n = len(data)
