@@ -243,6 +243,8 @@ def test_open_bundle_forms(parts_dir: Path, bundle: Path, data: bytes, tmp_path:
         open_bundle(tmp_path)  # holds no index directly
     with pytest.raises(InputError):
         open_bundle(tmp_path / "nope.tar")
+    with pytest.raises(InputError, match="cannot read bundle: Is a directory"):
+        FileSource(tmp_path)  # os.open accepts a directory; the reader must not
 
 
 def test_tarfile_streams_over_parts(tmp_path: Path) -> None:

@@ -11,8 +11,10 @@ Subclasses supply the size and how bytes at an offset are read:
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,17 @@ class FileSource(PositionalReader):
         super().__init__()
         self.path = Path(path)
         self.name = self.path.name
+        self._fd = -1  # close() (also from __del__) must never close a number it does not own
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read bundle: {exc.strerror}") from None
-        self.size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        if stat.S_ISDIR(st.st_mode):  # os.open opens a directory where open() refuses it
+            os.close(self._fd)
+            self._fd = -1
+            raise InputError(f"{self.path}: cannot read bundle: {os.strerror(errno.EISDIR)}")
+        self.size = st.st_size
 
     def _pread_one(self, offset: int, n: int) -> bytes | None:
         return os.pread(self._fd, n, offset)
@@ -120,8 +128,9 @@ class FileSource(PositionalReader):
         return n
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._fd >= 0:
             os.close(self._fd)
+            self._fd = -1
         super().close()
 
 
