@@ -33,6 +33,11 @@ from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
 from airgap.exceptions import AnchorError, AuditError, FormatError, InputError
 
+__all__ = [
+    "GENESIS", "MAX_LINE", "Actor", "AuditEntry", "AuditLog", "entries_by_key", "format_entry", "format_head", "parse_head",
+    "rfc3339",
+]
+
 GENESIS = "0" * 64
 # A line longer than this is refused rather than buffered: verify() must run in
 # constant memory even over a log someone has stuffed with garbage.

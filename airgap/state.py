@@ -38,6 +38,11 @@ from airgap._internal.fsutil import atomic_write, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, InvalidValueError, RollbackError
 
+__all__ = [
+    "CURRENT", "FORMAT", "LOCK_FILE", "STATE_FILE", "Accepted", "PolicyRef", "SemVer", "Setter", "State", "StateStore",
+    "check_version", "destinations",
+]
+
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 _TYPE = "airgap-state"
