@@ -350,6 +350,38 @@ def test_push_credential_found_on_a_node(tmp_path):
     assert got == [("/etc/containers/auth.json", 1, f"{INTERNAL} user airgap-import")]
 
 
+def test_credentials_in_containerd_hosts_toml_and_config_toml_are_judged(tmp_path):
+    """containerd nodes carry the pull credential as a hosts.toml header: the same rules apply there."""
+    import base64
+    import hashlib
+
+    def basic(user, secret):
+        return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+
+    server = f"https://{INTERNAL}/v2/docker.io"
+    pull = (f'server = "{server}"\n[header]\n  Authorization = "{basic("airgap-pull", "p")}"\n\n'
+            f'[host."{server}"]\n  capabilities = ["pull", "resolve"]\n'
+            f'  [host."{server}".header]\n    Authorization = "{basic("airgap-pull", "p")}"\n')
+    files = tree(tmp_path, {"/etc/containerd/certs.d/docker.io/hosts.toml": pull})
+    res = runtime.check_credentials(files, runtime.Internal([INTERNAL]), "airgap-pull", "0" * 64, False)
+    assert findings(res) == []
+    # server and host name one registry: one note, not two
+    assert res.to_dict()["evidence"] == [f"/etc/containerd/certs.d/docker.io/hosts.toml: {server} user airgap-pull"]
+
+    digest = hashlib.sha256(b"s3cret-push").hexdigest()
+    cri = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs'
+           f'."{INTERNAL}".auth]\n  username = "airgap-import"\n  password = "s3cret-push"\n')
+    files = tree(tmp_path / "bad", {
+        "/etc/containerd/certs.d/docker.io/hosts.toml": pull.replace(basic("airgap-pull", "p"),
+                                                                   basic("airgap-import", "s3cret-push"), 1),
+        "/etc/containerd/config.toml": cri,
+    })
+    got = findings(runtime.check_credentials(files, runtime.Internal([INTERNAL]), "airgap-pull", digest, False))
+    assert ("/etc/containerd/certs.d/docker.io/hosts.toml", 1, f"{server} user airgap-import") in got
+    assert ("/etc/containerd/config.toml", 2, f"{INTERNAL} user airgap-import") in got
+    assert sum(v.endswith("user airgap-import") for _s, _l, v in got) == 4  # other account + push secret, each file
+
+
 # --------------------------------------------------------------------------- workloads
 
 

@@ -12,7 +12,9 @@ from a test CA and a pull credential (docker-registry, access log on):
   cannot even start.
 * **containerd 1.6 + runc** pull through ``certs.d/<upstream>/hosts.toml``
   whose ``server`` is the internal registry itself, by tag and by digest, into
-  the ``k8s.io`` namespace.  A pull of an image the internal registry lacks
+  the ``k8s.io`` namespace, authenticated by the pull credential the
+  ``hosts.toml`` files carry as a header (an anonymous pull is refused), so
+  the rollout's pre-pull puts no secret on a command line.  A pull of an image the internal registry lacks
   fails there (its access log shows the request), and nothing else is tried.
   Kubespray's mirror-only shape (no ``server``) falls back to
   registry-1.docker.io, and containerd 1.6 ignores a ``server``-only file (no
@@ -25,6 +27,7 @@ from a test CA and a pull credential (docker-registry, access log on):
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import json
 import os
@@ -38,6 +41,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.keys import make_policy
+from tests.fixtures.lab import ctr_spy
+from airgap.lab import NODE_PATH
 from tests.helpers import REPO, airgap, write_spec
 
 PILOT = REPO / "bundles" / "geheim-pilot"
@@ -116,13 +121,17 @@ state = "/run/containerd"
 """
 
 
-def hosts_toml(server: str, ca: str, *, with_server: bool = True, with_host: bool = True) -> str:
-    """The shape the rollout writes: the internal registry as server and as the one host."""
+def hosts_toml(server: str, ca: str, *, with_server: bool = True, with_host: bool = True, auth: bool = True) -> str:
+    """The shape the rollout writes: the internal registry as server and as the one host, the pull
+    credential as an Authorization header of both (roles/runtime/templates/hosts.toml.j2)."""
+    header = f'Authorization = "Basic {base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}"\n' if auth else ""
     out = ""
     if with_server:
-        out += f'server = "{server}"\noverride_path = true\nca = "{ca}"\n\n'
+        out += f'server = "{server}"\noverride_path = true\nca = "{ca}"\n'
+        out += f"[header]\n  {header}\n" if header else "\n"
     if with_host:
         out += f'[host."{server}"]\n  capabilities = ["pull", "resolve"]\n  override_path = true\n  ca = "{ca}"\n'
+        out += f'  [host."{server}".header]\n    {header}' if header else ""
     return out
 
 
@@ -363,7 +372,7 @@ def containerd(site):
                                f"https://{REG}/v2/{mirrored}"),
                               ("docker.io", f"https://{REG}/v2/docker.io"),
                               ("127.0.10.1_5443_", f"https://{REG}/v2")):
-        put(lab, "node-2", f"{CONTAINERD_ROOT}/certs.d/{namespace}/hosts.toml", hosts_toml(server, ca))
+        put(lab, "node-2", f"{CONTAINERD_ROOT}/certs.d/{namespace}/hosts.toml", hosts_toml(server, ca), "0600")
     put(lab, "node-2", f"{CONTAINERD_ROOT}/config.toml",
         CONTAINERD_CONFIG.format(sandbox=site.pause_ref, root=CONTAINERD_ROOT))
     sh(lab, "node-2", "containerd --config /etc/containerd/config.toml </dev/null >/var/log/containerd.log 2>&1 & "
@@ -376,9 +385,9 @@ def containerd(site):
     lab.exec("node-2", ["sh", "-c", "kill $(cat /run/airgap-test-containerd.pid)"])
 
 
-def pull(lab, ref: str, hosts_dir: str = f"{CONTAINERD_ROOT}/certs.d"):
-    return lab.exec("node-2", ["ctr", "-n", "k8s.io", "images", "pull", "--hosts-dir", hosts_dir,
-                               "--user", f"{USER}:{PASSWORD}", ref], timeout=180)
+def pull(lab, ref: str, hosts_dir: str = f"{CONTAINERD_ROOT}/certs.d", namespace: str = "k8s.io"):
+    """As the rollout pulls: no ``--user``, the hosts.toml files carry the credential."""
+    return lab.exec("node-2", ["ctr", "-n", namespace, "images", "pull", "--hosts-dir", hosts_dir, ref], timeout=180)
 
 
 def test_containerd_pulls_by_tag_and_by_digest_through_the_internal_server(site, containerd):
@@ -394,6 +403,52 @@ def test_containerd_pulls_by_tag_and_by_digest_through_the_internal_server(site,
     run = x(containerd, "node-2", ["ctr", "-n", "k8s.io", "run", "--rm", f"{site.status_internal}@{site.status_digest}",
                                    "airgap-t1", "/bin/busybox", "echo", "runc-ok"])
     assert run.stdout.strip() == "runc-ok"
+
+
+def test_the_hosts_toml_header_is_what_authenticates_the_pull(site, containerd):
+    """Without the header the registry refuses the same pull: the credential really travels in hosts.toml."""
+    mirrored = site.upstream.replace(":", "_")
+    ca = f"{CONTAINERD_ROOT}/certs.d/ca.crt"
+    anonymous = "/etc/airgap-test/anonymous"
+    put(containerd, "node-2", f"{anonymous}/{mirrored}_/hosts.toml",
+        hosts_toml(f"https://{REG}/v2/{mirrored}", ca, auth=False))
+    ref = f"{site.upstream}/pilot/status:1.0"
+    r = pull(containerd, ref, anonymous, namespace="airgap-anonymous")
+    assert r.returncode != 0 and "401 Unauthorized" in r.stderr, r.stderr
+    r = pull(containerd, ref, namespace="airgap-anonymous")
+    assert r.returncode == 0, r.stderr
+
+
+
+
+def test_the_pre_pull_module_puts_no_credential_on_a_command_line(site, containerd):
+    """airgap_pods on a containerd node pulls every signed image by digest, and neither ctr's argv
+    (world-readable in /proc) nor its environment holds the pull credential."""
+    lab = containerd
+    put(lab, "node-2", "/etc/airgap-test/spy/ctr", ctr_spy("/var/log/airgap-test-ctr.log"), "0755")
+    ref = f"{site.status_internal}@{site.status_digest}"
+    args = {"dir": "/etc/airgap-test/workloads",
+            "containerd": {"images": [ref, site.pause_ref], "hosts_dir": f"{CONTAINERD_ROOT}/certs.d",
+                           "address": "/run/containerd/containerd.sock", "namespace": "airgap-spy"}}
+    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": "/etc/airgap-test/spy:" + NODE_PATH}
+
+    def module():
+        r = x(lab, "node-2", [str(REPO / ".venv/bin/ansible"), "localhost", "-m", "airgap_pods",
+                              "-a", json.dumps(args), "-o"], env=env, timeout=300)
+        return json.loads(r.stdout.split("=>", 1)[1])
+
+    out = module()
+    assert out["changed"] is True and out["pulled"] == [ref, site.pause_ref], out
+    listed = x(lab, "node-2", ["ctr", "-n", "airgap-spy", "images", "ls", "-q"]).stdout.split()
+    assert {ref, site.pause_ref} <= set(listed)
+    log = x(lab, "node-2", ["cat", "/var/log/airgap-test-ctr.log"]).stdout
+    pulls = [line for line in log.splitlines() if line.startswith("argv:") and " images pull " in line]
+    assert len(pulls) == 2 and all("--hosts-dir" in line and "--user" not in line for line in pulls), log
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert PASSWORD not in log and token not in log
+    # Converged: nothing pulled again.
+    again = module()
+    assert again["changed"] is False and again["pulled"] == [], again
 
 
 def test_a_missing_image_fails_at_the_internal_registry_and_goes_nowhere_else(containerd):

@@ -27,6 +27,7 @@ touches a lab brought up by ``airgap lab up`` or by the demo.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.lab import _inventory_dir, _require_lab_host
+from tests.fixtures.lab import _inventory_dir, _require_lab_host, ctr_spy
 
 pytestmark = pytest.mark.slow
 
@@ -622,8 +623,13 @@ def test_trojan_wheel_installs_nothing_then_a_released_toolkit_installs_and_runs
 
 # ----------------------------------------------------------------------------- 6: containerd nodes
 
+CTR_SPY = "/usr/local/sbin/ctr"  # before /usr/bin in PATH, where Ansible's modules look first
+
+
 def test_containerd_nodes_hold_every_signed_image_and_pull_nothing_from_outside(site):
     """`demo.sh --runtime containerd`: the container hosts become containerd nodes, as a cluster's nodes are."""
+    for node in sorted(CONTAINER_HOSTS):  # every ctr the rollout and check.yml run, recorded (argv, environment)
+        site.sh(node, f"cat > {CTR_SPY} && chmod 0755 {CTR_SPY}", input=ctr_spy("/var/log/airgap-ctr.log"))
     proc = site.site("1.1.0", "-e", "airgap__runtime=containerd")
     assert proc.returncode == 0, proc.stdout[-5000:]
     report = site.demo.check("-e", "airgap__runtime=containerd", strict=False, capture=True)
@@ -651,3 +657,21 @@ def test_containerd_nodes_hold_every_signed_image_and_pull_nothing_from_outside(
     # A second run changes nothing.
     again = site.site("1.1.0", "-e", "airgap__runtime=containerd")
     assert {h: c["changed"] for h, c in recap(again.stdout).items()} == {h: 0 for h in HOSTS}, again.stdout[-6000:]
+    # The pull credential is in the root-only hosts.toml files, and on no ctr command line or environment.
+    for node in sorted(CONTAINER_HOSTS):
+        secrets = set()
+        for toml in site.sh(node, "ls /etc/containerd/certs.d/*/hosts.toml").stdout.split():
+            assert site.sh(node, f"stat -c '%a %U' {toml}").stdout.split() == ["600", "root"], toml
+            for token in re.findall(r'Authorization = "Basic ([^"]+)"', site.sh(node, f"cat {toml}").stdout):
+                user, _, secret = base64.b64decode(token).decode().partition(":")
+                assert user == "airgap-pull" and secret, toml
+                secrets |= {token, secret}
+        assert len(secrets) == 2, node  # one pull credential, in every file
+        assert not secrets & set(site.sh(node, "cat /etc/containerd/config.toml").stdout.split('"'))
+        log = site.sh(node, "cat /var/log/airgap-ctr.log").stdout
+        pulls = [line for line in log.splitlines() if line.startswith("argv:") and " images pull " in line]
+        assert any("airgap-probe" in line for line in pulls), log  # check.yml's probe
+        assert sum("airgap-probe" not in line for line in pulls) >= len(want), log  # the rollout's pre-pull
+        assert all("--user" not in line for line in pulls)
+        assert not any(secret in log for secret in secrets), node
+        site.sh(node, f"rm -f {CTR_SPY} /var/log/airgap-ctr.log")

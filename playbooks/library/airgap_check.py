@@ -38,7 +38,7 @@ options:
     required: true
     choices: [policy, enclave, dns, ntp, packages, proxy, hosts, routes, registries, image_policy,
               credentials, workloads, marker, registry_content, registry_access, certificate, audit,
-              containerd, containerd_probe]
+              containerd, containerd_probe, commands, space]
   enclave:
     description:
       - The enclave, C(ranges) (CIDR list), C(domains), C(names) and C(services)
@@ -117,6 +117,15 @@ options:
     description: Documentation address (RFC 5737) whose route is looked up; no packet is sent.
     type: str
     default: 192.0.2.1
+  commands:
+    description: For C(commands) (preflight), the executables the host's roles run.
+    type: list
+    elements: path
+    default: []
+  space:
+    description: For C(space) (preflight), path to the bytes that must be free under it (or its nearest existing parent).
+    type: dict
+    default: {}
   root:
     description: Root of the file system to read configuration from (tests).
     type: path
@@ -158,6 +167,7 @@ allowed:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.airgap_check_audit import check_audit
 from ansible.module_utils.airgap_check_common import Enclave, Files, Labels, Result
+from ansible.module_utils.airgap_check_host import check_commands, check_space
 from ansible.module_utils.airgap_check_containerd import check_containerd, check_probe_logs, read_logs
 from ansible.module_utils.airgap_check_network import check_dns, check_hosts, check_ntp, check_routes
 from ansible.module_utils.airgap_check_registry import (Registry, check_certificate, check_registry_access,
@@ -168,7 +178,7 @@ from ansible.module_utils.airgap_check_sources import check_packages, check_prox
 from ansible.module_utils.airgap_check_workloads import check_marker, check_workloads
 
 NODE_CHECKS = ("dns", "ntp", "packages", "proxy", "hosts", "routes", "registries", "image_policy",
-               "credentials", "workloads", "marker", "containerd", "containerd_probe")
+               "credentials", "workloads", "marker", "containerd", "containerd_probe", "commands", "space")
 CONTROLLER_CHECKS = ("policy", "enclave", "registry_content", "registry_access", "certificate", "audit")
 
 
@@ -238,6 +248,8 @@ ARGUMENT_SPEC = dict(
     audit=dict(type="dict", default={}),
     cert_min_days=dict(type="int", default=30),
     route_probe=dict(type="str", default="192.0.2.1"),
+    commands=dict(type="list", elements="path", default=[]),
+    space=dict(type="dict", default={}),
     root=dict(type="path", default="/"),
 )
 
@@ -282,11 +294,9 @@ def run_check(check, c, out):
         return res
     ctd = p["containerd"] or {}
     if check == "containerd":
-        credentials = "%s:%s" % (reg.get("username") or "", reg.get("password") or "")
         return check_containerd(c.run, c.module.get_bin_path("ctr"), [tuple(i) for i in ctd.get("images") or []],
                                 c.internal, ctd.get("hosts_dir") or "/etc/containerd/certs.d",
-                                ctd.get("address") or "/run/containerd/containerd.sock", credentials,
-                                ctd.get("token") or "airgap-probe")
+                                ctd.get("address") or "/run/containerd/containerd.sock", ctd.get("token") or "airgap-probe")
     if check == "containerd_probe":
         text, shown = read_logs(c.run, c.files, ctd.get("logs") or [], ctd.get("unit") or "airgap-registry")
         out["probes"] = check_probe_logs(text, shown, ctd.get("probes"))
@@ -306,6 +316,8 @@ def run_check(check, c, out):
                                                  reg.get("push_secret_sha256"), p["may_push"]),
         "workloads": lambda: check_workloads(c.run, c.module.get_bin_path("podman"), c.files, p["workloads"],
                                              p["signed_digests"]),
+        "commands": lambda: check_commands(c.files, p["commands"]),
+        "space": lambda: check_space(c.files, p["space"]),
         "marker": lambda: check_marker(c.files, p["marker"].get("path") or "/etc/airgap/bundle.json", p["marker"]),
         "registry_access": lambda: check_registry_access(c.registry("pull"), c.registry("push"),
                                                          reg.get("probe_repository") or "airgap/probe"),

@@ -13,7 +13,9 @@ short_description: Facts about airgap on a node
 description:
   - Read-only. Sets C(ansible_facts.airgap) with the node's bundle marker, the
     bundle recorded by C(airgap import) (when the node is the staging host),
-    the version of the installed toolkit and the free space under given paths.
+    the version of the installed toolkit, which paths exist and when
+    certificates expire. (Commands and free space are preflight checks:
+    C(airgap_check) C(commands) and C(space).)
 options:
   marker_path:
     description: The node's bundle marker (JSON).
@@ -26,16 +28,6 @@ options:
     description: Virtualenv of the toolkit.
     type: path
     default: /opt/airgap
-  space_paths:
-    description: Paths whose file system's free space is reported (the nearest existing parent is used).
-    type: list
-    elements: path
-    default: []
-  commands:
-    description: Executables whose absence is reported in C(missing_commands).
-    type: list
-    elements: path
-    default: []
   paths:
     description: Paths whose existence is reported in C(exists) (a dict of path to true/false).
     type: list
@@ -52,12 +44,12 @@ author: airgap project
 EXAMPLES = r"""
 - name: Airgap facts
   airgap_facts:
-    space_paths: [/var/lib/airgap]
+    paths: [/etc/airgap/pki/ca.crt]
 """
 
 RETURN = r"""
 ansible_facts:
-  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(free_bytes), C(missing_commands), C(exists), C(not_after).
+  description: C(airgap) with C(marker), C(imported), C(toolkit_version), C(exists), C(not_after).
   returned: always
   type: dict
 """
@@ -109,22 +101,12 @@ def not_after(module, path):
         return None
 
 
-def free_bytes(path):
-    probe = os.path.abspath(path)
-    while probe != "/" and not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    st = os.statvfs(probe)
-    return {"path": path, "measured_at": probe, "free": st.f_bavail * st.f_frsize}
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             marker_path=dict(type="path", default="/etc/airgap/bundle.json"),
             imported_file=dict(type="path"),
             toolkit_prefix=dict(type="path", default="/opt/airgap"),
-            space_paths=dict(type="list", elements="path", default=[]),
-            commands=dict(type="list", elements="path", default=[]),
             paths=dict(type="list", elements="path", default=[]),
             certificates=dict(type="list", elements="path", default=[]),
         ),
@@ -142,8 +124,6 @@ def main():
         "marker": marker,
         "imported": imported,
         "toolkit_version": toolkit_version(p["toolkit_prefix"]),
-        "free_bytes": {path: free_bytes(path) for path in p["space_paths"]},
-        "missing_commands": [c for c in p["commands"] if not (os.path.isfile(c) and os.access(c, os.X_OK))],
         "exists": {path: os.path.lexists(path) for path in p["paths"]},
         "not_after": {path: not_after(module, path) for path in p["certificates"]},
         "errors": errors,

@@ -68,25 +68,10 @@ paths:
 """
 
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.airgap_fileio import write_atomic
 from ansible.module_utils.airgap_check_report import build, html_page, markdown, summary_lines, to_json
-
-
-def _write(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".report.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main():
@@ -105,7 +90,7 @@ def main():
     base = os.path.join(p["dir"], p["name"])
     paths = [base + ".json", base + ".md", base + ".html"]
     for path, text in zip(paths, (to_json(report), markdown(report), html_page(report))):
-        _write(path, text)
+        write_atomic(path, text.encode("utf-8"), mode=0o640)
     module.exit_json(changed=False, passed=report["passed"], counts=report["counts"],
                      summary=summary_lines(report, paths), paths=paths)
 

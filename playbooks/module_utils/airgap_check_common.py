@@ -60,6 +60,9 @@ CHECKS = {
     "enclave": ("Enclave", "Enclave description",
                 "the inventory's enclave: ranges are networks, every service and node address lies inside"),
     "policy": ("Enclave", "Sovereignty labels", "the sovereignty policy that labels findings was loaded"),
+    # Preflight only (a rollout's first step; check.yml does not run them).
+    "commands": ("Preflight", "Commands", "every command the host's roles run is installed"),
+    "space": ("Preflight", "Free space", "enough free space for the bundle and the registry's blobs"),
     # Haven: the Compliancy Checker's checks a node and the inventory can prove (airgap_haven) ...
     "haven_nodes": ("Haven", "Nodes", "at least 3 control-plane and 3 worker hosts in the inventory"),
     "haven_zones": ("Haven", "Availability zones", "the hosts are spread over more than one availability zone"),

@@ -44,8 +44,14 @@ def _images(run, ctr, address):
     return (refs, digests), None
 
 
-def check_containerd(run, ctr, images, internal, hosts_dir, address, credentials, token):
-    """*images*: the signed manifest's (internal name, digest) pairs; *credentials*: ``user:password``."""
+def probe_argv(ctr, address, hosts_dir, token):
+    """The probe pull's command line. No ``--user``: the node's hosts.toml files (root-only) hold the pull
+    credential, so no secret is ever on a command line (``ps`` shows every process's argv to every user)."""
+    return [ctr, "--address", address, "-n", "k8s.io", "images", "pull", "--hosts-dir", hosts_dir, probe_ref(token)]
+
+
+def check_containerd(run, ctr, images, internal, hosts_dir, address, token):
+    """*images*: the signed manifest's (internal name, digest) pairs."""
     res = Result("containerd")
     if not ctr:
         res.fail("ctr", "(missing)", "containerd is not installed")
@@ -61,8 +67,7 @@ def check_containerd(run, ctr, images, internal, hosts_dir, address, credentials
             res.note("%s present in k8s.io" % ref)
         else:
             res.fail("ctr -n k8s.io images ls", ref, "a signed image is not pre-pulled into containerd's k8s.io namespace")
-    rc, out, err = run([ctr, "--address", address, "-n", "k8s.io", "images", "pull", "--hosts-dir", hosts_dir,
-                        "--user", credentials, probe_ref(token)])
+    rc, out, err = run(probe_argv(ctr, address, hosts_dir, token))
     text = (err or "") + (out or "")
     tried = sorted(set(_TRIED.findall(text)))
     source = "ctr images pull %s" % probe_ref(token)
@@ -122,4 +127,4 @@ def pod_patterns(objects):
     return out
 
 
-__all__ = ["check_containerd", "check_probe_logs", "read_logs", "probe_ref", "probe_path", "pod_of", "pod_patterns"]
+__all__ = ["check_containerd", "probe_argv", "check_probe_logs", "read_logs", "probe_ref", "probe_path", "pod_of", "pod_patterns"]

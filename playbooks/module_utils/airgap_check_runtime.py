@@ -357,22 +357,59 @@ SECRET_FILES = ("/etc/airgap/*.password", "/etc/airgap/registry/*.password", "/e
                 "/root/.docker/config.json", "/root/.config/containers/auth.json", "/run/containers/*/auth.json")
 
 
+def _header_credentials(path, doc):
+    """(target, user, secret) of each ``Authorization: Basic`` header of a containerd hosts.toml."""
+    tables = [(doc.get("server") or os.path.basename(os.path.dirname(path)), doc.get("header") or {})]
+    tables += [(url, (host or {}).get("header") or {}) for url, host in sorted((doc.get("host") or {}).items())]
+    out = []
+    for target, headers in tables:
+        for name, values in sorted(headers.items()):
+            if name.lower() != "authorization":
+                continue
+            for value in values if isinstance(values, list) else [values]:
+                scheme, _, token = str(value).strip().partition(" ")
+                if scheme.lower() == "basic":
+                    out.append((target,) + _decode_auth(token.strip()))
+    return out
+
+
+def registry_credentials(files):
+    """(path, target, user, secret) of every registry credential on the node: auth files, containerd's
+    hosts.toml headers (where the rollout puts the pull credential) and config.toml's CRI auth."""
+    out = []
+    for path, doc in auth_entries(files):
+        for key, entry in sorted(((doc or {}).get("auths") or {}).items()):
+            out.append((path, key) + _decode_auth((entry or {}).get("auth", "")))
+    for path in files.glob("/etc/containerd/certs.d/*/hosts.toml"):
+        doc, _err = load_toml(files, path)
+        out.extend((path,) + c for c in _header_credentials(path, doc or {}))
+    for path in files.glob("/etc/containerd/config.toml"):
+        doc, _err = load_toml(files, path)
+        cri = (((doc or {}).get("plugins") or {}).get("io.containerd.grpc.v1.cri") or {}).get("registry") or {}
+        for host, cfg in sorted((cri.get("configs") or {}).items()):
+            auth = (cfg or {}).get("auth") or {}
+            if auth.get("auth"):
+                out.append((path, host) + _decode_auth(auth["auth"]))
+            elif auth.get("username") or auth.get("password"):
+                out.append((path, host, auth.get("username"), auth.get("password")))
+    # A hosts.toml names its server and its one host alike: one entry each.
+    return list(dict.fromkeys(out))
+
+
 def check_credentials(files, internal, pull_user, push_secret_sha256, may_push):
     """Container hosts hold the pull credential only; the push credential only where *may_push*."""
     res = Result("credentials", "pull credential only" if not may_push else "push credential where it belongs")
-    for path, doc in auth_entries(files):
+    for path, target, user, secret in registry_credentials(files):
         shown = files.show(path)
-        for key, entry in sorted(((doc or {}).get("auths") or {}).items()):
-            user, secret = _decode_auth((entry or {}).get("auth", ""))
-            if internal(key) and pull_user and user not in (None, pull_user):
-                res.fail(shown, "%s user %s" % (key, user),
-                         "a credential other than the pull account (%s) for the internal registry" % pull_user,
-                         line=line_of(files, path, key))
-            elif user is not None:
-                res.note("%s: %s user %s" % (shown, key, user))
-            if push_secret_sha256 and secret is not None and not may_push \
-                    and hashlib.sha256(secret.encode()).hexdigest() == push_secret_sha256:
-                res.fail(shown, "%s user %s" % (key, user), "holds the push credential; only the staging host may")
+        if internal(target) and pull_user and user not in (None, pull_user):
+            res.fail(shown, "%s user %s" % (target, user),
+                     "a credential other than the pull account (%s) for the internal registry" % pull_user,
+                     line=line_of(files, path, target))
+        elif user is not None:
+            res.note("%s: %s user %s" % (shown, target, user))
+        if push_secret_sha256 and secret is not None and not may_push \
+                and hashlib.sha256(secret.encode()).hexdigest() == push_secret_sha256:
+            res.fail(shown, "%s user %s" % (target, user), "holds the push credential; only the staging host may")
     if push_secret_sha256 and not may_push:
         for path in files.glob(*SECRET_FILES):
             text = files.read(path) or ""
