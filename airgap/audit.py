@@ -23,7 +23,7 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,11 @@ class AuditEntry:
 def rfc3339(now: datetime | None = None) -> str:
     """Format *now* (default: the current time) as RFC 3339 UTC with a ``Z``."""
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif now.tzinfo is None:
         # A naive time is ambiguous; guessing the zone would put a lie in the log.
         raise InputError("audit time must be timezone-aware")
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     text = now.strftime("%Y-%m-%dT%H:%M:%S")
     if now.microsecond:
         text += f".{now.microsecond:06d}"

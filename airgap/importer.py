@@ -36,12 +36,13 @@ import json
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from airgap import oci
 from airgap._internal.fsutil import Dir, display
@@ -54,8 +55,8 @@ from airgap.exceptions import (
     OperationError,
     UnsafePathError,
 )
-from airgap.manifest import BundleManifest, ImageRecord
 from airgap.extract import write_member
+from airgap.manifest import BundleManifest, ImageRecord
 from airgap.verified import ImagePlan, VerifiedBundle
 
 __all__ = [
@@ -150,7 +151,7 @@ def import_bundle(
     """Verify the bundle at *path* (under the state lock), then import the verified object."""
     from airgap import verify as verifymod
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     state_dir = Path(state_dir)
     if client is None:
         from airgap.registry import RegistryClient
@@ -240,7 +241,7 @@ def _check_state_dir(state_dir: Path, manifest: BundleManifest) -> None:
 
 
 def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry: str, plans: list[ImagePlan],
-                     files: "_FilesTarget | None") -> str | None:
+                     files: _FilesTarget | None) -> str | None:
     """Why a re-import needs no byte of the bundle's content, or None.
 
     Only when this exact manifest was already imported into this registry, the
@@ -419,8 +420,9 @@ def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress
             for f in pending:
                 f.cancel()
             for f in futures:
-                if f.done() and not f.cancelled() and f.exception() is not None:
-                    raise f.exception()
+                failure = f.exception() if f.done() and not f.cancelled() else None
+                if failure is not None:
+                    raise failure
     if uploads_dir is not None:
         try:
             uploads_dir.rmdir()  # empty once every session has completed

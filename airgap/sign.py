@@ -31,9 +31,9 @@ from airgap._internal.text import plural
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import InputError, InvalidTypeError, OperationError, SignatureError, TargetError
+from airgap.history import History
 from airgap.inspect import human_size
 from airgap.keys import short_keyid
-from airgap.history import History
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, verify_envelope
 

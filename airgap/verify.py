@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
 from airgap import anchored, caps, dsse, oci, sbom, split, trust
@@ -139,7 +138,7 @@ def verify(
     ``require_base`` is a callable ``(digest, size) -> bool`` telling whether a blob a
     differential bundle leaves out is present on this side.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     label = os.fspath(path)
     run = _Run(VerifyReport(bundle=label, checks=[Check(n, "skipped") for n in CHECK_NAMES]))
     source = None
@@ -182,7 +181,8 @@ class _Run:
 
     def __init__(self, report: VerifyReport):
         self.report, self.current = report, "archive"
-        self.anchored = None  # the state directory, checked against its audit log (airgap.anchored)
+        # the state directory, checked against its audit log
+        self.anchored: anchored.Anchored | None = None
 
     def start(self, name: str) -> None:
         self.current = name
@@ -480,11 +480,10 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
     unreferenced = sorted(blob_members - referenced)
     if unreferenced:
         raise ArchiveError(unreferenced[0], "blob is not referenced by any image")
-    for path in sorted(blob_members):
-        if manifest.member(path).sha256 != path.rsplit("/", 1)[1]:
+    for m in manifest.members:
+        if m.path in blob_members and m.sha256 != m.path.rsplit("/", 1)[1]:
             # Import pushes a blob under its name: the name must be the hash that is checked.
-            raise IntegrityError(path, f"the manifest gives it sha256 {manifest.member(path).sha256[:16]}…, "
-                                       "not the digest it is named by")
+            raise IntegrityError(m.path, f"the manifest gives it sha256 {m.sha256[:16]}…, not the digest it is named by")
     return plans
 
 

@@ -9,7 +9,7 @@ its own check would word them differently (or not check at all, as inspect did).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,7 +18,7 @@ from airgap.exceptions import SignatureError
 from airgap.keys import SigningKey
 from tests import bundlekit as kit
 
-NOW = datetime(2026, 6, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
 OTHER_BYTES = "the signed payload is not the bundle's manifest.json"
 OTHER_TYPE = "payloadType 'application/vnd.airgap.parts+json' is not the expected 'application/vnd.airgap.manifest.v1+json'"
 STRANGER = "is by a key not in the trust policy"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -270,7 +270,7 @@ def test_expired_policy(keyring):
     with pytest.raises(ExpiredError) as exc:
         TrustPolicy.load(policy.to_bytes(), now=NOW)
     assert str(exc.value) == "trust.json: expired at 2026-01-01T00:00:00Z"
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ExpiredError):
         TrustPolicy.load(policy.to_bytes(), now=at)
     TrustPolicy.load(policy.to_bytes(), now=at - timedelta(seconds=1))
@@ -734,7 +734,7 @@ def test_same_version_expired(tmp_path, keyring, trust_policy):
     store = TrustStore(tmp_path)
     store.record(store.load_policy(trust_policy.to_bytes(), NOW))
     with pytest.raises(ExpiredError):
-        store.load_policy(trust_policy.to_bytes(), datetime(2100, 1, 1, tzinfo=timezone.utc))
+        store.load_policy(trust_policy.to_bytes(), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 def test_policy_rollback(tmp_path, keyring, trust_policy):

@@ -9,7 +9,7 @@ copy inside the trust package until then.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airgap.exceptions import FormatError, InvalidTypeError
@@ -28,13 +28,13 @@ def require_aware(dt: Any) -> None:
 def format_time(dt: datetime) -> str:
     """RFC 3339 UTC with a ``Z`` and whole seconds, the only form a policy holds."""
     require_aware(dt)
-    return dt.astimezone(timezone.utc).replace(microsecond=0).strftime(FORMAT)
+    return dt.astimezone(UTC).replace(microsecond=0).strftime(FORMAT)
 
 
 def parse_time(value: Any, artifact: str, what: str = "expires") -> datetime:
     if not isinstance(value, str) or not _SHAPE.match(value):
         raise FormatError(artifact, f"{what} must be an RFC 3339 UTC time like 2027-11-23T00:00:00Z")
     try:
-        return datetime.strptime(value, FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise FormatError(artifact, f"{what} {value!r} is not a valid date and time") from None

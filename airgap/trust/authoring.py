@@ -130,10 +130,11 @@ def successor(policy: TrustPolicy, **changes: Any) -> TrustPolicy:
     # Revoked keys stay listed so that a signature by one is reported as
     # "revoked" rather than "unknown".
     kept = [policy.keys[k] for k in sorted(all_revoked) if k in policy.keys]
+    required = {role: _threshold(thresholds[role], role) for role in ("root", "builder", "officer")}
     return TrustPolicy.create(
         policy.target, changes.get("expires", policy.signed["expires"]),
-        role_keys["root"], thresholds["root"], role_keys["builder"], thresholds["builder"],
-        role_keys["officer"], thresholds["officer"],
+        role_keys["root"], required["root"], role_keys["builder"], required["builder"],
+        role_keys["officer"], required["officer"],
         version=policy.version + 1,
         toolkit=role_keys["toolkit"],
         toolkit_threshold=thresholds["toolkit"] if role_keys["toolkit"] else changes.get("toolkit_threshold"),
@@ -142,6 +143,12 @@ def successor(policy: TrustPolicy, **changes: Any) -> TrustPolicy:
         extra_keys=kept,
         artifact=policy.artifact,
     )
+
+
+def _threshold(value: int | None, role: str) -> int:
+    if value is None:  # root, builder and officer are required roles: every valid policy has them
+        raise InvalidValueError(f"the {role} role needs a threshold")
+    return value
 
 
 # --- the command line's helpers -------------------------------------------------

@@ -28,7 +28,6 @@ from airgap._internal.text import plural
 from airgap.dsse import Signature
 from airgap.exceptions import FormatError, InputError, InvalidTypeError, SignatureError
 from airgap.keys import PublicKey, short_keyid
-from airgap.trust._time import parse_time, require_aware
 from airgap.trust._roles import (
     ALL_ROLES,
     ARTIFACT,
@@ -40,9 +39,10 @@ from airgap.trust._roles import (
     SIG_HEX,
     Role,
 )
+from airgap.trust._time import parse_time, require_aware
 
 if TYPE_CHECKING:
-    from airgap.trust.evaluate import Override, Overridden, SignatureReport
+    from airgap.trust.evaluate import Overridden, Override, SignatureReport
 
 __all__ = ["TrustPolicy", "parse_policy", "read_policy_bytes"]
 
