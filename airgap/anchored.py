@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airgap._internal.fsutil import Dir, record_names
+from airgap._internal.fsutil import Dir, read_capped, record_names
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
 from airgap.audit import GENESIS, Actor, AuditEntry, AuditLog
-from airgap.exceptions import AirgapError, StateError
+from airgap.exceptions import AirgapError, FormatError, StateError
 from airgap.state import PolicyRef, State, StateStore
 
 __all__ = ["Anchored", "Record", "commit", "load", "RECORD_ACTIONS", "FIRST_USE"]
@@ -161,7 +161,7 @@ def _load(d: Path, store: StateStore) -> Anchored:
     imported = _imported(d)
     a = Anchored(d, count, records, state, trust, digests)
     if count == 0:
-        present = [p for p, there in ((store.path, state), (d / TRUST_FILE, trust)) if there is not None]
+        present = [str(p) for p, there in ((store.path, state), (d / TRUST_FILE, trust)) if there is not None]
         present += [path for path, _ in imported.values()]
         if present:
             raise StateError(str(log), f"is {'empty' if log.exists() else 'missing'} but {present[0]} exists: "
@@ -195,7 +195,7 @@ def _check_state(a: Anchored, log: Path) -> None:
     path = str(a.dir / "state.json")
     if a.state is None:
         committed = [r for r in a.records if r.bundle is not None]
-        if len({r.bundle["manifest_digest"] for r in committed}) > 1:
+        if len({r.bundle["manifest_digest"] for r in a.records if r.bundle is not None}) > 1:
             raise StateError(path, f"is missing, but the audit log records {len(committed)} acceptances (the last: "
                                    f"{committed[-1].describe()}); {WHAT_TO_DO}")
         return  # at most one bundle's records: an interrupted first write, completed by rerunning it
@@ -211,13 +211,13 @@ def _check_state(a: Anchored, log: Path) -> None:
     if stamp is None or stamp.policy != a.state.policy:
         raise StateError(path, f"names audit entry {seq}, which did not record this state (trust policy "
                                f"version {a.state.policy.version}); state and log disagree; {WHAT_TO_DO}")
-    last: dict[str, Record] = {}
+    last: dict[str, tuple[Record, dict[str, str]]] = {}
     for r in a.records:
         if r.seq <= seq and r.bundle is not None:
-            last[r.bundle["name"]] = r
-    for name, r in last.items():
+            last[r.bundle["name"]] = (r, r.bundle)
+    for name, (r, bundle) in last.items():
         have = a.state.bundles.get(name)
-        if have is None or have.manifest_digest != r.bundle["manifest_digest"]:
+        if have is None or have.manifest_digest != bundle["manifest_digest"]:
             held = f"{have.version} ({have.manifest_digest})" if have else "nothing"
             raise StateError(path, f"holds {held} for {name}, but the audit log's {r.describe()}; "
                                    f"state and log disagree; {WHAT_TO_DO}")
@@ -258,8 +258,9 @@ def _imported(d: Path) -> dict[str, tuple[str, Any]]:
 
 
 def _imported_doc(path: Path) -> Any:
-    with open(path, "rb") as fh:
-        doc = loads_strict(fh.read(_MAX_RECORD + 1), str(path), max_size=_MAX_RECORD)
+    doc = loads_strict(read_capped(path, _MAX_RECORD, "an import record",
+                                   too_large=lambda _msg: FormatError(str(path), f"larger than {_MAX_RECORD} bytes")),
+                       str(path))
     stamp = doc.get("audit") if isinstance(doc, dict) else None
     if (not isinstance(stamp, dict) or type(stamp.get("seq")) is not int or not isinstance(stamp.get("head"), str)
             or not isinstance(doc.get("manifest_digest"), str)):
@@ -281,7 +282,7 @@ def _check_imported(a: Anchored, imported: dict[str, tuple[str, Any]], log: Path
                                    f"{doc.get('version')} in the log: imported.json and the log disagree; {WHAT_TO_DO}")
     last: dict[str, Record] = {}
     for r in imports.values():
-        if r.seq <= a.committed:
+        if r.seq <= a.committed and r.bundle is not None:
             last[r.bundle["name"]] = r
     for name, r in last.items():
         if name not in imported:

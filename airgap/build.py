@@ -16,20 +16,20 @@ signed bundle behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import secrets
 import tempfile
 import threading
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
 
 from airgap import __version__, caps, oci
-from airgap._internal import tarfmt
-from airgap._internal.fsutil import check_output, fsync_dir, place
+from airgap._internal import tarfmt, timefmt
+from airgap._internal.fsutil import atomic_writer, check_output
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
 from airgap._internal.text import plural
@@ -46,11 +46,22 @@ from airgap.manifest import (
 from airgap.pull import Blob, Documents, ImageOrigin, LayoutOrigin, RegistryOrigin, Resolver
 from airgap.registry.limits import Limits
 
+__all__ = [
+    "BuildResult",
+    "FILE_CHUNK",
+    "PlannedMember",
+    "RegionWriter",
+    "build",
+    "build_time",
+    "check_caps",
+    "collect_files",
+    "hash_file",
+    "load_since",
+    "plan_members",
+    "write_bundle",
+]
+
 FILE_CHUNK = 1024 * 1024
-
-
-def format_time(t: datetime) -> str:
-    return t.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_time(created: str | None = None) -> datetime:
@@ -60,7 +71,7 @@ def build_time(created: str | None = None) -> datetime:
     """
     if created:
         try:
-            t = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            t = timefmt.to_datetime(created)
         except ValueError:
             raise InputError(f"--created {created!r}: expected an RFC 3339 UTC time like 2026-11-23T12:00:00Z") from None
         return t
@@ -68,8 +79,8 @@ def build_time(created: str | None = None) -> datetime:
     if epoch:
         if not epoch.isdigit():
             raise InputError(f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds")
-        return datetime.fromtimestamp(int(epoch), tz=timezone.utc)
-    return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.fromtimestamp(int(epoch), tz=UTC)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------- sinks
@@ -220,28 +231,17 @@ def write_bundle(
     only after ``check(temporary path)`` passes (over an existing *out* only with
     *force*).  On any failure nothing is left."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     sig_offset = _layout_offsets(members, len(manifest_bytes))
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
+    with atomic_writer(out, overwrite=force) as f:
         try:
-            _write_members(fd, manifest_bytes, members, envelope_bytes, sig_offset, documents, workers, progress)
-            os.fsync(fd)
+            _write_members(f.fileno(), manifest_bytes, members, envelope_bytes, sig_offset, documents, workers,
+                           progress)
+            os.fsync(f.fileno())
         except OSError as exc:
             if exc.filename is not None:
                 raise
             raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
-        finally:
-            os.close(fd)
-        check(tmp)
-        place(tmp, out, overwrite=force)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(out.parent)
+        check(Path(f.name))
 
 
 def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember], envelope_bytes: bytes,
@@ -335,6 +335,28 @@ def load_since(path: str | None) -> tuple[set[str], BaseRecord | None]:
     return inv.blob_digests(), BaseRecord(inv.kind, inv.digest, inv.description)
 
 
+def _manifest_bytes(spec, spec_path: Path, t0: datetime, records, base, external, workload_records, packages,
+                    planned: list[PlannedMember]) -> bytes:
+    """The manifest of a build whose members are *planned* (made twice: before and after the SBOMs)."""
+    return BundleManifest(
+        name=spec.metadata.name,
+        version=spec.metadata.version,
+        target=spec.metadata.target,
+        created=timefmt.format_time(t0),
+        expires=timefmt.format_time(spec.metadata.expires_at),
+        spec_name=spec_path.name,
+        spec_sha256=spec.digest.split(":")[-1],
+        toolkit_version=__version__,
+        images=tuple(records),
+        members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in planned),
+        base=base,
+        external_blobs=tuple(sorted(external)),
+        description=spec.metadata.description,
+        workloads=workload_records,
+        packages=packages,
+    ).to_bytes()
+
+
 def build(
     spec_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -385,25 +407,8 @@ def build(
         packages, package_files = _package_files(spec, Path(work.name), t0, log, apt_sources, apt_baseline)
         files += workload_files + package_files
         members, external = plan_members(records, resolver.blobs, files, skip)
-
-        def manifest_of(planned: list[PlannedMember]) -> bytes:
-            return BundleManifest(
-                name=spec.metadata.name,
-                version=spec.metadata.version,
-                target=spec.metadata.target,
-                created=format_time(t0),
-                expires=format_time(spec.metadata.expires_at),
-                spec_name=spec_path.name,
-                spec_sha256=spec.digest.split(":")[-1],
-                toolkit_version=__version__,
-                images=tuple(records),
-                members=tuple(MemberRecord(m.path, m.size, m.sha256, m.mode) for m in planned),
-                base=base,
-                external_blobs=tuple(sorted(external)),
-                description=spec.metadata.description,
-                workloads=workload_records,
-                packages=packages,
-            ).to_bytes()
+        manifest_of = functools.partial(_manifest_bytes, spec, spec_path, t0, records, base, external,
+                                        workload_records, packages)
 
         # The manifest is checked as verify will read it before a byte of layer content
         # is fetched (a build that cannot be accepted stops here, having written

@@ -17,15 +17,28 @@ never touched.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from airgap import caps
 from airgap._internal import tarfmt
-from airgap._internal.fsutil import display
+from airgap._internal.fsutil import atomic_write, display
 from airgap.exceptions import ArchiveError, FormatError, InputError, OperationError
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
+
+__all__ = [
+    "Bundle",
+    "CHUNK",
+    "Ends",
+    "ends_of",
+    "open_source",
+    "read_ends",
+    "recover_interrupted_sign",
+    "replace_signatures",
+    "scan_members",
+    "stream",
+]
 
 CHUNK = 1024 * 1024
 _TAIL_WINDOW = 64 * 1024
@@ -149,7 +162,7 @@ class Bundle:
     signatures_bytes: bytes
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Bundle":
+    def open(cls, path: str | os.PathLike) -> Bundle:
         source = open_source(path)
         try:
             members = scan_members(source, os.fspath(path))
@@ -175,10 +188,6 @@ class Bundle:
     def read(self, member: tarfmt.Member, cap: int) -> bytes:
         """A member's bytes, unchecked (for showing and comparing; use a VerifiedBundle to use them)."""
         return _read_capped(self.source, member, cap)
-
-    def stream(self, member: tarfmt.Member, chunk: int = CHUNK) -> Iterator[bytes]:
-        """A member's bytes in chunks, unchecked (see :meth:`read`)."""
-        yield from stream(self.source, member.data_offset, member.size, chunk, artifact=member.name)
 
     def envelope(self):
         from airgap import dsse
@@ -267,12 +276,7 @@ def replace_signatures(path: str | os.PathLike, envelope_bytes: bytes) -> None:
         + tarfmt.END_OF_ARCHIVE
     )
     journal = _journal(path)
-    tmp = journal.with_name(journal.name + ".tmp")
-    with open(tmp, "wb") as j:
-        j.write(sig.header_offset.to_bytes(8, "big") + old_tail)
-        j.flush()
-        os.fsync(j.fileno())
-    os.replace(tmp, journal)
+    atomic_write(journal, sig.header_offset.to_bytes(8, "big") + old_tail)
     try:
         with open(path, "r+b") as f:
             f.seek(sig.header_offset)

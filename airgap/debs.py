@@ -27,11 +27,13 @@ import hashlib
 import os
 import subprocess
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from airgap._internal import fsutil
 from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, OperationError, SpecError
 
@@ -69,7 +71,7 @@ class PackageSet:
                 "debs": [d.to_dict() for d in self.debs], "index": list(self.index)}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PackageSet":
+    def from_dict(cls, d: dict[str, Any]) -> PackageSet:
         return cls(d["release"], d["architecture"], tuple(d["names"]),
                    tuple(DebRecord(x["package"], x["version"], x["architecture"], x["path"]) for x in d["debs"]),
                    tuple(d["index"]))
@@ -244,7 +246,7 @@ def packages_index(debs: list[ResolvedDeb]) -> bytes:
 
 def release_file(packages: bytes, *, release: str, architecture: str, label: str, date: datetime) -> bytes:
     """The repository's ``Release``: names the index by size and SHA256 (apt checks ``Packages`` against it)."""
-    when = date.astimezone(timezone.utc).strftime("%a, %d %b %Y %H:%M:%S UTC")
+    when = date.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S UTC")
     digest = hashlib.sha256(packages).hexdigest()
     text = (
         "Origin: airgap\n"
@@ -281,8 +283,6 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
     appears under its name only complete and matching the signed manifest
     (temporary file, then rename).  Returns what was written.
     """
-    import os
-
     from airgap import verify
     from airgap._internal.fsutil import check_output
     from airgap.exceptions import InputError
@@ -305,18 +305,9 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
             if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
                     and _sha256_file(target) == record.sha256:
                 continue  # already there, checked
-            tmp = target.with_name(f".{target.name}.airgap-{os.getpid()}.tmp")
-            try:
-                with open(tmp, "xb") as f:
-                    for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
-                        f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, target)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            with fsutil.atomic_writer(target) as f:
+                for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
+                    f.write(chunk)
             written.append(target.name)
         verified.content_used(f"{plural(len(wanted), 'package file')} hashed as they were written")
     return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),

@@ -23,9 +23,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from airgap import caps
+from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InvalidTypeError, InvalidValueError, SignatureError
+
+__all__ = [
+    "Envelope",
+    "MAX_ENVELOPE_SIZE",
+    "MAX_SIGNATURES",
+    "PAYLOAD_TYPE",
+    "SIGNATURE_SIZE",
+    "Signature",
+    "b64decode_strict",
+    "b64encode",
+    "pae",
+]
 
 PAYLOAD_TYPE = "application/vnd.airgap.manifest.v1+json"
 
@@ -35,7 +48,6 @@ SIGNATURE_SIZE = 64
 MAX_ENVELOPE_SIZE = 64 * 1024 * 1024
 MAX_SIGNATURES = caps.MAX_SIGNATURES
 
-_KEYID = re.compile(r"[0-9a-f]{64}\Z")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\Z")
 
 
@@ -80,7 +92,7 @@ class Signature:
         if not isinstance(d, dict) or set(d) != {"keyid", "sig"}:
             raise FormatError(artifact, f"{where} must have exactly keyid and sig")
         keyid = d["keyid"]
-        if not isinstance(keyid, str) or not _KEYID.match(keyid):
+        if not _digest.is_hex(keyid):
             raise FormatError(artifact, f"{where}.keyid must be 64 lower-case hex characters")
         sig = b64decode_strict(d["sig"], artifact, f"{where}.sig")
         if len(sig) != SIGNATURE_SIZE:

@@ -10,6 +10,34 @@ a security officer has to be able to act on the message alone.
 
 from __future__ import annotations
 
+__all__ = [
+    "AirgapError",
+    "AnchorError",
+    "ArchiveError",
+    "AuditError",
+    "BaseMissingError",
+    "ExpiredError",
+    "FormatError",
+    "InputError",
+    "IntegrityError",
+    "KeyFileError",
+    "KeyRoleError",
+    "NotFoundError",
+    "OperationError",
+    "RegistryError",
+    "RejectedError",
+    "RollbackError",
+    "SignatureError",
+    "SovereigntyError",
+    "SpecError",
+    "TargetError",
+    "TokenError",
+    "TransferError",
+    "UnreachableError",
+    "UnsafePathError",
+    "UsageError",
+]
+
 
 class AirgapError(Exception):
     """Base class of every error raised by airgap."""

@@ -83,19 +83,6 @@ def write_member(verified: VerifiedBundle, into: Dir, name: str, rel: str | None
     """
     parent, _, leaf = (rel or name).rpartition("/")
     mode = verified.record(name).mode
-    with into.walk(parent, create=True) as d:
-        d.refuse_link(leaf)
-        tmp = f".{leaf}.airgap-{os.getpid()}.tmp"
-        fd = d.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                for chunk in verified.stream(name):
-                    f.write(chunk)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            d.replace(tmp, leaf)
-        except BaseException:
-            d.unlink(tmp)
-            raise
-        d.fsync()
+    with into.walk(parent, create=True) as d, d.atomic_writer(leaf, mode) as f:
+        for chunk in verified.stream(name):
+            f.write(chunk)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from airgap import sbom
 from airgap._internal.fsutil import atomic_write
+from airgap.caps import MAX_SIGNATURES_BYTES
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import AirgapError, FormatError, InputError
-from airgap.caps import MAX_SIGNATURES_BYTES
 from airgap.manifest import BundleManifest
 from airgap.state import compare_versions
 from airgap.trust import TrustPolicy, evaluate

@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
-import json
 import os
 import stat
 import threading
@@ -147,12 +146,29 @@ def import_bundle(
     override=None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    audit_log: str | os.PathLike | None = None,
 ) -> ImportResult:
-    """Verify the bundle at *path* (under the state lock), then import the verified object."""
+    """Verify the bundle at *path* (under the state lock), then import the verified object.
+
+    The import is recorded in ``STATE/audit.log`` (*audit_log*, if given, must be
+    that file): the acceptance by :func:`airgap.anchored.commit`, a refusal or
+    failure here, with its reason.
+    """
+    from airgap.auditing import AuditTrail
+
+    trail = AuditTrail.of(state_dir, audit_log)
+    with trail.refusals("import", {"bundle": os.fspath(path), "registry": registry}):
+        return _import_bundle(path, trust_path=trust_path, registry=registry, state_dir=Path(state_dir),
+                              files_dir=files_dir, client=client, plain_http=plain_http, ca_file=ca_file,
+                              credentials=credentials, now=now or datetime.now(UTC), override=override,
+                              progress=progress, log=log)
+
+
+def _import_bundle(path, *, trust_path, registry: str, state_dir: Path, files_dir, client, plain_http: bool,
+                   ca_file: str | None, credentials, now: datetime, override, progress: bool,
+                   log: Callable[[str], None] | None) -> ImportResult:
     from airgap import verify as verifymod
 
-    now = now or datetime.now(UTC)
-    state_dir = Path(state_dir)
     if client is None:
         from airgap.registry import RegistryClient
 
@@ -588,6 +604,3 @@ def format_result(r: ImportResult) -> str:
         lines.append(f"  files: {r.files_total} ({written}), current: {r.files_dir}")
     return "\n".join(lines)
 
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

@@ -16,6 +16,17 @@ from airgap.bundle import Bundle
 from airgap.dsse import PAYLOAD_TYPE
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 
+__all__ = [
+    "diff",
+    "format_diff",
+    "format_sbom",
+    "format_summary",
+    "has_differences",
+    "human_size",
+    "sbom_summary",
+    "summary",
+]
+
 
 def human_size(n: int) -> str:
     size = float(n)

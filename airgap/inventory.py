@@ -12,14 +12,22 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from airgap import oci
+from airgap._internal import timefmt
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, NotFoundError
+
+__all__ = [
+    "Inventory",
+    "MAX_INVENTORY_BYTES",
+    "collect",
+    "write",
+]
 
 _TYPE = "airgap-inventory"
 MAX_INVENTORY_BYTES = 64 * 1024 * 1024
@@ -36,7 +44,7 @@ class Inventory:
         return set(self.blobs)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Inventory":
+    def load(cls, path: str | os.PathLike) -> Inventory:
         p = Path(path)
         try:
             data = p.read_bytes()
@@ -69,7 +77,7 @@ class Inventory:
 
 def collect(client, *, now: datetime | None = None, repositories: list[str] | None = None) -> dict[str, Any]:
     """Walk the registry's catalog and describe everything it serves."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     repos: dict[str, Any] = {}
     blobs: dict[str, int] = {}
     for repo in sorted(repositories or client.catalog()):
@@ -83,7 +91,7 @@ def collect(client, *, now: datetime | None = None, repositories: list[str] | No
     return {
         "_type": _TYPE,
         "registry": client.registry,
-        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": timefmt.format_time(now),
         "repositories": repos,
         "blobs": [{"digest": d, "size": blobs[d]} for d in sorted(blobs)],
     }

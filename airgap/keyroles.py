@@ -20,8 +20,9 @@ chose the wrong key, nothing was examined and found wanting, nothing written.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from airgap._internal.text import article
 from airgap.dsse import Signature

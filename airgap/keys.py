@@ -21,9 +21,10 @@ import os
 import re
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -32,9 +33,40 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
-from airgap._internal.fsutil import atomic_write, check_output, check_output_dir
+from airgap._internal import digest as _digest
+from airgap._internal.fsutil import atomic_write, check_output, check_output_dir, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, InvalidValueError, KeyFileError, OutputExistsError, SignatureError
+
+__all__ = [
+    "KDF_MIN",
+    "KDF_MODERATE",
+    "KDF_SENSITIVE",
+    "KEYTYPE",
+    "KeyOptions",
+    "PASSPHRASE_ENV",
+    "PASSPHRASE_FILE_ENV_PREFIX",
+    "PRIVATE_KEY_TYPE",
+    "PROMPT_TRIES",
+    "PUBLIC_KEY_TYPE",
+    "PassphraseSource",
+    "PublicKey",
+    "SCHEME",
+    "SIGNATURE_SIZE",
+    "SigningKey",
+    "UNENCRYPTED_WARNING",
+    "is_pkcs11_uri",
+    "key_env_name",
+    "keygen",
+    "keygen_check_name",
+    "load_public",
+    "load_signing_key",
+    "passphrase_from_env_or_tty",
+    "public_file_bytes",
+    "read_secret_file",
+    "short_keyid",
+    "write_public",
+]
 
 KEYTYPE = "ed25519"
 SCHEME = "ed25519"
@@ -60,7 +92,6 @@ UNENCRYPTED_WARNING = (
 
 PASSPHRASE_ENV = "AIRGAP_PASSPHRASE"
 
-_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HEX = re.compile(r"(?:[0-9a-f]{2})+\Z")
 
 
@@ -126,7 +157,7 @@ class PublicKey:
         if not isinstance(keyval, dict) or set(keyval) != {"public"}:
             raise FormatError(artifact, "keyval must be an object with exactly 'public'")
         public = keyval["public"]
-        if not isinstance(public, str) or not _HEX64.match(public):
+        if not _digest.is_hex(public):
             raise FormatError(artifact, "keyval.public must be 64 lower-case hex characters")
         raw = bytes.fromhex(public)
         # Low-order or non-canonical points would let a forger produce
@@ -498,13 +529,7 @@ def key_env_name(path: str | os.PathLike) -> str:
 
 def read_secret_file(path: str | os.PathLike, what: str) -> str:
     """A passphrase or PIN from a file: the first line, without its line ending; never empty."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the {what} file: {exc.strerror}") from None
-    if len(data) > _MAX_SECRET_FILE:
-        raise InputError(f"{path}: too large for a {what} file (a {what} is one line)")
+    data = read_capped(path, _MAX_SECRET_FILE, f"the {what} file")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:

@@ -22,6 +22,19 @@ from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import check_printable
 from airgap.exceptions import FormatError, InputError, InvalidValueError
 
+__all__ = [
+    "BaseRecord",
+    "BundleManifest",
+    "ImageRecord",
+    "LAYOUT_REGISTRY",
+    "MANIFEST_MEMBER",
+    "MemberRecord",
+    "Names",
+    "SIGNATURES_MEMBER",
+    "check_image_names",
+    "names_of",
+]
+
 MANIFEST_MEMBER = "manifest.json"
 SIGNATURES_MEMBER = "signatures.json"
 LAYOUT_REGISTRY = "oci-layout"  # the registry field of an image taken from a local OCI layout
@@ -131,13 +144,6 @@ def _aliased(ref: str, source: str) -> Names:
     return Names(layout_ref, pulled.registry, pulled.repository, pulled.tag, pulled.digest, internal=internal.repository)
 
 
-def _path_of(error) -> str:
-    out = ""
-    for part in error.absolute_path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
 def _check_printable(doc: dict[str, Any], artifact: str) -> None:
     """Everything ``sign``, ``inspect`` and ``diff`` show an officer: no controls, no bidi.
 
@@ -218,7 +224,7 @@ class ImageRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ImageRecord":
+    def from_dict(cls, d: dict[str, Any]) -> ImageRecord:
         return cls(
             ref=d["ref"],
             layout_ref=d["layout_ref"],
@@ -316,7 +322,7 @@ class BundleManifest:
 
     # ------------------------------------------------------------------ decoding
     @classmethod
-    def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> "BundleManifest":
+    def from_bytes(cls, data: bytes, artifact: str = MANIFEST_MEMBER) -> BundleManifest:
         """Parse and validate untrusted manifest bytes; FormatError names what is wrong."""
         doc = loads_strict(data, artifact, max_size=caps.MAX_MANIFEST_BYTES)
         if not isinstance(doc, dict):
@@ -325,7 +331,7 @@ class BundleManifest:
             raise FormatError(artifact, f"unsupported bundle format {doc.get('format')!r} (this toolkit reads {BUNDLE_FORMAT_VERSION})")
         err = schema.best_match(list(_validator().iter_errors(doc)))
         if err is not None:
-            raise FormatError(artifact, f"{_path_of(err)}: {err.message}")
+            raise FormatError(artifact, schema.describe(err))
         if canonical_bytes(doc) != data:
             # Only one byte string may stand for a manifest: a re-encoded one could
             # carry a signature over different bytes than a reviewer looked at.

@@ -13,8 +13,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from airgap import caps
+from airgap._internal import digest as _digest
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError, InvalidValueError
+
+__all__ = [
+    "ALL_MANIFEST_TYPES",
+    "DOCKER_LIST",
+    "DOCKER_MANIFEST",
+    "Descriptor",
+    "INDEX_TYPES",
+    "ImageIndex",
+    "ImageManifest",
+    "LAYOUT_VERSION",
+    "MANIFEST_TYPES",
+    "MAX_BLOB_BYTES",
+    "MAX_CONFIG_BYTES",
+    "MAX_INDEX_BYTES",
+    "MAX_MANIFEST_BYTES",
+    "OCI_INDEX",
+    "OCI_MANIFEST",
+    "Platform",
+    "REF_NAME",
+    "blob_path",
+    "check_config",
+    "check_digest",
+    "check_layout_file",
+    "layout_file",
+    "parse_document",
+    "parse_layout_index",
+]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -33,14 +61,13 @@ MAX_BLOB_BYTES = caps.MAX_MEMBER_BYTES
 MAX_CONFIG_BYTES = caps.MAX_DOCUMENT_BYTES  # configs are parsed too (Go reads them); real ones are kilobytes
 _MAX_SIZE = 2**63 - 1  # Go decodes descriptor sizes into int64
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\Z")
 
 
 def check_digest(value: Any, artifact: str, where: str = "digest") -> str:
     if not isinstance(value, str):
         raise FormatError(artifact, f"{where} is not a string")
-    if not _DIGEST.match(value):
+    if not _digest.is_digest(value):
         algo = value.split(":", 1)[0] if ":" in value else value
         if algo != "sha256":
             raise FormatError(artifact, f"{where} {value!r}: unsupported digest algorithm (only sha256)")
@@ -62,13 +89,13 @@ class Platform:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         parts = text.split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise InvalidValueError(f"platform {text!r} is not os/arch[/variant]")
         return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
 
-    def matches(self, other: "Platform") -> bool:
+    def matches(self, other: Platform) -> bool:
         if (self.os, self.architecture) != (other.os, other.architecture):
             return False
         return self.variant is None or other.variant is None or self.variant == other.variant
@@ -83,7 +110,7 @@ class Descriptor:
     annotations: dict[str, str] | None = None
 
     @classmethod
-    def parse(cls, d: Any, artifact: str, where: str) -> "Descriptor":
+    def parse(cls, d: Any, artifact: str, where: str) -> Descriptor:
         if not isinstance(d, dict):
             raise FormatError(artifact, f"{where} is not an object")
         mt = d.get("mediaType")

@@ -16,7 +16,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from airgap._internal import digest as _digest
 from airgap.exceptions import InputError
+
+__all__ = [
+    "DEFAULT_REGISTRY",
+    "DEFAULT_TAG",
+    "Reference",
+    "internal_name",
+    "internal_reference",
+    "internal_repository",
+    "parse_reference",
+    "validate_digest",
+]
 
 DEFAULT_REGISTRY = "docker.io"
 DEFAULT_TAG = "latest"
@@ -24,7 +36,6 @@ DEFAULT_TAG = "latest"
 # Aliases that all mean Docker Hub; recorded as the canonical name only.
 _DOCKER_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 
-_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _HOST_RE = re.compile(
@@ -70,7 +81,7 @@ class Reference:
 
 def validate_digest(digest: str, artifact: str) -> str:
     """Return *digest* if it is ``sha256:`` + 64 lower-case hex, else raise InputError."""
-    if not isinstance(digest, str) or not _DIGEST_RE.fullmatch(digest):
+    if not isinstance(digest, str) or not _digest.is_digest(digest):
         raise InputError(
             f"{artifact}: invalid digest {digest!r} (only sha256: followed by 64 lower-case hex digits is accepted)"
         )

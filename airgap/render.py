@@ -14,12 +14,12 @@ on a lab node and what a Haven cluster applies with its own tooling.
 
 from __future__ import annotations
 
-import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from airgap import __version__, workloads
 from airgap._internal import fsutil

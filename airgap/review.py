@@ -18,11 +18,12 @@ adds a builder there or notes to the items, and both verbs print it.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
 import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from airgap import history, sbom, toolkit
 from airgap._internal.text import escape

@@ -26,16 +26,27 @@ from __future__ import annotations
 
 import functools
 import os
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
 from airgap._internal import endpoints
 from airgap.exceptions import InputError, SovereigntyError
+
+__all__ = [
+    "CATEGORIES",
+    "Entry",
+    "Match",
+    "Provider",
+    "SovereigntyPolicy",
+    "check_image_source",
+    "default_policy",
+    "match",
+    "normalise_endpoint",
+]
 
 CATEGORIES = (
     "registry",
@@ -47,9 +58,6 @@ CATEGORIES = (
     "cdn",
     "cloud-service",
 )
-
-_HOSTNAME_RE = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*")
-
 
 @dataclass(frozen=True)
 class Provider:
@@ -88,10 +96,6 @@ class Match:
     """``US``, or where a non-US external service sits (``CH``, ``GB``, ``external``)."""
     category: str
     provider_id: str = ""
-    span: tuple[int, int] | None = None
-    """``(start, end)`` offsets in the scanned text (:func:`scan_text` only)."""
-    line: int | None = None
-    """1-based line number in the scanned text (:func:`scan_text` only)."""
 
     @property
     def is_us(self) -> bool:
@@ -104,7 +108,7 @@ class Match:
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-friendly) for reports and the check playbook."""
-        out = {
+        return {
             "endpoint": self.endpoint,
             "host": self.host,
             "pattern": self.pattern,
@@ -113,9 +117,6 @@ class Match:
             "jurisdiction": self.jurisdiction,
             "category": self.category,
         }
-        if self.line is not None:
-            out["line"] = self.line
-        return out
 
 
 def normalise_endpoint(endpoint: str) -> str:
@@ -239,55 +240,8 @@ class SovereigntyPolicy:
                 accepted.append((image, m))
         return accepted
 
-    def scan_text(self, text: str) -> list[Match]:
-        """Every listed endpoint mentioned in *text* (a config file), in order of appearance.
 
-        Host names are taken as whole dotted tokens, so ``gcr.io.internal``,
-        ``notgcr.io`` and ``my_gcr.io`` are not mentions of ``gcr.io``; IPv4 and
-        IPv6 addresses are recognised in any notation ``ipaddress`` accepts.
-        """
-        found: list[Match] = []
-        v6_spans: list[tuple[int, int]] = []
-        for m in _V6_TOKEN_RE.finditer(text):
-            token = m.group(0).split("%", 1)[0]
-            if token.count(":") < 2:
-                continue
-            ip = endpoints.as_ip(token)
-            if ip is None:
-                continue
-            entry = self.entry_for(str(ip))
-            v6_spans.append(m.span())
-            if entry is not None:
-                found.append(_to_match(m.group(0), str(ip), entry, text, m.span()))
-        for m in _HOST_TOKEN_RE.finditer(text):
-            start, end = m.span()
-            if any(s <= start and end <= e for s, e in v6_spans):
-                continue
-            token = m.group(0)
-            stripped = token.strip(".-")
-            if not stripped or "." not in stripped:
-                continue
-            offset = start + token.index(stripped)
-            host = stripped.lower()
-            if ".." in host:
-                continue
-            if not (_IPV4_RE.fullmatch(host) or _HOSTNAME_RE.fullmatch(host)):
-                continue
-            ip = endpoints.as_ip(host)
-            entry = self.entry_for(str(ip) if ip is not None else host)
-            if entry is not None:
-                found.append(_to_match(stripped, host, entry, text, (offset, offset + len(stripped))))
-        found.sort(key=lambda x: x.span or (0, 0))
-        return found
-
-
-_HOST_TOKEN_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_V6_TOKEN_RE = re.compile(r"(?<![A-Za-z0-9_.:-])[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(?:%[A-Za-z0-9_.-]+)?(?![A-Za-z0-9_:-])")
-_IPV4_RE = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
-
-
-def _to_match(endpoint: str, host: str, entry: Entry, text: str | None = None, span=None) -> Match:
-    line = text.count("\n", 0, span[0]) + 1 if text is not None and span is not None else None
+def _to_match(endpoint: str, host: str, entry: Entry) -> Match:
     return Match(
         endpoint=endpoint,
         host=host,
@@ -297,8 +251,6 @@ def _to_match(endpoint: str, host: str, entry: Entry, text: str | None = None, s
         jurisdiction=entry.provider.jurisdiction,
         category=entry.category,
         provider_id=entry.provider.id,
-        span=span,
-        line=line,
     )
 
 
@@ -311,11 +263,6 @@ def default_policy() -> SovereigntyPolicy:
 def match(endpoint: str) -> Match | None:
     """:meth:`SovereigntyPolicy.match` with the packaged policy."""
     return default_policy().match(endpoint)
-
-
-def scan_text(text: str, policy: SovereigntyPolicy | None = None) -> list[Match]:
-    """Listed endpoints mentioned in *text* (default: the packaged policy)."""
-    return (policy or default_policy()).scan_text(text)
 
 
 def check_image_source(registry: str, allow_reason: str | None, *, artifact: str | None = None) -> Match | None:

@@ -47,20 +47,41 @@ import posixpath
 import re
 import stat
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import jsonschema.exceptions
 
 from airgap import caps
-from airgap._internal import strictyaml
+from airgap._internal import fsutil, strictyaml, timefmt
+from airgap._internal.schema import field_path
 from airgap._internal.text import escape, refusal
 from airgap.exceptions import InputError, InvalidValueError, SpecError
 from airgap.reference import Reference, internal_repository, parse_reference
+
+__all__ = [
+    "ALLOWED_VARIABLES",
+    "API_VERSION",
+    "BundleSpec",
+    "FileSource",
+    "ImageSource",
+    "KIND",
+    "MAX_FILES",
+    "MAX_SPEC_BYTES",
+    "Metadata",
+    "PackagesSource",
+    "RESERVED_DESTS",
+    "WorkloadSource",
+    "load_spec",
+    "resolve_expires",
+    "spec_digest",
+    "spec_schema",
+]
 
 API_VERSION = "airgap/v1"
 KIND = "Bundle"
@@ -236,7 +257,7 @@ def resolve_expires(expires: str, now: datetime) -> datetime:
         if m:
             delta = timedelta(**{_DURATION_UNITS[m.group(2)]: int(m.group(1))})
             return (now.astimezone(UTC) + delta).replace(microsecond=0)
-        return datetime.strptime(expires, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return timefmt.to_datetime(expires)
     except OverflowError:
         raise SpecError("metadata.expires", f"{expires!r} lies beyond the year 9999") from None
     except ValueError:
@@ -298,7 +319,7 @@ def _load(path: Path, raw: bytes, now: datetime, env: Mapping[str, str], lines: 
     if expires_at <= now:
         raise SpecError(
             "metadata.expires",
-            f"{md['expires']} ({_iso(expires_at)}) is not in the future (now is {_iso(now)})",
+            f"{md['expires']} ({timefmt.format_time(expires_at)}) is not in the future (now is {timefmt.format_time(now)})",
         )
     metadata = Metadata(
         name=md["name"],
@@ -345,14 +366,9 @@ def spec_schema() -> dict:
 
 
 def _read_spec_bytes(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the bundle spec ({exc.strerror or exc})") from None
-    if len(data) > MAX_SPEC_BYTES:
-        raise SpecError("", f"larger than {MAX_SPEC_BYTES} bytes; not a bundle spec", file=str(path))
-    return data
+    # The file names itself as FILE (the spec error's place), not inside the message.
+    return fsutil.read_capped(path, MAX_SPEC_BYTES, "the bundle spec", too_large=lambda _msg: SpecError(
+        "", f"larger than {MAX_SPEC_BYTES} bytes; not a bundle spec", file=str(path)))
 
 
 def _parse_yaml(text: str, path: Path, lines: dict[str, int]) -> tuple[Any, dict[str, str]]:
@@ -445,13 +461,6 @@ def _validate_schema(data: dict, scalars: dict[str, str]) -> None:
         raise SpecError(*_describe(error, scalars))
 
 
-def _field(path) -> str:
-    out = ""
-    for part in path:
-        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, str(part))
-    return out
-
-
 def _json_type(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -472,7 +481,7 @@ def _short(value: Any) -> str:
 
 
 def _describe(error: jsonschema.exceptions.ValidationError, scalars: dict[str, str]) -> tuple[str, str]:
-    where = _field(error.absolute_path)
+    where = field_path(error.absolute_path)
     v, inst, schema = error.validator, error.instance, error.schema
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = sorted(schema.get("properties", {}))
@@ -751,5 +760,3 @@ def _walk(root: Path, base_dir: Path, where: str, src_rel: str):
                 raise SpecError(where, f"{src_rel}{rel} is not a regular file (device, FIFO or socket)")
 
 
-def _iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -29,13 +29,33 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from airgap import caps
-from airgap._internal.fsutil import check_output, check_output_dir, fsync_dir, place
+from airgap._internal import digest as _digest
+from airgap._internal.fsutil import atomic_write, atomic_writer, check_output, check_output_dir, fsync_dir, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, InvalidValueError, OutputExistsError
+
+__all__ = [
+    "CHUNK",
+    "FileBundle",
+    "INDEX_SUFFIX",
+    "INDEX_TYPE",
+    "MAX_PARTS",
+    "PAYLOAD_TYPE",
+    "PartIndex",
+    "PartInfo",
+    "PartsReader",
+    "SIGNATURE_SUFFIX",
+    "join",
+    "open_bundle",
+    "parse_size",
+    "sign_index",
+    "split",
+    "verify_index_signature",
+]
 
 INDEX_TYPE = "airgap-parts"
 INDEX_SUFFIX = ".parts.json"
@@ -44,7 +64,6 @@ PAYLOAD_TYPE = "application/vnd.airgap.parts+json"
 CHUNK = 1 << 20
 MAX_PARTS = caps.MAX_PARTS
 _MAX_INDEX = caps.MAX_PART_INDEX_BYTES
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
 
@@ -148,11 +167,7 @@ class PartIndex:
 
 
 def _read_index(path: Path) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(_MAX_INDEX + 1)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read part index: {exc.strerror}") from None
+    return read_capped(path, _MAX_INDEX, "a part index")
 
 
 def _entry(obj: Any, artifact: str, where: str) -> PartInfo:
@@ -162,7 +177,7 @@ def _entry(obj: Any, artifact: str, where: str) -> PartInfo:
     size = obj["size"]
     if type(size) is not int or size < 1:
         raise FormatError(artifact, f"{where}.size must be a positive integer")
-    if not isinstance(obj["sha256"], str) or not _HEX64.fullmatch(obj["sha256"]):
+    if not _digest.is_hex(obj["sha256"]):
         raise FormatError(artifact, f"{where}.sha256 is not 64 lower-case hex digits")
     return PartInfo(name, size, obj["sha256"])
 
@@ -238,22 +253,6 @@ class _BackgroundHash:
 
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
 def _unlink_quietly(path: str | Path) -> None:
     try:
         os.unlink(path)
@@ -313,10 +312,10 @@ def split(
     index = PartIndex(name, size, digest, tuple(parts))
     index_path = out / f"{name}{INDEX_SUFFIX}"
     index_bytes = index.to_bytes()
-    _atomic_bytes(index_path, index_bytes)
+    atomic_write(index_path, index_bytes)
     sig_path = Path(str(index_path) + SIGNATURE_SUFFIX)
     if signing_key is not None:
-        _atomic_bytes(sig_path, sign_index(index_bytes, signing_key))
+        atomic_write(sig_path, sign_index(index_bytes, signing_key))
     else:
         # A signature left over from an earlier split would not match this index.
         _unlink_quietly(sig_path)
@@ -338,29 +337,18 @@ def _write_part(src: io.BufferedReader, dest: Path, limit: int, bundle_hash: _Ba
     first = src.read(min(CHUNK, limit))
     if not first:
         return None
-    import tempfile
-
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            written = 0
-            chunk = first
-            while chunk:
-                bundle_hash.update(chunk)
-                digest.update(chunk)
-                fh.write(chunk)
-                written += len(chunk)
-                if written >= limit:
-                    break
-                chunk = src.read(min(CHUNK, limit - written))
-            fh.flush()
-            os.fchmod(fh.fileno(), 0o644)
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with atomic_writer(dest) as fh:
+        written = 0
+        chunk = first
+        while chunk:
+            bundle_hash.update(chunk)
+            digest.update(chunk)
+            fh.write(chunk)
+            written += len(chunk)
+            if written >= limit:
+                break
+            chunk = src.read(min(CHUNK, limit - written))
     return PartInfo(dest.name, written, digest.hexdigest())
 
 
@@ -374,20 +362,6 @@ def _remove_stale_parts(out: Path, name: str, keep: set[str]) -> None:
 
 
 # --- reading ----------------------------------------------------------------
-
-
-class BundleReader(Protocol):
-    """What verify/import need: a read-only seekable stream plus thread-safe pread."""
-
-    name: str
-    size: int
-
-    def read(self, n: int = -1, /) -> bytes: ...
-    def readinto(self, b: Any, /) -> int | None: ...
-    def seek(self, offset: int, whence: int = 0, /) -> int: ...
-    def tell(self) -> int: ...
-    def pread(self, offset: int, n: int) -> bytes: ...
-    def close(self) -> None: ...
 
 
 class _PositionalReader(io.RawIOBase):
@@ -453,7 +427,7 @@ class _PositionalReader(io.RawIOBase):
 
 
 class FileBundle(_PositionalReader):
-    """A plain bundle file behind the :class:`BundleReader` interface."""
+    """A plain bundle file behind the positional reader interface."""
 
     def __init__(self, path: str | os.PathLike[str]):
         super().__init__()
@@ -608,17 +582,6 @@ class PartsReader(_PositionalReader):
                 i += 1
         return max(0, end - offset)
 
-    def verify_digest(self) -> None:
-        """Stream the whole bundle once and compare with the index's bundle sha256."""
-        digest = hashlib.sha256()
-        pos = 0
-        while pos < self.size:
-            chunk = self.pread(pos, CHUNK)
-            digest.update(chunk)
-            pos += len(chunk)
-        if digest.hexdigest() != self.index.bundle_sha256:
-            raise IntegrityError(self.name, "sha256 of the joined parts does not match the index")
-
     def close(self) -> None:
         if not self.closed:
             for fd in self._fds:
@@ -648,17 +611,14 @@ def join(verified: Any, out_path: str | os.PathLike[str], *, force: bool = False
     appears under *out_path* only when all of that held and, for parts, when
     its sha256 is the one the part index gives.
     """
-    import tempfile
-
     from airgap._internal import tarfmt
 
     out = check_output(out_path, force=force)
     index = getattr(verified.source, "index", None)
     whole = _BackgroundHash()
     finished = False
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_writer(out, 0o600, overwrite=force) as fh:
 
             def put(data: bytes) -> None:
                 whole.update(data)
@@ -676,21 +636,17 @@ def join(verified: Any, out_path: str | os.PathLike[str], *, force: bool = False
                         put(chunk)
                 put(tarfmt.padding(m.size))
             put(tarfmt.END_OF_ARCHIVE)
-            fh.flush()
-            os.fsync(fh.fileno())
-        digest = whole.finish()
-        finished = True
-        if index is not None and digest != index.bundle_sha256:
-            raise IntegrityError(index.bundle_name, f"the bundle written from the verified members has sha256 {digest}, "
-                                                    f"the part index says {index.bundle_sha256}: the parts carry bytes "
-                                                    "outside the members that the bundle format does not write")
-        place(tmp, out, overwrite=force)
+            digest = whole.finish()
+            finished = True
+            if index is not None and digest != index.bundle_sha256:
+                raise IntegrityError(index.bundle_name,
+                                     f"the bundle written from the verified members has sha256 {digest}, the part "
+                                     f"index says {index.bundle_sha256}: the parts carry bytes outside the members "
+                                     "that the bundle format does not write")
     except BaseException:
         if not finished:
             whole.finish()
-        _unlink_quietly(tmp)
         raise
-    fsync_dir(out.parent)
     verified.content_used("every member hashed as it was written into the joined bundle")
     return digest
 

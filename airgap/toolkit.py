@@ -23,16 +23,18 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import jsonschema
 
 from airgap import keyroles
-from airgap._internal.fsutil import atomic_write
+from airgap._internal import schema
+from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
 from airgap.dsse import Envelope
@@ -137,9 +139,7 @@ class ToolkitRelease:
         doc = loads_strict(data, artifact, max_size=MAX_RELEASE_BYTES)
         errors = sorted(_validator().iter_errors(doc), key=lambda e: list(e.absolute_path))
         if errors:
-            err = jsonschema.exceptions.best_match(errors)
-            where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-            raise FormatError(artifact, f"not a toolkit release: {where}: {err.message}")
+            raise FormatError(artifact, f"not a toolkit release: {schema.describe(jsonschema.exceptions.best_match(errors))}")
         if canonical_bytes(doc) != data:
             raise FormatError(artifact, "toolkit release is not in canonical JSON form")
         wheels = tuple(WheelRecord(w["file"], w["size"], w["sha256"]) for w in doc["wheels"])
@@ -190,12 +190,7 @@ class ReleaseStatement:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ReleaseStatement:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RELEASE_BYTES + 1)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-        return cls.from_bytes(data, os.fspath(path))
+        return cls.from_bytes(read_capped(path, MAX_RELEASE_BYTES, "a toolkit release statement"), os.fspath(path))
 
     def to_bytes(self) -> bytes:
         return self.envelope.to_bytes()

@@ -21,10 +21,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from airgap import toolkit
 from airgap._internal.fsutil import atomic_write, fsync_dir

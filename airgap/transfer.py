@@ -53,6 +53,18 @@ from airgap.exceptions import (
     UsageError,
 )
 
+__all__ = [
+    "CHUNK",
+    "Destination",
+    "HashMethod",
+    "PARTIAL_SUFFIX",
+    "Progress",
+    "TransferResult",
+    "fingerprint",
+    "parse_destination",
+    "transfer",
+]
+
 PARTIAL_SUFFIX = ".partial"
 CHUNK = 256 * 1024
 Progress = Callable[[str, int, int], None]

@@ -20,8 +20,9 @@ import io
 import os
 import threading
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from airgap import oci
 from airgap._internal import tarfmt
@@ -221,7 +222,7 @@ class VerifiedBundle:
     def close(self) -> None:
         self._finalizer()
 
-    def __enter__(self) -> "VerifiedBundle":
+    def __enter__(self) -> VerifiedBundle:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -36,8 +36,22 @@ from importlib import metadata
 from pathlib import Path
 
 from airgap import __version__
+from airgap._internal import fsutil
 from airgap._internal.text import plural
 from airgap.exceptions import AirgapError, InputError, OperationError
+
+__all__ = [
+    "CONSTRAINTS",
+    "ENV",
+    "RELEASE_FILE",
+    "Wheelhouse",
+    "build_toolkit_wheel",
+    "commit_of",
+    "download_dependencies",
+    "main",
+    "normalise_wheel",
+    "wheelhouse",
+]
 
 ENV = "AIRGAP_WHEELHOUSE"
 RELEASE_FILE = "toolkit-release.json"
@@ -136,19 +150,13 @@ def normalise_wheel(src: Path, dest: Path, epoch: int) -> None:
             rank = 2 if name.endswith(".dist-info/RECORD") else 1 if top.endswith(".dist-info") else 0
             return rank, name
 
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        try:
-            with zipfile.ZipFile(tmp, "w") as zout:
-                for name in sorted(names, key=order):
-                    info = zipfile.ZipInfo(name, date_time=date)
-                    info.external_attr = 0o100644 << 16
-                    info.create_system = 3
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    zout.writestr(info, zin.read(name), compresslevel=9)
-            os.replace(tmp, dest)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with fsutil.atomic_writer(dest) as f, zipfile.ZipFile(f, "w") as zout:
+            for name in sorted(names, key=order):
+                info = zipfile.ZipInfo(name, date_time=date)
+                info.external_attr = 0o100644 << 16
+                info.create_system = 3
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zout.writestr(info, zin.read(name), compresslevel=9)
 
 
 def build_toolkit_wheel(source: str | os.PathLike, out_dir: str | os.PathLike, *, ref: str | None = None,

@@ -20,10 +20,11 @@ anywhere else in a pod-bearing object, so nothing is left to pull by tag.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from airgap._internal import strictyaml
+from airgap._internal import schema, strictyaml
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError
 
@@ -71,7 +72,7 @@ class WorkloadImage:
         return {"object": self.object, "field": self.field, "ref": self.ref, "image": self.image, "digest": self.digest}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorkloadImage":
+    def from_dict(cls, d: dict[str, Any]) -> WorkloadImage:
         return cls(d["object"], d["field"], d["ref"], d["image"], d["digest"])
 
     def use(self) -> ImageUse:
@@ -92,7 +93,7 @@ class WorkloadRecord:
                 "images": [i.to_dict() for i in self.images]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorkloadRecord":
+    def from_dict(cls, d: dict[str, Any]) -> WorkloadRecord:
         return cls(d["name"], tuple(d["files"]), tuple(d["objects"]),
                    tuple(WorkloadImage.from_dict(i) for i in d["images"]))
 
@@ -160,7 +161,7 @@ def _image_positions(doc: dict[str, Any], obj: str, artifact: str) -> list[tuple
     if spec_path is None:
         return []
     pod = _get(doc, spec_path)
-    where = ".".join(spec_path)
+    where = schema.field_path(spec_path)
     if not isinstance(pod, dict):
         raise FormatError(artifact, f"{obj}: {where} must be a pod spec (a mapping)")
     out: list[tuple[tuple, str]] = []
@@ -194,7 +195,7 @@ def _stray_images(node: Any, path: tuple, known: set[tuple], obj: str, artifact:
         for key, value in node.items():
             here = (*path, key)
             if key in ("image", "images") and here not in known and (*here, "reference") not in known:
-                field = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in here).replace(".[", "[")
+                field = schema.field_path(here)
                 raise FormatError(artifact, f"{obj}: {field}: an image reference in a place airgap does not rewrite; "
                                             "it would be pulled as written, not from the internal registry by digest")
             _stray_images(value, here, known, obj, artifact)

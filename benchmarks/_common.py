@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -183,7 +183,7 @@ class Bench:
         self.stack = contextlib.ExitStack()
         self._registries = []
 
-    def __enter__(self) -> "Bench":
+    def __enter__(self) -> Bench:
         # SIGTERM/SIGHUP run the same cleanup as Ctrl-C.
         def _raise(signum, frame):
             raise KeyboardInterrupt(f"signal {signum}")

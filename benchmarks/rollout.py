@@ -5,7 +5,7 @@
 
 Setup (untimed): the sample images, demo keys and trust policy, the toolkit
 release, the local apt mirror of the nodes' packages, bundle 1.0.0 built and
-countersigned (airgap.demo.Demo, the demo's own steps), cut into
+countersigned (airgap.lab.demo.Demo, the demo's own steps), cut into
 media parts; per repeat a FRESH lab (`airgap lab`, registry-1 + node-1 + node-2)
 and the parts verified and joined inside it.
 
@@ -155,15 +155,15 @@ def main() -> int:
         print("rollout.py needs root (the lab uses namespaces)", file=sys.stderr)
         return 2
 
-    from airgap.demo import Demo
     from airgap.lab import Lab
+    from airgap.lab.demo import Demo
 
     with c.Bench("rollout", args) as b:
         inventory_dir = b.path("inventory")
         inventory_dir.mkdir()
         (inventory_dir / "group_vars").symlink_to(c.REPO / "inventories" / "lab" / "group_vars")
         lab = Lab(b.path("lab"), name=f"airgap-lab-b{os.getpid()}", inventory=inventory_dir / "hosts.yml")
-        demo = Demo(b.path("demo"), lab=lab, log=lambda line: None, runtime=args.runtime)
+        demo = Demo(b.path("demo"), repo=c.REPO, lab=lab, log=lambda line: None, runtime=args.runtime)
         b.stack.callback(lab.down)
         c.log(f"setup: sample images, keys, trust policy, bundle 1.0.0, media parts (untimed; output in {b.path('setup.log')})")
         with quiet(b.path("setup.log")):

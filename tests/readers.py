@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from airgap import oci
-from airgap.bundle import Bundle
+from airgap.bundle import Bundle, stream
 
 Members = dict[str, tuple[int, int, str]]
 
@@ -36,7 +36,7 @@ def airgap_members(path: Path) -> Members:
     with Bundle.open(path) as bundle:
         for m in bundle.members:
             h = hashlib.sha256()
-            for chunk in bundle.stream(m):
+            for chunk in stream(bundle.source, m.data_offset, m.size, artifact=m.name):
                 h.update(chunk)
             out[m.name] = (m.mode, m.size, h.hexdigest())
     return out
@@ -108,7 +108,7 @@ def extract_layout(bundle_path: Path, dest: Path) -> Path:
             target = dest / m.name
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as f:
-                for chunk in bundle.stream(m):
+                for chunk in stream(bundle.source, m.data_offset, m.size, artifact=m.name):
                     f.write(chunk)
     return dest
 

@@ -30,9 +30,9 @@ import pty
 import re
 import shlex
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = REPO / "docs" / "runbooks"

@@ -234,7 +234,7 @@ def test_a_bundle_name_the_policy_does_not_list_is_refused(tmp_path, fleet, keyr
     trust = tmp_path / "trust.json"
     listed.write(trust)
     assert "bundles: geheim-extra, geheim-pilot" in airgap("trust", "show", trust).out
-    for (name, version), path in bundles.items():
+    for (name, _version), path in bundles.items():
         r = airgap("verify", path, "--trust", trust)
         if name == "geheim-hotfix":
             assert r.code == 1 and "geheim-hotfix" in r.err and "accepts only the bundles geheim-extra, geheim-pilot" in r.err

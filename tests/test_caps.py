@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -25,7 +25,7 @@ from airgap.exceptions import SignatureError
 from tests import bundlekit as kit
 from tests.helpers import airgap, write_spec
 
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 

@@ -7,7 +7,11 @@
   ``--expires 1year``, a private key as ``--root``, ``inspect --trust`` given a
   tar, a missing input, an unreadable one, a bad flag value.
 * Only :class:`AirgapError` leaves a verb's library call (argparse's SystemExit
-  aside): the rows run ``args.func`` directly, so any other exception fails.
+  aside): the rows run ``args.func`` directly, so any other exception fails;
+  and every file or directory a verb's accepted row reads is replaced by a
+  missing path, a directory, an empty file and garbage, with the same rule.
+* Each verb's parser is built alone (``main`` builds only the verb it runs) and
+  equals that verb of the whole parser.
 * ``--quiet`` leaves at most the result line; ``--force`` is needed to replace
   any output; every argument has help text.
 """
@@ -22,10 +26,10 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -651,7 +655,7 @@ _ALLOWED_RAISES = {
 }
 _PROTOCOL_RAISES = {"__getitem__": "KeyError", "__next__": "StopIteration"}  # what Python expects from these
 _ALLOWED_FILES = {
-    "airgap/_internal/ns.py": "OSError(errno) from libc calls, as the os module raises it",
+    "airgap/lab/ns.py": "OSError(errno) from libc calls, as the os module raises it",
 }
 
 
@@ -711,3 +715,87 @@ def test_value_and_type_errors_of_the_api_are_usage_errors_that_old_callers_stil
         Override(reason=" ", signing_key=SigningKey.generate("officer-1"))
     assert isinstance(exc.value, ValueError) and isinstance(exc.value, UsageError) and exc.value.exit_code == 2
     assert issubclass(InvalidTypeError, TypeError) and issubclass(InvalidTypeError, UsageError)
+
+
+# --- one small parser per verb, built only for the verb being run ----------------------
+
+
+def test_the_parser_built_for_one_verb_is_that_verb_of_the_whole_parser():
+    """main() builds only the verb it runs: for every verb, that parser's help is the whole parser's."""
+    from airgap.cli import VERBS
+
+    whole = dict(_all_verbs(build_parser()))
+    assert {verb[0] for verb in whole} == set(VERBS)
+    for verb, parser in whole.items():
+        alone = dict(_all_verbs(build_parser(verb[0])))
+        assert {v[0] for v in alone} == {verb[0]}, f"{verb[0]}: built other verbs too: {sorted(alone)}"
+        assert alone[verb].format_help() == parser.format_help(), " ".join(verb)
+
+
+def test_running_a_verb_imports_only_its_group():
+    code = ("import sys\nfrom airgap.cli import main\n"
+            "try:\n    main(['audit', 'head', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('airgap.cli.')))\n"
+            "print(sorted(m for m in sys.modules if m.startswith('airgap.') and not m.startswith('airgap.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-2] == "['airgap.cli._audit', 'airgap.cli._base']"
+    assert "airgap.receive" not in out[-1] and "airgap.trust" not in out[-1]
+
+
+# --- bad input anywhere: still only AirgapError ------------------------------------------
+
+_OUTPUT_FLAGS = {"-o", "--output", "--dir"}
+_BAD_INPUTS: dict[str, Callable[[World, Path, Path], Path]] = {
+    "missing": lambda w, t, p: t / f"missing-{p.name}",
+    "directory": lambda w, t, p: _fresh_dir(t / f"dir-{p.name}"),
+    "empty": lambda w, t, p: _empty(t / f"empty-{p.name}"),
+    "garbage": lambda w, t, p: w.garbage,
+}
+
+
+def _fresh_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _inputs(argv: list) -> list[int]:
+    """Positions in *argv* of the files and directories a row reads (existing paths that are not outputs)."""
+    return [i for i, a in enumerate(argv) if isinstance(a, Path) and a.exists()
+            and not (i and str(argv[i - 1]) in _OUTPUT_FLAGS)]
+
+
+_READS_NO_FILE = {("keygen",), ("inventory",), ("lab", "up"), ("lab", "down"), ("lab", "status")}
+
+
+def _success_rows():
+    for verb, rows in TABLE.items():
+        for row in rows:
+            if row.code == 0 and verb not in _READS_NO_FILE:
+                yield pytest.param(verb, row, id=" ".join(verb))
+
+
+@pytest.mark.parametrize("verb,row", list(_success_rows()))
+def test_bad_input_in_every_place_leaves_only_airgap_errors(verb, row, world, tmp_path):
+    """Every file or directory a verb reads, replaced by a missing path, a directory, an empty
+    file and garbage: the verb refuses (1 or 2) with a message, and nothing but an AirgapError
+    leaves it (``_run`` lets any other exception fail the test, as no traceback may reach a user)."""
+    t = tmp_path / "probe"
+    t.mkdir()
+    places = _inputs(row.argv(world, t))
+    assert places, f"{' '.join(verb)}: the row reads no file, so nothing was probed (list it in _READS_NO_FILE)"
+    refusals = 0
+    for place in places:
+        for kind, bad in _BAD_INPUTS.items():
+            t = tmp_path / f"{place}-{kind}"
+            t.mkdir()
+            argv = row.argv(world, t)
+            original = argv[place]
+            argv[place] = bad(world, t, original)
+            r = _run(argv)
+            where = f"{' '.join(verb)}: {original.name} -> {kind}"
+            if r.code == 0:  # some inputs may be anything (transfer sends any file)
+                continue
+            refusals += 1
+            assert r.code in (1, 2), f"{where}: exit {r.code}\n{r.err}"
+            assert r.err.strip(), f"{where}: refused without a word"
+    assert refusals >= len(places) * 2, f"{' '.join(verb)}: only {refusals} of {len(places) * 4} bad inputs refused"

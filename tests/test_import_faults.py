@@ -259,12 +259,12 @@ def test_registry_restart_during_push(tmp_path, big_bundle, registry):
 @pytest.fixture
 def small_tmpfs(tmp_path):
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.fail("mounting a tmpfs needs root: run the suite as root (README)")
     mnt = tmp_path / "files"
     mnt.mkdir()
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs", str(mnt)], capture_output=True, text=True)
     if proc.returncode:
-        pytest.skip(f"cannot mount tmpfs: {proc.stderr.strip()}")
+        pytest.fail(f"cannot mount tmpfs: {proc.stderr.strip()}")
     try:
         yield mnt
     finally:

@@ -9,6 +9,7 @@ import stat
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Signature as SSlibSignature
 from securesystemslib.signer import SSlibKey
 
@@ -51,7 +52,11 @@ def test_signature_verifies_with_securesystemslib(key):
     data = b"airgap interop"
     pub = key.public_key
     sslib = SSlibKey.from_dict(pub.keyid, pub.to_dict())
-    sslib.verify_signature(SSlibSignature(pub.keyid, key.sign(data).hex()), data)
+    sig = key.sign(data)
+    assert sslib.verify_signature(SSlibSignature(pub.keyid, sig.hex()), data) is None
+    # The same check refuses a changed message: it verifies, it does not just run.
+    with pytest.raises(UnverifiedSignatureError):
+        sslib.verify_signature(SSlibSignature(pub.keyid, sig.hex()), data + b"!")
 
 
 def test_known_keyid():

@@ -21,7 +21,7 @@ import hashlib
 import json
 import os
 import tarfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -36,7 +36,7 @@ from tests.helpers import airgap
 from tests.readers import assert_tar_readers_agree
 
 MUTANTS = int(os.environ.get("AIRGAP_MUTANTS", "2000"))
-NOW = datetime(2026, 11, 23, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
 def covered(path) -> dict[str, str]:

@@ -14,7 +14,7 @@ from airgap.exceptions import InputError
 from airgap.keys import KDF_MIN, SigningKey, keygen, load_public
 from airgap.pkcs11 import Pkcs11URI
 from tests.fixtures.keys import POLICY_EXPIRES, TARGET
-from tests.helpers import airgap
+from tests.helpers import REPO, airgap
 
 URI = "pkcs11:token=officer-1;object=airgap-officer"
 
@@ -232,10 +232,10 @@ def test_split_index_signed_on_token(softhsm, token_key, tmp_path, keyring, sign
 
 def test_demo_officer_token(tmp_path, keyring, signed_bundle):
     """``scripts/demo.sh --officer-token``: the demo officer's key is made on a SoftHSM2 token and signs from there."""
-    from airgap.demo import Demo
+    from airgap.lab.demo import Demo
 
     lines: list[str] = []
-    demo = Demo(tmp_path / "demo", officer_token=True, log=lines.append)
+    demo = Demo(tmp_path / "demo", repo=REPO, officer_token=True, log=lines.append)
     demo.make_keys()
     demo.make_trust()
     assert not (demo.keys / "officer-token.key").exists()

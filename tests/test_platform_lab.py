@@ -40,9 +40,9 @@ from pathlib import Path
 
 import pytest
 
+from airgap.lab.layout import NODE_PATH
 from tests.fixtures.keys import make_policy
 from tests.fixtures.lab import ctr_spy
-from airgap.lab import NODE_PATH
 from tests.helpers import REPO, airgap, write_spec
 
 PILOT = REPO / "bundles" / "geheim-pilot"

@@ -22,7 +22,6 @@ from airgap.registry import (
 from tests.fixtures.faultproxy import FaultProxy
 from tests.fixtures.images import build_oci_layout, pilot_images, skopeo_inspect_raw
 
-
 # Never pick up the machine's real credentials.
 pytestmark = pytest.mark.usefixtures("isolated_auth_files")
 

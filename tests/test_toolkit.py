@@ -190,7 +190,7 @@ def test_release_is_parsed_strictly(wheel_dir, keyring, policy):
     assert airgap_wheel.sha256 == hashlib.sha256(WHEELS["airgap-0.1.0-py3-none-any.whl"]).hexdigest()
     with pytest.raises(InputError, match="lists no airgap 0.2.0 wheel"):
         toolkit.make_release(wheel_dir, "0.2.0", COMMIT)
-    with pytest.raises(InputError, match="source/commit"):
+    with pytest.raises(InputError, match="source.commit"):
         toolkit.make_release(wheel_dir, "0.1.0", "main")
     (wheel_dir / "tqdm-4.71.0-py3-none-any.whl").write_bytes(b"another tqdm")
     with pytest.raises(InputError, match="more than one wheel of tqdm"):

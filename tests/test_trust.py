@@ -261,8 +261,15 @@ def test_same_root_key_twice(keyring):
 def test_unknown_signatures_ignored_in_policy(keyring):
     """TUF's "unused signatures": a key the policy does not know cannot count, or harm."""
     policy = make_policy(keyring, sign_with=("root-1", "root-2"))
-    policy.sign(SigningKey.generate())
-    TrustPolicy.load(policy.to_bytes(), now=NOW)
+    stranger = SigningKey.generate()
+    policy.sign(stranger)
+    loaded = TrustPolicy.load(policy.to_bytes(), now=NOW)
+    report = loaded.root_report()
+    assert report.ok
+    assert {k.keyid for k in report.roles["root"].keys} == {keyring["root-1"].public_key.keyid,
+                                                           keyring["root-2"].public_key.keyid}
+    by_hint = {s.keyid_hint: s.status for s in report.signatures}
+    assert by_hint[stranger.public_key.keyid] == UNKNOWN_KEY  # seen, named, and not counted
 
 
 def test_expired_policy(keyring):
@@ -432,7 +439,11 @@ def test_changed_payload(trust_policy, keyring):
 
 def test_evaluate_roundtrip_through_bytes(trust_policy, keyring):
     env = Envelope.from_bytes(_envelope(keyring, "builder-2", "officer-1").to_bytes(), "m")
-    _eval(trust_policy, env).raise_for_status()
+    report = _eval(trust_policy, env)
+    assert report.ok and report.problems() == []
+    assert [k.name for k in report.roles["builder"].keys] == ["builder-2"]
+    assert [k.name for k in report.roles["officer"].keys] == ["officer-1"]
+    report.raise_for_status()
 
 
 def test_root_key_may_also_be_officer(keyring):
@@ -440,7 +451,10 @@ def test_root_key_may_also_be_officer(keyring):
         TARGET, POLICY_EXPIRES, keyring.pubs("root-1", "officer-1"), 1,
         keyring.pubs("builder-1"), 1, keyring.pubs("officer-1"), 1,
     )
-    _eval(policy, _envelope(keyring, "builder-1", "officer-1")).raise_for_status()
+    report = _eval(policy, _envelope(keyring, "builder-1", "officer-1"))
+    assert report.ok, report.problems()
+    assert [k.name for k in report.roles["officer"].keys] == ["officer-1"]
+    assert {s.status for s in report.signatures} == {VALID}
 
 
 def test_thresholds_two_and_two(keyring):

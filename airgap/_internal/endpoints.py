@@ -122,7 +122,7 @@ def parse_pattern(text):
         try:
             return "net", ipaddress.ip_network(pattern, strict=True)
         except ValueError:
-            raise PatternError("invalid network pattern %r (an address/prefix with no host bits set)" % text)
+            raise PatternError("invalid network pattern %r (an address/prefix with no host bits set)" % text) from None
     ip = as_ip(pattern)
     if ip is not None:
         return "ip", ip
@@ -135,7 +135,7 @@ def parse_pattern(text):
     )
 
 
-class EndpointSet(object):
+class EndpointSet:
     """Patterns, each with a value; look up which pattern (and value) an endpoint falls under."""
 
     def __init__(self, items=()):

@@ -24,11 +24,13 @@ bytes in hex).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from airgap.exceptions import InputError, InvalidValueError, OperationError, OutputExistsError, UnsafePathError
 
@@ -139,31 +141,39 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
-def place(tmp: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool) -> None:
-    """Give the finished file *tmp* its name *dest* (same directory).
+def place(tmp: str | os.PathLike, dest: str | os.PathLike, *, overwrite: bool, dir_fd: int | None = None) -> None:
+    """Give the finished file *tmp* its name *dest* (same directory; both relative to *dir_fd* if given).
 
     With *overwrite*, ``os.replace``.  Without, a hard link, which fails if
     *dest* exists (even one made since :func:`check_output` looked), so a file
     nobody asked to replace is never lost; then *tmp* is removed.
     """
+    # Keyword arguments only with a directory: a plain path call stays os.replace(tmp, dest).
+    fds = {} if dir_fd is None else {"src_dir_fd": dir_fd, "dst_dir_fd": dir_fd}
     if overwrite:
-        os.replace(tmp, dest)
+        os.replace(tmp, dest, **fds)
         return
     try:
-        os.link(tmp, dest, follow_symlinks=False)
+        os.link(tmp, dest, follow_symlinks=False, **fds)
     except FileExistsError:
         raise OutputExistsError(os.fspath(dest)) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
             raise
         # A file system without hard links: check, then rename (a narrow race).
-        if os.path.lexists(dest):
+        if _lexists(dest, dir_fd):
             raise OutputExistsError(os.fspath(dest)) from None
-        os.rename(tmp, dest)
+        os.rename(tmp, dest, **fds)
         return
-    os.unlink(tmp)
+    os.unlink(tmp, **({} if dir_fd is None else {"dir_fd": dir_fd}))
 
 
+def _lexists(path: str | os.PathLike, dir_fd: int | None) -> bool:
+    try:
+        os.lstat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _refusal(path: Path, dir_fd: int, name: str) -> UnsafePathError:
@@ -185,7 +195,7 @@ class Dir:
 
     # -- opening ----------------------------------------------------------
     @classmethod
-    def open_root(cls, path: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def open_root(cls, path: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> Dir:
         """Open the directory the operator named (links in *its* path are the operator's)."""
         path = Path(path)
         if create:
@@ -201,7 +211,7 @@ class Dir:
             raise UnsafePathError(display(path), "is not a directory") from None
         return cls(fd, path)
 
-    def child(self, name: str, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def child(self, name: str, *, create: bool = False, mode: int = 0o755) -> Dir:
         """The directory *name* inside this one (one component), created if asked; never a link."""
         _one_component(name)
         path = self.path / name
@@ -225,7 +235,7 @@ class Dir:
                 raise _refusal(path, self.fd, name) from None
             raise
 
-    def walk(self, rel: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> "Dir":
+    def walk(self, rel: str | os.PathLike, *, create: bool = False, mode: int = 0o755) -> Dir:
         """The directory at relative path *rel*, each component opened with O_NOFOLLOW."""
         parts = [p for p in PurePosixPath(os.fspath(rel)).parts if p not in ("", ".")]
         current = Dir(os.dup(self.fd), self.path)
@@ -263,19 +273,24 @@ class Dir:
                 self.refuse_link(name)
             raise
 
-    def write_atomic(self, name: str, data: bytes, mode: int = 0o644) -> None:
+    def write_atomic(self, name: str, data: bytes, mode: int = 0o644, *, overwrite: bool = True) -> None:
         """Replace *name* with *data*, atomically and durably; a link at *name* is refused."""
+        with self.atomic_writer(name, mode, overwrite=overwrite) as f:
+            f.write(data)
+
+    @contextlib.contextmanager
+    def atomic_writer(self, name: str, mode: int = 0o644, *, overwrite: bool = True) -> Iterator[IO[bytes]]:
+        """A file that replaces *name* when the block ends without an error (see :func:`atomic_writer`)."""
         self.refuse_link(name)
-        tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        tmp = _temp_name(name)
         fd = self.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            try:
+            with os.fdopen(fd, "wb") as f:
                 os.fchmod(fd, mode)  # an odd umask must not widen or narrow it
-                _write_all(fd, data)
+                yield f
+                f.flush()
                 os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            place(tmp, name, overwrite=overwrite, dir_fd=self.fd)
         except BaseException:
             self.unlink(tmp)
             raise
@@ -325,7 +340,7 @@ class Dir:
             os.close(self.fd)
             self.fd = -1
 
-    def __enter__(self) -> "Dir":
+    def __enter__(self) -> Dir:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -337,16 +352,14 @@ def _one_component(name: str) -> None:
         raise InvalidValueError(f"{name!r} is not a single path component")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
 def open_under(root: str | os.PathLike, rel: str | os.PathLike = "", *, create: bool = False, mode: int = 0o755) -> Dir:
     """Open ``root/rel``: *root* as given, every component of *rel* never followed."""
     with Dir.open_root(root, create=create, mode=mode) as top:
         return top.walk(rel, create=create, mode=mode)
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, root: str | os.PathLike | None = None,
@@ -357,21 +370,38 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, roo
     and *path* may be a link, and neither may *path* itself; missing
     directories are created.
     """
+    with atomic_writer(path, mode, root=root, overwrite=overwrite) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: str | os.PathLike, mode: int = 0o644, *, root: str | os.PathLike | None = None, overwrite: bool = True
+) -> Iterator[IO[bytes]]:
+    """A binary file that replaces *path* when the ``with`` block ends without an error.
+
+    The file is a temporary one next to *path* (``f.name`` while it is open),
+    created exclusively with *mode*; at the end of the block it is flushed,
+    fsynced, renamed over *path* and the directory fsynced.  An exception in
+    the block (a failed check included) removes it and leaves *path* as it
+    was.  Without *overwrite* the file is given its name only if *path* does
+    not exist (:class:`OutputExistsError` otherwise, see :func:`place`).
+    *root*: as for :func:`atomic_write`.
+    """
     path = Path(path)
     if root is not None:
         rel = path.relative_to(root)
-        with open_under(root, rel.parent, create=True) as d:
-            d.write_atomic(rel.name, data, mode)
+        with open_under(root, rel.parent, create=True) as d, d.atomic_writer(rel.name, mode, overwrite=overwrite) as f:
+            yield f
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    tmp = path.with_name(_temp_name(path.name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        try:
-            os.fchmod(fd, mode)
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with open(tmp, "wb", opener=lambda p, _: os.open(p, flags, mode)) as f:
+            os.fchmod(f.fileno(), mode)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         place(tmp, path, overwrite=overwrite)
     except BaseException:
         try:
@@ -380,6 +410,25 @@ def atomic_write(path: str | os.PathLike, data: bytes, mode: int = 0o644, *, roo
             pass
         raise
     fsync_dir(path.parent)
+
+
+def read_capped(
+    path: str | os.PathLike, cap: int, what: str, *, too_large: Callable[[str], Exception] = InputError
+) -> bytes:
+    """The whole file at *path*, which is *what* (``the bundle spec``) and at most *cap* bytes.
+
+    Never reads more than ``cap + 1`` bytes.  :class:`InputError` names the file
+    and the reason when it cannot be read; ``too_large(message)`` is raised
+    when it is larger than *cap*.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(cap + 1)
+    except OSError as exc:
+        raise InputError(f"{display(path)}: cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > cap:
+        raise too_large(f"{display(path)}: larger than {cap} bytes, too large for {what}")
+    return data
 
 
 def open_nofollow(path: str | os.PathLike, flags: int, mode: int = 0o644, *, root: str | os.PathLike | None = None) -> int:

@@ -22,7 +22,8 @@ import socket
 import ssl
 import threading
 import time
-from typing import IO, Mapping
+from collections.abc import Mapping
+from typing import IO
 from urllib.parse import urlsplit
 
 from airgap.exceptions import InvalidValueError

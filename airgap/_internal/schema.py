@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any
 
 from airgap._internal.text import plural
 from airgap.exceptions import InvalidValueError
@@ -178,6 +179,29 @@ def _check_schema(node: Any, root: dict[str, Any]) -> None:
         _check_schema(sub, root)
     for sub in node.get("$defs", {}).values():
         _check_schema(sub, root)
+
+
+def join(where: str, key: str) -> str:
+    """*where*'s field *key*: ``images[2]`` + ``ref`` is ``images[2].ref``."""
+    return f"{where}.{key}" if where else key
+
+
+def field_path(parts: Iterable[str | int]) -> str:
+    """``images[2].ref``: the one way airgap names a place in a document, in every message.
+
+    *parts* is a schema error's ``absolute_path`` (this module's or
+    jsonschema's), keys and list indexes; the YAML readers build the same
+    form field by field (:func:`join`, ``[i]``).  The document itself is ``""``.
+    """
+    out = ""
+    for part in parts:
+        out = f"{out}[{part}]" if isinstance(part, int) else join(out, str(part))
+    return out
+
+
+def describe(error: Any) -> str:
+    """``where: message`` for a schema error of either validator; the whole document is ``(top level)``."""
+    return f"{field_path(error.absolute_path) or '(top level)'}: {error.message}"
 
 
 def best_match(errors: list[SchemaError]) -> SchemaError | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from airgap._internal.fsutil import atomic_write
 from airgap._internal.text import plural
 from airgap.exceptions import InvalidValueError
 
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale.append(str(path))
         else:
-            path.write_text(text, "utf-8")
+            atomic_write(path, text.encode("utf-8"))
             print(f"wrote {path}")
     if stale:
         print(f"stale: {', '.join(stale)}; run {GENERATOR}", file=sys.stderr)

@@ -17,9 +17,13 @@ found later (a schema violation, a file that does not exist).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import yaml
+
+# Field paths are written one way everywhere (schema.field_path).
+from airgap._internal.schema import join
 
 ErrorFactory = Callable[[str, str, "int | None"], Exception]
 
@@ -50,8 +54,6 @@ def line_no(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
 
 
 def check_nodes(node: yaml.Node, where: str, scalars: dict[str, str], seen: set[int], error: ErrorFactory,

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-from typing import IO, Callable
+from collections.abc import Callable
+from typing import IO
 
 from airgap._internal.http import TRANSIENT_ERRORS
 from airgap._internal.text import plural
-from airgap.exceptions import IntegrityError, NotFoundError, RegistryError
+from airgap.exceptions import IntegrityError, NotFoundError
 from airgap.registry._session import Session
 
 COPY_BUF = 1 << 20

@@ -15,7 +15,7 @@ import errno
 import http.client
 import socket
 import ssl
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from airgap.exceptions import RegistryError, UnreachableError
 from airgap.registry.auth import Origin
@@ -103,8 +103,8 @@ def retry_after(header: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - datetime.now(timezone.utc).timestamp())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - datetime.now(UTC).timestamp())
 
 
 def asks_too_long(status: int, reason: str, netloc: str, what: str, wait: float) -> RegistryError:

@@ -10,8 +10,9 @@ import os
 import random
 import ssl
 import time
+from collections.abc import Mapping
 from email.message import Message
-from typing import IO, Mapping
+from typing import IO
 from urllib.parse import urljoin, urlsplit
 
 from airgap._internal.http import TRANSIENT_ERRORS, DeadlineExceeded, Transport

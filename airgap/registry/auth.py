@@ -21,9 +21,9 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlencode, urlsplit
 
 from airgap.exceptions import InputError, InvalidValueError, RegistryError

@@ -19,21 +19,27 @@ import io
 import json
 import os
 import re
-import tempfile
+from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 from urllib.parse import quote, urljoin
 
 from airgap import oci
+from airgap._internal import fsutil
 from airgap._internal.text import plural
 from airgap.exceptions import InputError, IntegrityError, NotFoundError, RegistryError
 from airgap.reference import validate_digest
 from airgap.registry._download import Progress, download
 from airgap.registry._session import JSON_CAP, Session
 from airgap.registry.limits import Limits
-from airgap.registry.push import BlobUpload, OpenStream, PushResult, cancel_upload, start_upload
+from airgap.registry.push import (
+    BlobUpload,
+    OpenStream,
+    PushResult,
+    cancel_upload,
+    start_upload,
+)
 
 __all__ = ["DEFAULT_ACCEPT", "DEFAULT_CHUNK_SIZE", "MANIFEST_CAP", "BlobRequest", "Manifest", "RegistryClient",
            "sha256_digest"]
@@ -287,17 +293,8 @@ class RegistryClient:
         artifact = self._blob_artifact(repo, digest, size)
         dest = Path(dest_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                download(self._s, repo, digest, size, f, progress, artifact)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with fsutil.atomic_writer(dest, 0o600) as f:
+            download(self._s, repo, digest, size, f, progress, artifact)
         return dest
 
     def fetch_blob_into(self, repo: str, digest: str, size: int, sink, progress: Progress | None = None) -> None:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Callable, Literal
+from typing import IO, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 from airgap._internal.fsutil import atomic_write

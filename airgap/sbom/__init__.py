@@ -15,8 +15,9 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from airgap import oci
 from airgap.exceptions import FormatError, IntegrityError, OperationError
@@ -131,7 +132,7 @@ def _scan(p: _Platform, chains: _Chains, artifact: str) -> _Scanned:
             continue
         lower = view
         view = chains.get((lower.key(), desc.digest),
-                          lambda: _read_layer(lower, desc, p.origin, f"{artifact} layer {desc.digest}"))
+                          lambda lower=lower, desc=desc: _read_layer(lower, desc, p.origin, f"{artifact} layer {desc.digest}"))
     return _Scanned(p.platform, view, notes, incomplete)
 
 

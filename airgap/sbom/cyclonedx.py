@@ -17,6 +17,16 @@ from airgap import __version__
 from airgap._internal.jsonutil import loads_strict
 from airgap.exceptions import FormatError
 
+__all__ = [
+    "Component",
+    "ImageSbom",
+    "MAX_SBOM_BYTES",
+    "SCHEMA_URL",
+    "SPEC_VERSION",
+    "document",
+    "read",
+]
+
 SPEC_VERSION = "1.5"
 SCHEMA_URL = "http://cyclonedx.org/schema/bom-1.5.schema.json"
 MAX_SBOM_BYTES = 64 * 1024 * 1024  # build refuses to write, and verify to read, more than this

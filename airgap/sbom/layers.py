@@ -26,12 +26,30 @@ import shutil
 import subprocess
 import tarfile
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from airgap.exceptions import FormatError, InputError
 from airgap.sbom.packages import PARSERS, Package, parse_os_release
+
+__all__ = [
+    "CHUNK",
+    "DbFile",
+    "FsView",
+    "GZIP",
+    "LAYER_TYPES",
+    "MAX_DB_FILE",
+    "MAX_TAR_HEADER",
+    "PLAIN",
+    "Restart",
+    "ZSTD",
+    "apply_layer",
+    "decompressed",
+    "kind_of",
+    "piped",
+]
 
 MAX_DB_FILE = 64 * 1024 * 1024  # a dpkg status of a full desktop is ~5 MiB
 MAX_TAR_HEADER = 1024 * 1024  # PAX and GNU long-name headers are read into memory: cap them

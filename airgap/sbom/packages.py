@@ -17,6 +17,18 @@ import re
 from dataclasses import dataclass
 from email.parser import HeaderParser
 
+__all__ = [
+    "PARSERS",
+    "Package",
+    "Parsed",
+    "build_purl",
+    "parse_apk",
+    "parse_dpkg",
+    "parse_os_release",
+    "parse_python_metadata",
+    "purl_encode",
+]
+
 _NOT_INSTALLED = {"not-installed", "config-files"}
 # Unreserved characters and ':' (the purl types' own examples write deb epochs as 1:2.4.47-2).
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~:-]")

@@ -11,8 +11,9 @@ Isolated side (the lab's network namespace, loopback only): verify the parts,
 roll out with ``site.yml`` (bundle, registry, import, runtime, workloads), prove
 the result with ``check.yml``, and ask the pilot applications for their pages.
 
-Used by ``scripts/demo.sh`` (the README's first command) and by the rollout
-tests, so the demo and the tests run the same steps.
+Used by ``scripts/demo.sh`` (the README's first command, which passes the
+checkout as ``--repo``) and by the rollout tests, so the demo and the tests run
+the same steps.  How a step runs a command is :mod:`airgap.lab.runner`.
 """
 
 from __future__ import annotations
@@ -20,157 +21,21 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from airgap.exceptions import OperationError
+from airgap.lab.runner import DEMO_PASSPHRASE, DEMO_PIN, DEMO_TOKEN, DemoRunner
+from airgap.lab.source import SourceRegistry
 
-REPO = Path(__file__).resolve().parent.parent
-# A demo passphrase, used only for the demo's throw-away keys (never for real keys).
-DEMO_PASSPHRASE = "airgap-demo-only"
-# --officer-token: the officer's key lives on a SoftHSM2 token made for the demo.
-SOFTHSM_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-DEMO_TOKEN = "demo-officer"
-DEMO_PIN = "4242"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["Demo", "main"]
 
 
 @dataclass
-class SourceRegistry:
-    """The connected side's registry: Debian's docker-registry on loopback."""
-
-    root: Path
-    host: str = ""
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> "SourceRegistry":
-        port = free_port()
-        self.host = f"127.0.0.1:{port}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "config.yml"
-        config.write_text(
-            "version: 0.1\n"
-            "log: {level: error}\n"
-            f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}, delete: {{enabled: true}}}}\n"
-            f"http: {{addr: {self.host}}}\n"
-        )
-        log = open(self.root / "registry.log", "ab")
-        self.proc = subprocess.Popen(["/usr/bin/docker-registry", "serve", str(config)], stdout=log, stderr=log,
-                                     start_new_session=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        raise OperationError(f"the source registry did not start; see {self.root / 'registry.log'}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-@dataclass
-class Demo:
-    workdir: Path
-    lab_dir: Path | None = None
-    lab_name: str = "airgap-lab"
-    inventory: Path | None = None
-    log: Callable[[str], None] = print
-    venv_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
-    source: SourceRegistry | None = None
-    lab: object = None
-    release_dir: Path | None = None  # the toolkit release the builder carries (make_toolkit_release)
-    officer_token: bool = False
-    runtime: str = "podman"
-    apt: tuple[Path, Path] | None = None  # the connected side's apt sources and the target's baseline
-
-    # ------------------------------------------------------------------ helpers
-    @property
-    def keys(self) -> Path:
-        return self.workdir / "keys"
-
-    @property
-    def trust(self) -> Path:
-        return self.workdir / ("trust-officer-token.json" if self.officer_token else "trust.json")
-
-    @property
-    def passphrase_file(self) -> Path:
-        return self.keys / "demo-passphrase.txt"
-
-    @property
-    def token_dir(self) -> Path:
-        return self.workdir / "softhsm"
-
-    @property
-    def officer_uri(self) -> str:
-        return f"pkcs11:token={DEMO_TOKEN};object=officer-token"
-
-    def officer_key_args(self) -> list[str]:
-        """How the officer's key is given to sign: a key file, or the token URI with its PIN file."""
-        if self.officer_token:
-            return ["--key", self.officer_uri, "--pin-file", str(self.token_dir / "pin")]
-        return ["--key", str(self.keys / "officer-1.key")]
-
-    @property
-    def officer_pub(self) -> Path:
-        return self.keys / ("officer-token.pub" if self.officer_token else "officer-1.pub")
-
-    def step(self, title: str) -> None:
-        self.log(f"\n==> {title}")
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("AIRGAP_PASSPHRASE", DEMO_PASSPHRASE)
-        if self.officer_token:
-            env["SOFTHSM2_CONF"] = str(self.token_dir / "softhsm2.conf")
-            env["AIRGAP_PKCS11_MODULE"] = SOFTHSM_MODULE
-        env["PATH"] = f"{self.venv_bin}:{env.get('PATH', '/usr/bin:/bin')}"
-        env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
-        # The operator sees what changed and what failed, then the recap: not
-        # a header for every task that was fine or skipped.
-        env.setdefault("ANSIBLE_DISPLAY_OK_HOSTS", "false")
-        env.setdefault("ANSIBLE_DISPLAY_SKIPPED_HOSTS", "false")
-        if self.lab is not None:
-            # Facts are cached per lab: every lab has hosts of the same names.
-            env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] = str(Path(self.lab.workdir) / "ansible-facts")
-        if self.source:
-            env["AIRGAP_SOURCE_REGISTRY"] = self.source.host
-        if self.release_dir:
-            env["AIRGAP_WHEELHOUSE"] = str(self.release_dir)
-        return env
-
-    def run(self, argv: list[str], *, netns: bool = False, check: bool = True, capture: bool = False,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
-        if netns:
-            argv = ["ip", "netns", "exec", self.lab_name, *argv]
-        self.log(("$ " if cwd is None else f"$ (cd {cwd} && ") + " ".join(str(a) for a in argv) + ("" if cwd is None else ")"))
-        proc = subprocess.run([str(a) for a in argv], cwd=cwd or REPO, env=self.env(), text=True,
-                              capture_output=capture)
-        if check and proc.returncode != 0:
-            detail = (proc.stderr or "").strip()[-2000:] if capture else ""
-            raise OperationError(f"{' '.join(str(a) for a in argv[:4])} … exited {proc.returncode} {detail}")
-        return proc
-
-    def airgap(self, *args, **kw) -> subprocess.CompletedProcess:
-        return self.run([str(self.venv_bin / "airgap"), *map(str, args)], **kw)
+class Demo(DemoRunner):
+    """The demo's steps, each one command (or a few) an engineer, officer or operator would run."""
 
     # ------------------------------------------------------------------ connected side
     def start_source_registry(self) -> str:
@@ -184,7 +49,7 @@ class Demo:
         layout = self.workdir / "layout"
         if layout.exists():  # make-images.sh wants a new directory; the images are rebuilt identically
             shutil.rmtree(layout)
-        self.run(["bash", REPO / "bundles/geheim-pilot/make-images.sh", layout, self.source.host])
+        self.run(["bash", self.repo / "bundles/geheim-pilot/make-images.sh", layout, self.source_host()])
 
     def make_apt_mirror(self, spec: str = "bundle.yaml") -> None:
         """The connected side's Debian mirror, for the spec's ``packages:``: here a local copy.
@@ -197,7 +62,10 @@ class Demo:
         """
         from airgap.spec import load_spec
 
-        names = load_spec(REPO / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages.names
+        packages = load_spec(self.repo / "bundles/geheim-pilot" / spec, env={"AIRGAP_SOURCE_REGISTRY": "127.0.0.1:1"}).packages
+        if packages is None:
+            raise OperationError(f"bundles/geheim-pilot/{spec} lists no packages")
+        names = packages.names
         self.step(f"Connected side: a local Debian mirror for the nodes' packages ({', '.join(names)})")
         mirror = self.workdir / "apt-mirror"
         if mirror.exists():
@@ -286,7 +154,7 @@ class Demo:
         source = wheels_from or wheels.wheelhouse().directory
         for wheel in sorted(source.glob("*.whl")):
             shutil.copyfile(wheel, rel / wheel.name)
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+        commit = subprocess.run(["git", "-C", str(self.repo), "rev-parse", "HEAD"], capture_output=True, text=True)
         version = next(rel.glob("airgap-*.whl")).name.split("-")[1] if wheels_from else __version__
         self.airgap("toolkit", "release", "--wheels", rel, "--version", version,
                     "--commit", commit.stdout.strip() if commit.returncode == 0 else "0" * 40,
@@ -301,7 +169,7 @@ class Demo:
         if out.exists():
             out.unlink()
         apt = ["--apt-sources", self.apt[0], "--apt-baseline", self.apt[1]] if self.apt else []
-        self.airgap("build", REPO / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key",
+        self.airgap("build", self.repo / "bundles/geheim-pilot" / spec, "-o", out, "--key", self.keys / "builder-1.key",
                     "--plain-http", *apt)
         self.airgap("inspect", out, "--trust", self.trust)
         self.airgap("sign", out, *self.officer_key_args(), "--trust", self.trust, "--yes")
@@ -333,17 +201,17 @@ class Demo:
         self.step("Isolated side: bring the lab up (network namespace with only loopback, 3 nodes)")
         if self.lab is None:
             self.lab = Lab(self.lab_dir or DEFAULT_WORKDIR, name=self.lab_name, inventory=self.inventory or DEFAULT_INVENTORY)
-        else:
-            self.lab_name = self.lab.name
-        if fresh and self.lab.status().up:
-            self.log(f"lab {self.lab.name} is up from an earlier run: bringing it down for a fresh site")
-            self.lab.down()
-        info = self.lab.up()
+        lab = self.lab
+        self.lab_name = lab.name
+        if fresh and lab.status().up:
+            self.log(f"lab {lab.name} is up from an earlier run: bringing it down for a fresh site")
+            lab.down()
+        info = lab.up()
         self.log(info.to_text())
         return info
 
     def inventory_path(self) -> Path:
-        return Path(self.lab.info().inventory)
+        return Path(self.the_lab().info().inventory)
 
     def join_inside(self, media: Path, bundle_name: str) -> Path:
         self.step("Isolated side: check every part and join them (no network route exists here)")
@@ -425,7 +293,7 @@ class Demo:
     def show_containerd(self) -> None:
         """What a containerd node holds and where it may pull from (as kubelet would find it)."""
         self.step("A containerd node: the signed images in k8s.io, the internal registry as its only server")
-        ssh = self.lab.ssh_argv("node-1")
+        ssh = self.the_lab().ssh_argv("node-1")
         self.run([*ssh, "ctr -n k8s.io images ls -q"], netns=True, check=False)
         self.run([*ssh, "cat /etc/containerd/certs.d/docker.io/hosts.toml"], netns=True, check=False)
 
@@ -438,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description="Run the airgap pipeline end to end on the sample bundle and the lab.")
-    p.add_argument("--workdir", default=str(REPO / "out" / "demo"))
+    p.add_argument("--repo", required=True, type=Path,
+                   help="the airgap checkout (bundles/, playbooks/, ansible.cfg); scripts/demo.sh passes it")
+    p.add_argument("--workdir", help="work files (default: REPO/out/demo)")
     p.add_argument("--down", action="store_true", help="bring the lab down at the end")
     p.add_argument("--officer-token", action="store_true",
                    help="keep the officer's key on a SoftHSM2 token (PKCS#11) instead of in a key file")
@@ -446,9 +316,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="the container hosts' runtime: podman runs the workloads (podman kube play); containerd "
                         "is prepared as a Kubernetes node's runtime (every signed image pre-pulled by digest)")
     args = p.parse_args(argv)
-    workdir = Path(args.workdir)
+    repo = args.repo.resolve()
+    workdir = Path(args.workdir) if args.workdir else repo / "out" / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
-    demo = Demo(workdir, officer_token=args.officer_token, runtime=args.runtime)
+    demo = Demo(workdir, repo=repo, officer_token=args.officer_token, runtime=args.runtime)
     # The controller's rollback state belongs to this run's freshly built bundles.
     shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:

@@ -209,7 +209,7 @@ def _seed_copy(src: str, dst: str) -> None:
 
     Existing directories keep their mode/owner; files are replaced.
     """
-    for dirpath, dirnames, filenames in os.walk(src):
+    for dirpath, _dirnames, filenames in os.walk(src):
         rel = os.path.relpath(dirpath, src)
         target_dir = dst if rel == "." else os.path.join(dst, rel)
         if not os.path.isdir(target_dir):
