@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airgap._internal import digest as _digest
 from airgap._internal import keyid as _keyid
 from airgap._internal.fsutil import fsync_dir, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
@@ -45,7 +46,6 @@ MAX_LINE = 1 << 20
 _FIELDS = frozenset({"seq", "time", "actor", "action", "object", "result", "detail", "prev"})
 _ACTOR_FIELDS = frozenset({"user", "host", "keyid"})
 _WORD = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -175,7 +175,7 @@ def _parse_line(raw: bytes, artifact: str) -> tuple[AuditEntry, bytes]:
     for name in ("object", "detail"):
         if not isinstance(obj[name], dict):
             raise AuditError(artifact, f"{name} must be a JSON object")
-    if not isinstance(obj["prev"], str) or not _HEX64.fullmatch(obj["prev"]):
+    if not isinstance(obj["prev"], str) or not _digest.is_hex(obj["prev"]):
         raise AuditError(artifact, "prev is not a lower-case sha256 hex digest")
     # Only one encoding of an entry is valid, so the hash covers meaning, not
     # formatting, and nobody can re-space a line to smuggle in a second form.
@@ -417,7 +417,7 @@ def format_head(head: tuple[int, str]) -> str:
 
 def _check_head(head: tuple[int, str]) -> tuple[int, str]:
     seq, digest = head
-    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not _digest.is_hex(digest):
         raise InputError(f"audit head {head!r} must be (sequence >= 0, 64 lower-case hex digits)")
     if seq == 0 and digest != GENESIS:
         raise InputError(f"audit head 0 is the empty log; its hash is {GENESIS}")

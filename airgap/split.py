@@ -26,7 +26,6 @@ import re
 import stat
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

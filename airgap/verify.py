@@ -24,6 +24,7 @@ from typing import Any
 
 from airgap import anchored, caps, dsse, oci, sbom, split, trust
 from airgap._internal.text import plural
+from airgap._internal.timefmt import parse_time
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
 from airgap.exceptions import (
     AirgapError,
@@ -35,7 +36,6 @@ from airgap.exceptions import (
 )
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import Overridden, Override, SignatureReport, TrustPolicy
-from airgap.trust._time import parse_time  # TEMPORARY: airgap._internal.timefmt once `house` is on main
 from airgap.verified import ImagePlan, VerifiedBundle, explain
 
 __all__ = ["CHECK_NAMES", "Check", "Override", "VerifyReport", "check_structure", "verify"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "ALL_ROLES", "ARTIFACT", "BUNDLE_ROLES", "DISJOINT_ROLES", "KEYID", "MAX_POLICY_SIZE", "NAME", "OPTIONAL_ROLES",
+    "ALL_ROLES", "ARTIFACT", "BUNDLE_ROLES", "DISJOINT_ROLES", "MAX_POLICY_SIZE", "NAME", "OPTIONAL_ROLES",
     "POLICY_TYPE", "ROLE_NAMES", "SIG_HEX", "SPEC_VERSION", "Role",
 ]
 
@@ -26,7 +26,6 @@ DISJOINT_ROLES = (
 ARTIFACT = "trust.json"
 MAX_POLICY_SIZE = 1024 * 1024
 
-KEYID = re.compile(r"[0-9a-f]{64}\Z")
 SIG_HEX = re.compile(r"[0-9a-f]{128}\Z")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from airgap import keyroles
+from airgap._internal import digest as _digest
 from airgap._internal import keyid as _keyid
 from airgap._internal.text import article
+from airgap._internal.timefmt import format_time, parse_time, require_aware
 from airgap.exceptions import FormatError, InputError, InvalidTypeError, InvalidValueError, KeyRoleError, UsageError
 from airgap.keys import PublicKey, short_keyid
-from airgap.trust._roles import ALL_ROLES, KEYID, POLICY_TYPE, SPEC_VERSION
-from airgap.trust._time import format_time, parse_time, require_aware
+from airgap.trust._roles import ALL_ROLES, POLICY_TYPE, SPEC_VERSION
 from airgap.trust.policy import TrustPolicy
 
 __all__ = [
@@ -113,7 +114,7 @@ def successor(policy: TrustPolicy, **changes: Any) -> TrustPolicy:
         raise InvalidTypeError(f"rotate() cannot change {', '.join(sorted(unknown))}")
     revoke = set(changes.pop("revoke", ()))
     for keyid in revoke:
-        if not isinstance(keyid, str) or not KEYID.match(keyid):
+        if not isinstance(keyid, str) or not _digest.is_hex(keyid):
             raise InvalidValueError(f"revoke: {keyid!r} is not a keyid")
     role_keys: dict[str, list[PublicKey]] = {}
     thresholds: dict[str, int | None] = {}
@@ -211,7 +212,7 @@ def _as_keyid(item: str | os.PathLike | PublicKey, policy: TrustPolicy) -> str:
     *policy* lists, or a public key file."""
     if isinstance(item, PublicKey):
         return item.keyid
-    if isinstance(item, str) and KEYID.match(item):
+    if isinstance(item, str) and _digest.is_hex(item):
         return item
     if Path(item).is_file():
         return _as_public(item).keyid

@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, overload
 
+from airgap._internal.timefmt import require_aware
 from airgap.dsse import Signature, pae
 from airgap.exceptions import (
     ExpiredError,
@@ -28,7 +29,6 @@ from airgap.exceptions import (
 )
 from airgap.keys import PublicKey, short_keyid
 from airgap.trust._roles import BUNDLE_ROLES
-from airgap.trust._time import require_aware
 
 if TYPE_CHECKING:
     from airgap.trust.policy import TrustPolicy

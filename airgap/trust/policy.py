@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap import keyroles
+from airgap._internal import digest as _digest
 from airgap._internal import schema
 from airgap._internal.fsutil import atomic_write
 from airgap._internal.jsonutil import canonical_bytes, loads_strict, pretty_bytes
 from airgap._internal.text import plural
+from airgap._internal.timefmt import parse_time, require_aware
 from airgap.dsse import Signature
 from airgap.exceptions import FormatError, InputError, InvalidTypeError, SignatureError
 from airgap.keys import PublicKey, short_keyid
@@ -32,14 +34,12 @@ from airgap.trust._roles import (
     ALL_ROLES,
     ARTIFACT,
     DISJOINT_ROLES,
-    KEYID,
     MAX_POLICY_SIZE,
     NAME,
     POLICY_TYPE,
     SIG_HEX,
     Role,
 )
-from airgap.trust._time import parse_time, require_aware
 
 if TYPE_CHECKING:
     from airgap.trust.evaluate import Overridden, Override, SignatureReport
@@ -85,7 +85,7 @@ class TrustPolicy:
         self.keys: dict[str, PublicKey] = _parse_keys(s, artifact)
         self.revoked: tuple[str, ...] = tuple(s["revoked"])
         for keyid in self.revoked:
-            if not KEYID.match(keyid):
+            if not _digest.is_hex(keyid):
                 raise FormatError(artifact, "revoked keyids must be 64 lower-case hex characters")
         self.roles: dict[str, Role] = {}
         for name in ALL_ROLES:
@@ -195,7 +195,7 @@ class TrustPolicy:
         _schema_check(doc, artifact)
         sigs = []
         for i, s in enumerate(doc["signatures"]):
-            if not KEYID.match(s["keyid"]) or not SIG_HEX.match(s["sig"]):
+            if not _digest.is_hex(s["keyid"]) or not SIG_HEX.match(s["sig"]):
                 raise FormatError(artifact, f"signatures[{i}] is not lower-case hex")
             sigs.append(Signature(s["keyid"], bytes.fromhex(s["sig"])))
         return cls(doc["signed"], sigs, artifact=artifact)

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from airgap._internal.fsutil import atomic_write
+from airgap._internal.timefmt import require_aware
 from airgap.exceptions import InvalidTypeError, InvalidValueError, RollbackError, SignatureError
-from airgap.trust._time import require_aware
 from airgap.trust.evaluate import Overridden, Override, check_successor
 from airgap.trust.policy import TrustPolicy, parse_policy, read_policy_bytes
 
