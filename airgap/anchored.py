@@ -334,7 +334,7 @@ def commit(state_dir: str | os.PathLike, verified, action: str, obj: dict[str, A
                                                                      "bundle": bundle_ref(manifest)}})
         stamp = {"seq": entry.seq, "head": entry.digest}
         if a.trust != ref:
-            trust.TrustStore(d).record(policy)
+            trust.TrustStore(d).record(verified.accepted_policy)
         if imported is not None:
             with Dir.open_root(d) as root, root.walk(f"bundles/{manifest.name}", create=True) as records:
                 records.write_atomic("manifest.json", manifest.to_bytes())

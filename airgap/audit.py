@@ -23,15 +23,21 @@ import re
 import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airgap._internal import digest as _digest
 from airgap._internal import keyid as _keyid
 from airgap._internal.fsutil import fsync_dir, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap._internal.text import plural
 from airgap.exceptions import AnchorError, AuditError, FormatError, InputError
+
+__all__ = [
+    "GENESIS", "MAX_LINE", "Actor", "AuditEntry", "AuditLog", "entries_by_key", "format_entry", "format_head", "parse_head",
+    "rfc3339",
+]
 
 GENESIS = "0" * 64
 # A line longer than this is refused rather than buffered: verify() must run in
@@ -40,7 +46,6 @@ MAX_LINE = 1 << 20
 _FIELDS = frozenset({"seq", "time", "actor", "action", "object", "result", "detail", "prev"})
 _ACTOR_FIELDS = frozenset({"user", "host", "keyid"})
 _WORD = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -96,11 +101,11 @@ class AuditEntry:
 def rfc3339(now: datetime | None = None) -> str:
     """Format *now* (default: the current time) as RFC 3339 UTC with a ``Z``."""
     if now is None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
     elif now.tzinfo is None:
         # A naive time is ambiguous; guessing the zone would put a lie in the log.
         raise InputError("audit time must be timezone-aware")
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     text = now.strftime("%Y-%m-%dT%H:%M:%S")
     if now.microsecond:
         text += f".{now.microsecond:06d}"
@@ -170,7 +175,7 @@ def _parse_line(raw: bytes, artifact: str) -> tuple[AuditEntry, bytes]:
     for name in ("object", "detail"):
         if not isinstance(obj[name], dict):
             raise AuditError(artifact, f"{name} must be a JSON object")
-    if not isinstance(obj["prev"], str) or not _HEX64.fullmatch(obj["prev"]):
+    if not isinstance(obj["prev"], str) or not _digest.is_hex(obj["prev"]):
         raise AuditError(artifact, "prev is not a lower-case sha256 hex digest")
     # Only one encoding of an entry is valid, so the hash covers meaning, not
     # formatting, and nobody can re-space a line to smuggle in a second form.
@@ -412,7 +417,7 @@ def format_head(head: tuple[int, str]) -> str:
 
 def _check_head(head: tuple[int, str]) -> tuple[int, str]:
     seq, digest = head
-    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+    if type(seq) is not int or seq < 0 or not isinstance(digest, str) or not _digest.is_hex(digest):
         raise InputError(f"audit head {head!r} must be (sequence >= 0, 64 lower-case hex digits)")
     if seq == 0 and digest != GENESIS:
         raise InputError(f"audit head 0 is the empty log; its hash is {GENESIS}")

@@ -35,12 +35,13 @@ import hashlib
 import os
 import stat
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from airgap import oci
 from airgap._internal.fsutil import Dir, display
@@ -53,9 +54,14 @@ from airgap.exceptions import (
     OperationError,
     UnsafePathError,
 )
-from airgap.manifest import BundleManifest, ImageRecord
 from airgap.extract import write_member
+from airgap.manifest import BundleManifest, ImageRecord
 from airgap.verified import ImagePlan, VerifiedBundle
+
+__all__ = [
+    "COMPLETE_SUFFIX", "PUSH_WORKERS", "QUARANTINE_PREFIX", "ImportResult", "format_result", "import_bundle",
+    "import_verified", "internal_repository", "state_lock",
+]
 
 QUARANTINE_PREFIX = ".incoming-"
 COMPLETE_SUFFIX = ".complete"
@@ -154,7 +160,7 @@ def import_bundle(
     with trail.refusals("import", {"bundle": os.fspath(path), "registry": registry}):
         return _import_bundle(path, trust_path=trust_path, registry=registry, state_dir=Path(state_dir),
                               files_dir=files_dir, client=client, plain_http=plain_http, ca_file=ca_file,
-                              credentials=credentials, now=now or datetime.now(timezone.utc), override=override,
+                              credentials=credentials, now=now or datetime.now(UTC), override=override,
                               progress=progress, log=log)
 
 
@@ -251,7 +257,7 @@ def _check_state_dir(state_dir: Path, manifest: BundleManifest) -> None:
 
 
 def _nothing_to_read(client, state_dir: Path, manifest: BundleManifest, registry: str, plans: list[ImagePlan],
-                     files: "_FilesTarget | None") -> str | None:
+                     files: _FilesTarget | None) -> str | None:
     """Why a re-import needs no byte of the bundle's content, or None.
 
     Only when this exact manifest was already imported into this registry, the
@@ -342,10 +348,10 @@ def _check_base(client, manifest: BundleManifest, plans) -> dict[tuple[str, str]
     return mounts
 
 
-def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress: bool, log,
-                mounts: dict[tuple[str, str], str] | None = None, state_dir: Path | None = None) -> None:
+def _blobs_to_push(client, verified: VerifiedBundle, result: ImportResult,
+                   mounts: dict[tuple[str, str], str]) -> list[tuple[str, oci.Descriptor]]:
+    """(repository, blob) pairs to push, once each; a differential bundle's base blobs are mounted or skipped."""
     external = dict(verified.manifest.external_blobs)
-    mounts = mounts or {}
     todo: list[tuple[str, oci.Descriptor]] = []
     seen: set[tuple[str, str]] = set()
     for plan in verified.images:
@@ -365,16 +371,26 @@ def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress
                 result.skipped_blobs += 1
                 continue
             todo.append((repo, d))
-    total = sum(d.size for _, d in todo)
-    # Large blobs go up in chunks; their upload sessions are kept in STATE/uploads/
-    # so a rerun after kill -9 resumes them instead of starting again at byte 0.
-    # This is bookkeeping for the registry's sessions, not an import record.
-    uploads_dir: Path | None = None
+    return todo
+
+
+def _uploads_dir(client, state_dir: Path | None, todo: list[tuple[str, oci.Descriptor]]) -> Path | None:
+    """Large blobs go up in chunks; their upload sessions are kept in STATE/uploads/
+    so a rerun after kill -9 resumes them instead of starting again at byte 0.
+    This is bookkeeping for the registry's sessions, not an import record."""
     chunk = getattr(client, "chunk_size", None)
-    if state_dir is not None and chunk and any(d.size > chunk for _, d in todo):
-        uploads_dir = Path(state_dir) / "uploads"
-        with Dir.open_root(state_dir) as root:
-            root.child("uploads", create=True, mode=0o700).close()
+    if state_dir is None or not chunk or not any(d.size > chunk for _, d in todo):
+        return None
+    with Dir.open_root(state_dir) as root:
+        root.child("uploads", create=True, mode=0o700).close()
+    return Path(state_dir) / "uploads"
+
+
+def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress: bool, log,
+                mounts: dict[tuple[str, str], str] | None = None, state_dir: Path | None = None) -> None:
+    todo = _blobs_to_push(client, verified, result, mounts or {})
+    total = sum(d.size for _, d in todo)
+    uploads_dir = _uploads_dir(client, state_dir, todo)
     # One task per distinct blob, largest first: uploaded once into the first
     # repository that needs it, mounted into the others.  Several blobs go up at
     # once, like skopeo's copies do.
@@ -420,8 +436,9 @@ def _push_blobs(client, verified: VerifiedBundle, result: ImportResult, progress
             for f in pending:
                 f.cancel()
             for f in futures:
-                if f.done() and not f.cancelled() and f.exception() is not None:
-                    raise f.exception()
+                failure = f.exception() if f.done() and not f.cancelled() else None
+                if failure is not None:
+                    raise failure
     if uploads_dir is not None:
         try:
             uploads_dir.rmdir()  # empty once every session has completed

@@ -13,7 +13,8 @@ from typing import Any
 from airgap import sbom
 from airgap._internal.text import escape, plural
 from airgap.bundle import Bundle
-from airgap.manifest import BundleManifest
+from airgap.dsse import PAYLOAD_TYPE
+from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
 
 __all__ = [
     "diff",
@@ -46,6 +47,9 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: 
     with Bundle.open(path) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
+        # What inspect shows is the manifest the signatures cover, or nothing.
+        report = trust.verify_envelope(policy, envelope, PAYLOAD_TYPE, bundle.manifest_bytes, artifact=SIGNATURES_MEMBER,
+                                       payload_name="the bundle's manifest.json", enforce=False)
         total = bundle.source.size
         plan, _ = review.for_bundle(bundle, manifest, policy, against=against, history_dir=history_dir)
         sboms = plan.sboms
@@ -71,8 +75,7 @@ def summary(path: str | os.PathLike, *, trust_path: str | None = None, against: 
         "packages": {i.ref: sbom.count_text(sboms.get(i.digest)) for i in manifest.images},
         "verified": False,
     }
-    if policy is not None:
-        report = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures)
+    if report is not None:
         out["trust"] = report.to_dict()
         out["trust_summary"] = report.summary()
     return out

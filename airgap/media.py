@@ -25,7 +25,6 @@ import queue
 import stat
 import threading
 from bisect import bisect_right
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,8 +135,11 @@ class PartIndex:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PartIndex:
         """Read and validate an index file."""
-        path = Path(path)
-        return cls.from_bytes(read_capped(path, _MAX_INDEX, "a part index"), path.name)
+        return cls.from_bytes(_read_index(Path(path)), Path(path).name)
+
+
+def _read_index(path: Path) -> bytes:
+    return read_capped(path, _MAX_INDEX, "a part index")
 
 
 def _entry(obj: Any, artifact: str, where: str) -> PartInfo:
@@ -168,38 +170,29 @@ def sign_index(index_bytes: bytes, signing_key: Any) -> bytes:
     return envelope.to_bytes()
 
 
-def verify_index_signature(index_path: str | os.PathLike[str], trusted: Iterable[Any]) -> Any:
-    """Check ``<index>.dsse`` against *trusted* public keys; return the key that signed.
+def verify_index_signature(index_path: str | os.PathLike[str], index_bytes: bytes, policy: Any) -> Any:
+    """Judge ``<index>.dsse`` over *index_bytes* (the index as the reader read it) under *policy*.
 
-    The envelope's payload must be byte-identical to the index file.  Raises
-    SignatureError (no valid signature by a trusted key) or FormatError.
+    None if the index is unsigned.  Otherwise through
+    :func:`airgap.trust.verify_envelope`: the part index's payloadType, the
+    payload byte for byte the index, one signature by a key holding any role
+    of the policy and no signature that does not count.  Returns the
+    :class:`~airgap.trust.SignatureReport`; raises SignatureError or FormatError.
     """
-    from airgap import dsse
-    from airgap.exceptions import SignatureError
+    from airgap import dsse, trust
 
-    index_path = Path(index_path)
     sig_path = Path(str(index_path) + SIGNATURE_SUFFIX)
-    artifact = sig_path.name
     try:
         with open(sig_path, "rb") as fh:
-            envelope = dsse.Envelope.from_bytes(fh.read(dsse.MAX_ENVELOPE_SIZE + 1), artifact)
-        with open(index_path, "rb") as fh:
-            index_bytes = fh.read(_MAX_INDEX + 1)
-    except FileNotFoundError as exc:
-        raise SignatureError(artifact if exc.filename == str(sig_path) else index_path.name, "missing") from None
-    if envelope.payload_type != PAYLOAD_TYPE:
-        raise SignatureError(artifact, f"payloadType {envelope.payload_type!r}, expected {PAYLOAD_TYPE!r}")
-    if envelope.payload != index_bytes:
-        raise SignatureError(artifact, f"signs other bytes than {index_path.name}")
-    data = envelope.pae()
-    for key in trusted:
-        for sig in envelope.signatures:
-            try:
-                key.verify(sig.sig, data, artifact=artifact)
-            except SignatureError:
-                continue
-            return key
-    raise SignatureError(artifact, "no valid signature by a trusted key")
+            data = fh.read(dsse.MAX_ENVELOPE_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise InputError(f"{sig_path}: cannot read the part index signature: {exc.strerror}") from None
+    envelope = dsse.Envelope.from_bytes(data, sig_path.name)
+    return trust.verify_envelope(policy, envelope, PAYLOAD_TYPE, index_bytes, artifact=sig_path.name,
+                                 payload_name=f"the part index {Path(index_path).name} as read",
+                                 roles=(trust.ANY_ROLE,))
 
 
 # --- reading ----------------------------------------------------------------
@@ -238,7 +231,9 @@ class PartsReader(PositionalReader):
         super().__init__()
         self.index_path = Path(index_path)
         self.dir = self.index_path.parent
-        self.index = PartIndex.load(self.index_path)
+        # The bytes the index signature is judged over are the bytes this reader uses.
+        self.index_bytes = _read_index(self.index_path)
+        self.index = PartIndex.from_bytes(self.index_bytes, self.index_path.name)
         self.name = self.index.bundle_name
         self.size = self.index.bundle_size
         self._workers = workers or min(len(self.index.parts), os.cpu_count() or 1)

@@ -30,12 +30,12 @@ from airgap._internal import keyid as _keyid
 from airgap._internal.text import plural
 from airgap.bundle import Bundle, recover_interrupted_sign, replace_signatures
 from airgap.dsse import PAYLOAD_TYPE, Envelope
-from airgap.exceptions import InputError, IntegrityError, InvalidTypeError, OperationError, TargetError
+from airgap.exceptions import InputError, InvalidTypeError, OperationError, SignatureError, TargetError
 from airgap.history import History
 from airgap.inspect import human_size
 from airgap.keys import short_keyid
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
-from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, evaluate
+from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, verify_envelope
 
 __all__ = ["SignPlan", "UnsignPlan", "check_bundle_file", "prepare", "prepare_unsign"]
 
@@ -71,8 +71,8 @@ class _Plan:
         """The strict evaluation of *envelope* (default: as read) under the policy, or None without one."""
         if self.policy is None:
             return None
-        env = envelope or self.envelope
-        return evaluate(self.policy, env.payload_type, env.payload, env.signatures, artifact=str(self.path))
+        return verify_envelope(self.policy, envelope or self.envelope, PAYLOAD_TYPE, self.envelope.payload,
+                               artifact=str(self.path), payload_name="the bundle's manifest.json", enforce=False)
 
     def signature_lines(self, envelope: Envelope | None = None, *, mark: int | None = None) -> list[str]:
         """One line per signature: who made it and whether it counts (with a policy)."""
@@ -196,16 +196,21 @@ def check_bundle_file(path: str | os.PathLike, verb: str) -> Path:
     return p
 
 
-def _open(path: str | os.PathLike, verb: str, plan=None) -> tuple[Path, BundleManifest, Envelope, bytes, bool, Any]:
-    """Open the bundle; *plan* (``plan(bundle, manifest)``) runs while it is open."""
+def _open(path: str | os.PathLike, verb: str, policy: TrustPolicy | None,
+          plan=None) -> tuple[Path, BundleManifest, Envelope, bytes, bool, Any]:
+    """Open the bundle, whose envelope must sign its manifest; *plan* (``plan(bundle, manifest)``) runs while it is open."""
     p = check_bundle_file(path, verb)
     recovered = recover_interrupted_sign(p)
     with Bundle.open(p) as bundle:
         manifest = bundle.manifest()
         envelope = bundle.envelope()
         raw = bundle.signatures_bytes
-        if envelope.payload != bundle.manifest_bytes or envelope.payload_type != PAYLOAD_TYPE:
-            raise IntegrityError(SIGNATURES_MEMBER, f"the signed payload is not the bundle's manifest.json; refusing to {verb}")
+        # Payload and type refused here; stray signatures are shown in the plan (unsign removes them).
+        try:
+            verify_envelope(policy, envelope, PAYLOAD_TYPE, bundle.manifest_bytes, artifact=SIGNATURES_MEMBER,
+                            payload_name="the bundle's manifest.json", enforce=False)
+        except SignatureError as exc:
+            raise SignatureError(exc.artifact, f"{exc.reason}; refusing to {verb}") from None
         extra = plan(bundle, manifest) if plan else None
     return p, manifest, envelope, raw, recovered, extra
 
@@ -228,7 +233,7 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
         policy = TrustPolicy.load(trust_path, now=now)  # root signatures and expiry
         keyroles.require_role(policy, signer, "officer")
     p, manifest, envelope, raw, recovered, (plan, history) = _open(
-        path, "sign", lambda b, m: review.for_bundle(b, m, policy, against=against, history_dir=history_dir))
+        path, "sign", policy, lambda b, m: review.for_bundle(b, m, policy, against=against, history_dir=history_dir))
     if policy is not None and manifest.target != policy.target:
         raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
                                   f"{policy.artifact} for {policy.target!r}; sign it under its own enclave's policy")
@@ -244,7 +249,7 @@ def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.
     is shown with its signer and role.
     """
     policy = TrustPolicy.load(trust_path, now=None) if trust_path is not None else None
-    p, manifest, envelope, raw, recovered, _ = _open(path, "unsign")
+    p, manifest, envelope, raw, recovered, _ = _open(path, "unsign", policy)
     if not envelope.signatures:
         raise InputError(f"{p} carries no signatures; nothing to remove")
     plan = UnsignPlan(p, manifest, envelope, policy, recovered, raw)

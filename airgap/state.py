@@ -29,20 +29,25 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from functools import total_ordering
 from pathlib import Path
 from typing import Any
 
+from airgap._internal import digest as _digest
+from airgap._internal import timefmt
 from airgap._internal.fsutil import atomic_write, open_nofollow
 from airgap._internal.jsonutil import canonical_bytes, loads_strict
 from airgap.exceptions import FormatError, InputError, InvalidValueError, RollbackError
+
+__all__ = [
+    "CURRENT", "FORMAT", "LOCK_FILE", "STATE_FILE", "Accepted", "PolicyRef", "SemVer", "Setter", "State", "StateStore",
+    "check_version", "destinations",
+]
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 _TYPE = "airgap-state"
 _MAX_STATE = 16 * 1024 * 1024
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 # The regular expression published with semver 2.0.0 (numbered groups).
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
@@ -160,7 +165,7 @@ class PolicyRef:
     @classmethod
     def parse(cls, obj: Any, where: str) -> PolicyRef:
         if (not isinstance(obj, dict) or set(obj) != {"version", "sha256"} or type(obj["version"]) is not int
-                or obj["version"] < 1 or not isinstance(obj["sha256"], str) or not _HEX64.fullmatch(obj["sha256"])):
+                or obj["version"] < 1 or not isinstance(obj["sha256"], str) or not _digest.is_hex(obj["sha256"])):
             raise FormatError(where, "policy must be {version: integer >= 1, sha256: 64 lower-case hex}")
         return cls(obj["version"], obj["sha256"])
 
@@ -183,18 +188,6 @@ def destinations(manifest) -> dict[str, Setter]:
 
 
 CURRENT = "files/current"
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-
-
-def _time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class State:
     """The content of ``state.json``: the stamp, the trusted policy, and the rollback records."""
@@ -213,7 +206,7 @@ class State:
                 continue
             if old.name == new.name and SemVer.parse(new.version) > SemVer.parse(old.version):
                 continue  # the same bundle name moving forward
-            if _time(new.created) < _time(old.created):
+            if timefmt.to_datetime(new.created) < timefmt.to_datetime(old.created):
                 raise RollbackError(
                     f"{dest}",
                     f"was set by {old.describe()}; {new.name} {new.version} was built earlier "
@@ -228,11 +221,11 @@ class State:
         old = bundles.get(manifest.name)
         if old is None or old.manifest_digest != manifest.digest:
             bundles[manifest.name] = Accepted(manifest.name, manifest.version, manifest.digest, manifest.created,
-                                              time or _now())
+                                              time or timefmt.now())
         dests = dict(self.destinations)
         for dest, new in destinations(manifest).items():
             prev = dests.get(dest)
-            if prev is None or prev.content != new.content or _time(new.created) >= _time(prev.created):
+            if prev is None or prev.content != new.content or timefmt.to_datetime(new.created) >= timefmt.to_datetime(prev.created):
                 dests[dest] = new
         return State(self.audit, self.policy, bundles, dests)
 
@@ -263,7 +256,7 @@ class State:
             raise FormatError(artifact, f"not an {_TYPE} format {FORMAT} file")
         stamp = obj["audit"]
         if (not isinstance(stamp, dict) or set(stamp) != {"seq", "head"} or type(stamp["seq"]) is not int
-                or stamp["seq"] < 1 or not isinstance(stamp["head"], str) or not _HEX64.fullmatch(stamp["head"])):
+                or stamp["seq"] < 1 or not isinstance(stamp["head"], str) or not _digest.is_hex(stamp["head"])):
             raise FormatError(artifact, "audit must be {seq: integer >= 1, head: 64 lower-case hex}")
         policy = PolicyRef.parse(obj["policy"], artifact)
         if not isinstance(obj["bundles"], dict) or not isinstance(obj["destinations"], dict):
@@ -283,10 +276,10 @@ def _strings(rec: Any, keys: set[str], where: str) -> dict[str, str]:
         raise FormatError(where, "fields must be strings")
     try:
         SemVer.parse(rec["version"])
-        _time(rec["created"])
+        timefmt.to_datetime(rec["created"])
     except ValueError as exc:
         raise FormatError(where, str(exc)) from None
-    if not _DIGEST.fullmatch(rec["manifest_digest"]):
+    if not _digest.is_digest(rec["manifest_digest"]):
         raise FormatError(where, "manifest_digest is not sha256:<64 lower-case hex>")
     return rec
 
@@ -308,7 +301,7 @@ def check_version(records: dict[str, Accepted], name: str, version: str, manifes
         new = SemVer.parse(version)
     except ValueError as exc:
         raise FormatError(artifact, str(exc)) from None
-    if not isinstance(manifest_digest, str) or not _DIGEST.fullmatch(manifest_digest):
+    if not isinstance(manifest_digest, str) or not _digest.is_digest(manifest_digest):
         raise FormatError(artifact, f"manifest digest {manifest_digest!r} is not sha256:<64 lower-case hex>")
     old = records.get(name)
     if old is None:

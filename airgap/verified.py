@@ -82,13 +82,17 @@ class VerifiedBundle:
     """
 
     def __init__(self, *, source: Any, members: list[tarfmt.Member], manifest_bytes: bytes, signatures_bytes: bytes,
-                 manifest: BundleManifest, policy: Any, report: Any, images: list[ImagePlan], hashed: set[str]):
+                 manifest: BundleManifest, policy: Any, report: Any, images: list[ImagePlan], hashed: set[str],
+                 accepted_policy: Any = None):
         self.source = source
         self.members = members
         self.manifest_bytes = manifest_bytes
         self.signatures_bytes = signatures_bytes
         self.manifest = manifest
         self.policy = policy
+        # The airgap.trust.AcceptedPolicy of a verification with a state directory: what
+        # committing the acceptance records as the trusted policy (None without --state).
+        self.accepted_policy = accepted_policy
         self.report = report
         self.images = images
         self._hashed = hashed  # documents already hashed (and kept) by verify

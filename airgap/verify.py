@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import Any
 
-from airgap import oci, sbom
+from airgap import anchored, caps, dsse, media, oci, sbom, trust
 from airgap._internal.text import plural
+from airgap._internal.timefmt import parse_time
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
 from airgap.exceptions import (
     AirgapError,
@@ -32,12 +32,13 @@ from airgap.exceptions import (
     ExpiredError,
     FormatError,
     IntegrityError,
-    RejectedError,
     TargetError,
-    UsageError,
 )
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
+from airgap.trust import Overridden, Override, SignatureReport, TrustPolicy
 from airgap.verified import ImagePlan, VerifiedBundle, explain
+
+__all__ = ["CHECK_NAMES", "Check", "Override", "VerifyReport", "check_structure", "verify"]
 
 ALLOWED_TOP = ("oci-layout", "index.json")
 
@@ -68,24 +69,6 @@ CHECK_NAMES = (
     "oci-layout",
     "content",
 )
-
-
-@dataclass
-class Override:
-    """An officer's explicit decision to accept an expired bundle or policy."""
-
-    reason: str
-    signing_key: Any  # airgap.keys.SigningKey of an officer in the policy
-
-    def __post_init__(self) -> None:
-        # Checked before anything is read: a blank reason is no written decision.
-        if not isinstance(self.reason, str) or not self.reason.strip():
-            raise UsageError("--reason must give the officer's reason for the override in words; it is written to "
-                             "the audit log (--reason \"renewal delayed, see ticket 123\")")
-
-    @property
-    def keyid(self) -> str:
-        return self.signing_key.public_key.keyid
 
 
 @dataclass
@@ -126,10 +109,6 @@ class VerifyReport:
         }
 
 
-def parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
 def verify(
     path: str | os.PathLike,
     *,
@@ -159,13 +138,14 @@ def verify(
     ``require_base`` is a callable ``(digest, size) -> bool`` telling whether a blob a
     differential bundle leaves out is present on this side.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     label = os.fspath(path)
     run = _Run(VerifyReport(bundle=label, checks=[Check(n, "skipped") for n in CHECK_NAMES]))
     source = None
     try:
         source = open_source(path)
-        members, ends, policy = _trusted_ends(run, source, label, trust_path, state_dir, now, override)
+        members, ends, accepted = _trusted_ends(run, source, label, trust_path, state_dir, now, override)
+        policy = run.report.policy
         manifest = _check_manifest(run, ends, policy, state_dir, now, override)
         run.start("members")
         _check_members(members[1:-1], manifest)
@@ -178,7 +158,7 @@ def verify(
         run.report.set("oci-layout", "pass", f"{plural(len(manifest.images), 'image')}, every referenced blob present")
         verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
                                   signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
-                                  report=run.report, images=images, hashed=reader.hashed)
+                                  report=run.report, images=images, hashed=reader.hashed, accepted_policy=accepted)
         source = None  # owned by the verified bundle from here on
     except AirgapError as exc:
         raise run.fail(explain(source, exc) if source is not None else exc) from None
@@ -201,7 +181,8 @@ class _Run:
 
     def __init__(self, report: VerifyReport):
         self.report, self.current = report, "archive"
-        self.anchored = None  # the state directory, checked against its audit log (airgap.anchored)
+        # the state directory, checked against its audit log
+        self.anchored: anchored.Anchored | None = None
 
     def start(self, name: str) -> None:
         self.current = name
@@ -213,8 +194,9 @@ class _Run:
         return exc
 
 
-def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: datetime, override):
-    """The policy, then the signatures over the raw manifest bytes, then the whole archive walk."""
+def _trusted_ends(run: _Run, source: Any, label: str, trust_path: Any, state_dir: Any, now: datetime,
+                  override: Override | None) -> tuple[list[Any], Any, trust.AcceptedPolicy | None]:
+    """The policy (left in the report), then the signatures over the raw manifest bytes, then the archive walk."""
     report = run.report
     members = None
     ends = read_ends(source, label)
@@ -223,7 +205,7 @@ def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: dat
         ends = ends_of(source, members)
     report.set("archive", "pass", "manifest.json first, signatures.json last")
     run.start("trust-policy")
-    policy = _load_policy(run, trust_path, state_dir, now, override)
+    policy, accepted = _load_policy(run, trust_path, state_dir, now, override)
     report.policy_version = policy.version
     report.policy = policy
     _check_part_index(source, policy, report)
@@ -238,7 +220,7 @@ def _trusted_ends(run: _Run, source, label: str, trust_path, state_dir, now: dat
     parts = getattr(source, "index", None)
     report.set("archive", "pass", f"{plural(len(members), 'member')}, strict ustar"
                + (f" (read from {plural(len(parts.parts), 'media part')})" if parts is not None else ""))
-    return members, ends, policy
+    return members, ends, accepted
 
 
 def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override) -> BundleManifest:
@@ -271,58 +253,51 @@ def _check_manifest(run: _Run, ends, policy, state_dir, now: datetime, override)
     return manifest
 
 
-def _check_signatures(policy, ends):
+def _check_signatures(policy: TrustPolicy, ends: Any) -> SignatureReport:
     """A threshold of builder and officer keys signed exactly these manifest bytes (nothing parsed yet)."""
-    from airgap import caps, dsse, trust
-
     envelope = dsse.Envelope.from_bytes(ends.signatures_bytes, SIGNATURES_MEMBER, max_size=caps.MAX_SIGNATURES_BYTES)
-    if envelope.payload_type != dsse.PAYLOAD_TYPE:
-        raise FormatError(SIGNATURES_MEMBER, f"payloadType {envelope.payload_type!r} is not {dsse.PAYLOAD_TYPE!r}")
-    if envelope.payload != ends.manifest_bytes:
-        raise IntegrityError(SIGNATURES_MEMBER, "the signed payload is not the bundle's manifest.json")
-    sigs = trust.evaluate(policy, envelope.payload_type, envelope.payload, envelope.signatures, artifact=SIGNATURES_MEMBER)
-    sigs.raise_for_status()
-    return sigs
+    return trust.verify_envelope(policy, envelope, dsse.PAYLOAD_TYPE, ends.manifest_bytes, artifact=SIGNATURES_MEMBER,
+                                 payload_name="the bundle's manifest.json")
 
 
-def _check_expiry(manifest: BundleManifest, policy, now: datetime, override: Override | None, report: VerifyReport) -> None:
-    expires = parse_time(manifest.expires)
+def _check_expiry(manifest: BundleManifest, policy: TrustPolicy, now: datetime, override: Override | None,
+                  report: VerifyReport) -> None:
+    expires = parse_time(manifest.expires, MANIFEST_MEMBER)
     if now < expires:
         report.set("expiry", "pass", f"expires {manifest.expires}")
         return
     err = ExpiredError(f"bundle {manifest.name} {manifest.version}", f"expired at {manifest.expires}")
     if override is None:
         raise err
-    _check_override(policy, override, err)
-    report.overrides.append({"what": "bundle-expiry", "reason": override.reason, "keyid": override.keyid, "error": str(err)})
-    report.set("expiry", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")
+    _overridden(report, "expiry", override.apply("bundle-expiry", err, policy))
 
 
-def _load_policy(run: _Run, trust_path, state_dir, now, override):
-    from airgap import anchored, trust
+def _overridden(report: VerifyReport, check: str, overridden: Overridden) -> None:
+    report.overrides.append(overridden.to_dict())
+    report.set(check, "overridden", overridden.detail())
 
+
+def _load_policy(run: _Run, trust_path: Any, state_dir: Any, now: datetime,
+                 override: Override | None) -> tuple[TrustPolicy, trust.AcceptedPolicy | None]:
+    """The policy to judge by: chained to the state directory's trusted one, or (no state) self-signed."""
     report = run.report
-    expiry_override = None
-    if override is not None:
-        expiry_override = trust.ExpiryOverride(officer=override.keyid, reason=override.reason)
+    accepted = None
     if state_dir is not None:
         # The caches must agree with the log before the trusted policy in them means anything.
         run.anchored = anchored.load(state_dir)
-        policy = trust.TrustStore(state_dir).load_policy(trust_path, now, expiry_override=expiry_override)
+        accepted = trust.TrustStore(state_dir).load_policy(trust_path, now, override=override)
+        policy, overridden = accepted.policy, accepted.overridden
         run.anchored.check_policy(policy)
     else:
-        policy = trust.TrustPolicy.load(trust_path, now=now, expiry_override=expiry_override)
-    used = getattr(policy, "expiry_override_used", None)
-    if used is not None:
-        # The policy is expired but otherwise fully verified (signatures, chain,
-        # rollback); an officer who holds a key in that very policy may accept it.
-        err = ExpiredError(str(trust_path), f"expired at {policy.expires_str}")
-        _check_override(policy, override, err)
-        report.overrides.append({"what": "policy-expiry", "reason": override.reason, "keyid": override.keyid, "error": str(err)})
-        report.set("trust-policy", "overridden", f"{err} (override by officer {override.keyid[:12]}: {override.reason})")
-        return policy
-    report.set("trust-policy", "pass", f"version {policy.version}, target {policy.target}, expires {policy.expires_str}")
-    return policy
+        policy = trust.TrustPolicy.load(trust_path, now=None)  # signatures here, expiry (with the override) next
+        overridden = policy.check_expiry(now, override)
+    if overridden is not None:
+        # Expired but otherwise fully verified (signatures, chain, rollback), and the
+        # override's key is an officer key of that very policy.
+        _overridden(report, "trust-policy", overridden)
+    else:
+        report.set("trust-policy", "pass", f"version {policy.version}, target {policy.target}, expires {policy.expires_str}")
+    return policy, accepted
 
 
 def check_structure(path: str | os.PathLike) -> tuple[BundleManifest, bytes]:
@@ -344,33 +319,23 @@ def check_structure(path: str | os.PathLike) -> tuple[BundleManifest, bytes]:
         _close(source)
 
 
-def _check_part_index(source, policy, report: VerifyReport) -> None:
-    """A signed part index must be signed by a key of the policy (any role, not revoked).
+def _check_part_index(source: Any, policy: TrustPolicy, report: VerifyReport) -> None:
+    """A signed part index must be signed by a key holding a role of the policy (not revoked).
 
-    The parts' sizes and hashes were already checked against the index before
-    the archive was read; the signature says who cut the media.  An unsigned
-    index is allowed (the bundle's own signatures cover every byte that is used)
-    and reported as such.
+    The parts' sizes were already checked against the index before the archive
+    was read; the signature says who cut the media.  An unsigned index is
+    allowed (the bundle's own signatures cover every byte that is used) and
+    reported as such.
     """
-    from airgap import media
-
-    index_path = getattr(source, "index_path", None)
-    if index_path is None:
+    if getattr(source, "index_path", None) is None:
         return
-    sig = Path(str(index_path) + media.SIGNATURE_SUFFIX)
-    if not sig.exists():
-        report.media = f"{plural(len(source.index.parts), 'part')}, index unsigned"
+    parts = plural(len(source.index.parts), "part")
+    signed = media.verify_index_signature(source.index_path, source.index_bytes, policy)
+    if signed is None:
+        report.media = f"{parts}, index unsigned"
         return
-    keys = [k for keyid, k in policy.keys.items() if keyid not in policy.revoked]
-    key = media.verify_index_signature(index_path, keys)
-    report.media = f"{plural(len(source.index.parts), 'part')}, index signed by {key.label}"
-
-
-def _check_override(policy, override: Override, err: RejectedError) -> None:
-    if not override.reason.strip():
-        raise err
-    if not policy.has_role_key("officer", override.signing_key.public_key):
-        raise type(err)(err.artifact, f"{err.reason}; the override key {override.keyid[:12]} is not an officer key in the trust policy")
+    signers = signed.signers()
+    report.media = f"{parts}, index signed by {', '.join(k.label for k in signers)}"
 
 
 def _check_members(actual: list, manifest: BundleManifest) -> None:
@@ -515,11 +480,10 @@ def _check_layout(reader: _DocumentReader, manifest: BundleManifest, require_bas
     unreferenced = sorted(blob_members - referenced)
     if unreferenced:
         raise ArchiveError(unreferenced[0], "blob is not referenced by any image")
-    for path in sorted(blob_members):
-        if manifest.member(path).sha256 != path.rsplit("/", 1)[1]:
+    for m in manifest.members:
+        if m.path in blob_members and m.sha256 != m.path.rsplit("/", 1)[1]:
             # Import pushes a blob under its name: the name must be the hash that is checked.
-            raise IntegrityError(path, f"the manifest gives it sha256 {manifest.member(path).sha256[:16]}…, "
-                                       "not the digest it is named by")
+            raise IntegrityError(m.path, f"the manifest gives it sha256 {m.sha256[:16]}…, not the digest it is named by")
     return plans
 
 

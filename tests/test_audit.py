@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from airgap._internal.jsonutil import canonical_bytes
 from airgap.audit import GENESIS, Actor, AuditLog, format_entry, rfc3339
 from airgap.exceptions import AuditError, InputError
 
-T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 ALICE = Actor("alice", "staging-1", "ab" * 32)
 
 

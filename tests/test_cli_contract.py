@@ -708,10 +708,11 @@ def test_the_library_raises_only_airgap_errors():
 
 def test_value_and_type_errors_of_the_api_are_usage_errors_that_old_callers_still_catch():
     from airgap.exceptions import InvalidTypeError, InvalidValueError, UsageError
-    from airgap.trust import ExpiryOverride
+    from airgap.keys import SigningKey
+    from airgap.trust import Override
 
     with pytest.raises(InvalidValueError) as exc:
-        ExpiryOverride(officer="officer-1", reason=" ")
+        Override(reason=" ", signing_key=SigningKey.generate("officer-1"))
     assert isinstance(exc.value, ValueError) and isinstance(exc.value, UsageError) and exc.value.exit_code == 2
     assert issubclass(InvalidTypeError, TypeError) and issubclass(InvalidTypeError, UsageError)
 

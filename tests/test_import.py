@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shutil
 import subprocess
 
+import pytest
+
+from airgap._internal.jsonutil import canonical_bytes
 from tests.helpers import airgap
 
 
@@ -39,13 +44,6 @@ def test_import_preserves_digests_and_is_idempotent(tmp_path, signed_bundle, reg
 
 
 # --------------------------------------------------------------------------- audit log via the CLI
-
-import re
-import shutil
-
-import pytest
-
-from airgap._internal.jsonutil import canonical_bytes
 
 
 @pytest.fixture(scope="module")

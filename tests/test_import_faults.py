@@ -433,13 +433,13 @@ def test_kill_9_mid_large_blob_then_rerun_resumes(tmp_path, big_bundle, registry
 
 _RECORD_KILLER = r"""
 import os, signal, sys
-import airgap.audit, airgap.state, airgap.trust
+import airgap.audit, airgap.state, airgap.trust.store
 from airgap._internal import fsutil
 
 point = sys.argv[1]
 die = lambda: os.kill(os.getpid(), signal.SIGKILL)
 real_append, real_write_atomic = airgap.audit.AuditLog.append, fsutil.Dir.write_atomic
-real_state_write, real_trust_write = airgap.state.atomic_write, airgap.trust.atomic_write
+real_state_write, real_trust_write = airgap.state.atomic_write, airgap.trust.store.atomic_write
 
 def append(self, action, *a, **k):
     entry = real_append(self, action, *a, **k)
@@ -465,7 +465,7 @@ def trust_write(path, *a, **k):
 airgap.audit.AuditLog.append = append
 fsutil.Dir.write_atomic = write_atomic
 airgap.state.atomic_write = state_write
-airgap.trust.atomic_write = trust_write
+airgap.trust.store.atomic_write = trust_write
 from airgap.cli import main
 sys.exit(main(sys.argv[2:]))
 """

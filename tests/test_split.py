@@ -262,28 +262,40 @@ def test_tarfile_streams_over_parts(tmp_path: Path) -> None:
         assert len(tar.extractfile("files/f4").read()) == 3004
 
 
-def test_signed_index(tmp_path: Path, bundle: Path) -> None:
+def test_signed_index(tmp_path: Path, bundle: Path, keyring, trust_policy) -> None:
+    """The index signature is judged by trust.verify_envelope over the bytes the reader read."""
     from airgap.dsse import Envelope
     from airgap.exceptions import SignatureError
     from airgap.keys import SigningKey
 
-    key, other = SigningKey.generate("officer"), SigningKey.generate("stranger")
     out = tmp_path / "signed"
-    split(bundle, out, 40_000, signing_key=key)
+    split(bundle, out, 40_000, signing_key=keyring["officer-1"])
     index_path = _index(out)
     sig_path = out / f"{NAME}.parts.json.dsse"
     env = Envelope.from_bytes(sig_path.read_bytes(), "sig")
     assert env.payload == index_path.read_bytes()
-    assert verify_index_signature(index_path, [other.public_key, key.public_key]) == key.public_key
-    with pytest.raises(SignatureError, match="no valid signature"):
-        verify_index_signature(index_path, [other.public_key])
     with open_bundle(out) as reader:  # the signature file is not mistaken for an index
         assert reader.size == bundle.stat().st_size
-    index_path.write_bytes(index_path.read_bytes().replace(b'"size":40000', b'"size":40001', 1))
-    with pytest.raises(SignatureError, match="signs other bytes"):
-        verify_index_signature(index_path, [key.public_key])
+        index_bytes = reader.index_bytes
+    assert index_bytes == index_path.read_bytes()
+    report = verify_index_signature(index_path, index_bytes, trust_policy)
+    assert [k.name for k in report.signers()] == ["officer-1"]
+    # a key outside the policy, another payload type, other bytes than the reader's: refused
+    split(bundle, out, 40_000, signing_key=SigningKey.generate("stranger"), force=True)
+    with pytest.raises(SignatureError, match="any role: 0 of 1 required signatures \\(unknown: "):
+        verify_index_signature(index_path, index_path.read_bytes(), trust_policy)
+    manifest_type = Envelope(index_path.read_bytes())  # the bundle manifest's payloadType
+    manifest_type.add_signature(keyring["officer-1"])
+    sig_path.write_bytes(manifest_type.to_bytes())
+    with pytest.raises(SignatureError, match="payloadType 'application/vnd.airgap.manifest.v1\\+json' is not the expected"):
+        verify_index_signature(index_path, index_path.read_bytes(), trust_policy)
+    split(bundle, out, 40_000, signing_key=keyring["officer-1"], force=True)
+    edited = index_path.read_bytes().replace(b'"size":40000', b'"size":40001', 1)
+    with pytest.raises(SignatureError, match="the signed payload is not the part index"):
+        verify_index_signature(index_path, edited, trust_policy)
     split(bundle, out, 40_000, force=True)  # unsigned re-split drops the stale signature
     assert not sig_path.exists()
+    assert verify_index_signature(index_path, index_path.read_bytes(), trust_policy) is None
 
 
 def test_index_roundtrip(parts_dir: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -277,7 +277,7 @@ def test_expired_policy(keyring):
     with pytest.raises(ExpiredError) as exc:
         TrustPolicy.load(policy.to_bytes(), now=NOW)
     assert str(exc.value) == "trust.json: expired at 2026-01-01T00:00:00Z"
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     with pytest.raises(ExpiredError):
         TrustPolicy.load(policy.to_bytes(), now=at)
     TrustPolicy.load(policy.to_bytes(), now=at - timedelta(seconds=1))
@@ -719,11 +719,11 @@ def _signed(p: TrustPolicy, keyring, names=("root-1", "root-2")) -> TrustPolicy:
 def test_tofu_records_only_on_record(tmp_path, trust_policy_file):
     store = TrustStore(tmp_path / "state")
     assert store.trusted() is None and not store.has_trusted()
-    policy = store.load_policy(trust_policy_file, NOW)
-    assert policy.version == 1
+    accepted = store.load_policy(trust_policy_file, NOW)
+    assert accepted.policy.version == 1 and accepted.overridden is None
     assert not store.path.exists()
-    store.record(policy)
-    assert store.path.read_bytes() == policy.to_bytes()
+    store.record(accepted)
+    assert store.path.read_bytes() == accepted.policy.to_bytes()
     assert [p.name for p in store.state_dir.iterdir()] == ["trust.json"]
 
 
@@ -738,7 +738,7 @@ def test_tofu_still_requires_valid_self_signature(tmp_path, keyring):
 def test_same_version_must_be_identical(tmp_path, keyring, trust_policy):
     store = TrustStore(tmp_path)
     store.record(store.load_policy(trust_policy.to_bytes(), NOW))
-    assert store.load_policy(trust_policy.to_bytes(), NOW).version == 1
+    assert store.load_policy(trust_policy.to_bytes(), NOW).policy.version == 1
     other = make_policy(keyring, expires="2098-01-01T00:00:00Z")
     with pytest.raises(RollbackError, match="differs from the trusted policy of the same version"):
         store.load_policy(other.to_bytes(), NOW)
@@ -748,7 +748,7 @@ def test_same_version_expired(tmp_path, keyring, trust_policy):
     store = TrustStore(tmp_path)
     store.record(store.load_policy(trust_policy.to_bytes(), NOW))
     with pytest.raises(ExpiredError):
-        store.load_policy(trust_policy.to_bytes(), datetime(2100, 1, 1, tzinfo=timezone.utc))
+        store.load_policy(trust_policy.to_bytes(), datetime(2100, 1, 1, tzinfo=UTC))
 
 
 def test_policy_rollback(tmp_path, keyring, trust_policy):
@@ -808,40 +808,81 @@ def test_record_only_what_was_loaded(tmp_path, trust_policy):
 
 
 def test_expiry_override_is_explicit_and_narrow(tmp_path, keyring):
-    from airgap.trust import ExpiryOverride
+    from airgap.trust import Override
 
     expired = make_policy(keyring, expires="2026-01-01T00:00:00Z")
-    override = ExpiryOverride("officer-1", "policy renewal delayed, ticket 4711")
+    override = Override("policy renewal delayed, ticket 4711", keyring["officer-1"])
     store = TrustStore(tmp_path)
     with pytest.raises(ExpiredError):
         store.load_policy(expired.to_bytes(), NOW)
-    accepted = store.load_policy(expired.to_bytes(), NOW, expiry_override=override)
-    assert accepted.expiry_override_used == override
+    accepted = store.load_policy(expired.to_bytes(), NOW, override=override)
+    # What the override lifted is returned, not stamped on the policy object.
+    assert accepted.overridden.override == override and accepted.overridden.what == "policy-expiry"
+    assert accepted.overridden.to_dict() == {"what": "policy-expiry", "reason": "policy renewal delayed, ticket 4711",
+                                             "keyid": keyring["officer-1"].keyid,
+                                             "error": "trust.json: expired at 2026-01-01T00:00:00Z"}
+    assert not hasattr(accepted.policy, "expiry_override_used")
+    # only an officer key of that policy may override
+    with pytest.raises(ExpiredError, match="is not an officer key"):
+        store.load_policy(expired.to_bytes(), NOW, override=Override("r", keyring["builder-1"]))
     # an override never lifts a signature check
     weak = make_policy(keyring, expires="2026-01-01T00:00:00Z", sign_with=("root-1",))
     with pytest.raises(SignatureError):
-        TrustPolicy.load(weak.to_bytes(), now=NOW, expiry_override=override)
-    # an unexpired policy does not record an override
-    assert TrustPolicy.load(make_policy(keyring).to_bytes(), now=NOW,
-                            expiry_override=override).expiry_override_used is None
-    with pytest.raises(ValueError):
-        ExpiryOverride("", "x")
-    with pytest.raises(ValueError):
-        ExpiryOverride("officer-1", " ")
+        TrustStore(tmp_path / "weak").load_policy(weak.to_bytes(), NOW, override=override)
+    # an unexpired policy does not use an override
+    assert make_policy(keyring).verify(NOW, override=override) is None
+    assert TrustStore(tmp_path / "fresh").load_policy(make_policy(keyring).to_bytes(), NOW,
+                                                      override=override).overridden is None
+    with pytest.raises(ValueError, match="--reason"):
+        Override(" ", keyring["officer-1"])
+    with pytest.raises(TypeError):
+        Override("a reason", "officer-1")
 
 
 def test_verify_envelope(trust_policy, keyring):
     from airgap.trust import verify_envelope
 
     env = _envelope(keyring, "builder-1", "officer-1")
-    assert verify_envelope(trust_policy, env, payload_type=PAYLOAD_TYPE, artifact="m") == MANIFEST
+    report = verify_envelope(trust_policy, env, PAYLOAD_TYPE, MANIFEST, artifact="m")
+    assert report.ok and [k.name for k in report.signers()] == ["builder-1", "officer-1"]
     other = Envelope(MANIFEST, "application/vnd.airgap.parts.v1+json")
     other.add_signature(keyring["builder-1"])
     other.add_signature(keyring["officer-1"])
     with pytest.raises(SignatureError, match="payloadType"):
-        verify_envelope(trust_policy, other, payload_type=PAYLOAD_TYPE, artifact="m")
+        verify_envelope(trust_policy, other, PAYLOAD_TYPE, MANIFEST, artifact="m")
+    with pytest.raises(SignatureError, match="the signed payload is not the manifest"):
+        verify_envelope(trust_policy, env, PAYLOAD_TYPE, MANIFEST + b" ", artifact="m", payload_name="the manifest")
     with pytest.raises(SignatureError, match="officer: 0 of 1"):
-        verify_envelope(trust_policy, _envelope(keyring, "builder-1"), payload_type=PAYLOAD_TYPE, artifact="m")
+        verify_envelope(trust_policy, _envelope(keyring, "builder-1"), PAYLOAD_TYPE, MANIFEST, artifact="m")
+    # a stranger's signature rejects even when the thresholds are met; without enforce it is reported
+    env.add_signature(SigningKey.generate("stranger"))
+    with pytest.raises(SignatureError, match="not in the trust policy"):
+        verify_envelope(trust_policy, env, PAYLOAD_TYPE, MANIFEST, artifact="m")
+    shown = verify_envelope(trust_policy, env, PAYLOAD_TYPE, MANIFEST, artifact="m", enforce=False)
+    assert not shown.ok and [s.status for s in shown.signatures] == [VALID, VALID, UNKNOWN_KEY]
+    # without a policy only what it signs is checked
+    assert verify_envelope(None, env, PAYLOAD_TYPE, MANIFEST, artifact="m") is None
+    with pytest.raises(SignatureError, match="payloadType"):
+        verify_envelope(None, other, PAYLOAD_TYPE, MANIFEST, artifact="m")
+
+
+def test_verify_envelope_any_role(trust_policy, keyring):
+    """The part index's rule: one signature by a key holding any role, nothing that does not count."""
+    from airgap.trust import ANY_ROLE, verify_envelope
+
+    for name in ("root-1", "builder-1", "officer-1"):
+        env = _envelope(keyring, name)
+        report = verify_envelope(trust_policy, env, PAYLOAD_TYPE, MANIFEST, artifact="m", roles=(ANY_ROLE,))
+        assert [k.name for k in report.signers()] == [name]
+    with pytest.raises(SignatureError, match="any role: 0 of 1"):
+        verify_envelope(trust_policy, _envelope(keyring), PAYLOAD_TYPE, MANIFEST, artifact="m", roles=(ANY_ROLE,))
+    stranger = Envelope(MANIFEST, PAYLOAD_TYPE)
+    stranger.add_signature(SigningKey.generate("stranger"))
+    with pytest.raises(SignatureError, match=r"any role: 0 of 1 required signatures \(unknown: "):
+        verify_envelope(trust_policy, stranger, PAYLOAD_TYPE, MANIFEST, artifact="m", roles=(ANY_ROLE,))
+    stranger.add_signature(keyring["officer-1"])  # a counting signature does not excuse a stranger's
+    with pytest.raises(SignatureError, match="is by a key not in the trust policy"):
+        verify_envelope(trust_policy, stranger, PAYLOAD_TYPE, MANIFEST, artifact="m", roles=(ANY_ROLE,))
 
 
 def test_evaluate_requires_roles(trust_policy):
@@ -929,6 +970,8 @@ def test_record_across_store_instances(tmp_path, trust_policy, keyring):
     a, b = TrustStore(tmp_path / "s"), TrustStore(tmp_path / "s")
     policy = a.load_policy(trust_policy.to_bytes(), NOW)
     b.record(policy)
+    with pytest.raises(ValueError):
+        b.record(policy.policy)  # a bare policy: nothing vetted it here
     assert b.trusted().version == 1
     with pytest.raises(ValueError):
         TrustStore(tmp_path / "elsewhere").record(policy)

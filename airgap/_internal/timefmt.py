@@ -17,17 +17,17 @@ from airgap.exceptions import FormatError, InvalidTypeError, InvalidValueError
 FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z\Z")
 
-__all__ = ["FORMAT", "format_time", "is_time", "now", "parse_time", "to_datetime"]
+__all__ = ["FORMAT", "format_time", "is_time", "now", "parse_time", "require_aware", "to_datetime"]
 
 
-def _require_aware(dt: Any) -> None:
+def require_aware(dt: Any) -> None:
     if not isinstance(dt, datetime) or dt.tzinfo is None or dt.utcoffset() is None:
         raise InvalidTypeError("times must be timezone-aware datetimes (read the clock once, in UTC)")
 
 
 def format_time(dt: datetime) -> str:
     """*dt* (timezone-aware) in UTC, whole seconds, with a ``Z``."""
-    _require_aware(dt)
+    require_aware(dt)
     return dt.astimezone(UTC).replace(microsecond=0).strftime(FORMAT)
 
 

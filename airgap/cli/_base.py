@@ -231,7 +231,7 @@ def override_of(args):
         return None
     if not args.reason or not args.override_key:
         raise UsageError("--allow-expired needs --reason \"...\" and --override-key <officer key>")
-    from airgap.verify import Override
+    from airgap.trust import Override
 
     return Override(reason=args.reason, signing_key=load_key(args, args.override_key))
 
