@@ -50,14 +50,12 @@ def open_source(path: str | os.PathLike) -> tarfmt.Source:
     The file (or every part) is opened here, once; everything after reads
     these descriptors, never the path again.
     """
-    from airgap import split
+    from airgap import media
 
     p = Path(path)
     if not p.exists():
         raise InputError(f"{display(p)}: no such file or directory")
-    if p.is_dir() or p.name.endswith(split.INDEX_SUFFIX):
-        return split.open_bundle(p)
-    return split.FileBundle(p)
+    return media.open_bundle(p)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from functools import cmp_to_key
 from pathlib import Path
 
 from airgap import sbom
-from airgap._internal.fsutil import atomic_write
+from airgap._internal.fsutil import atomic_write, read_capped
 from airgap.caps import MAX_SIGNATURES_BYTES
 from airgap.dsse import PAYLOAD_TYPE, Envelope
 from airgap.exceptions import AirgapError, FormatError, InputError
@@ -129,9 +129,7 @@ class History:
         d = self._dir(manifest.name)
         for path in sorted(d.glob("*.json")) if d.is_dir() else []:
             try:
-                data = path.read_bytes()
-                if len(data) > MAX_SIGNATURES_BYTES:
-                    raise FormatError(str(path), f"larger than the cap of {MAX_SIGNATURES_BYTES} bytes")
+                data = read_capped(path, MAX_SIGNATURES_BYTES, "a review record")
                 envelope = Envelope.from_bytes(data, str(path))
                 old = _manifest_of(envelope, str(path))
             except (AirgapError, OSError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 from airgap import oci
 from airgap._internal import timefmt
-from airgap._internal.fsutil import atomic_write
+from airgap._internal.fsutil import atomic_write, read_capped
 from airgap._internal.jsonutil import loads_strict, pretty_bytes
 from airgap.exceptions import FormatError, InputError, NotFoundError
 
@@ -46,12 +46,10 @@ class Inventory:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Inventory:
         p = Path(path)
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise InputError(f"{p}: cannot read: {exc.strerror}") from None
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
         hint = "give what 'airgap inventory' wrote, or a bundle's manifest.json"
+        data = read_capped(p, MAX_INVENTORY_BYTES, "an inventory",
+                           too_large=lambda m: InputError(f"{m}; {hint}"))
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
         try:
             doc = loads_strict(data, str(p), max_size=MAX_INVENTORY_BYTES)
         except FormatError as exc:

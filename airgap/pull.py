@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from airgap import caps, oci
+from airgap._internal.fsutil import read_capped
 from airgap._internal.jsonutil import loads_strict
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, SpecError
@@ -147,11 +148,12 @@ class LayoutOrigin(ImageOrigin):
     def __init__(self, layout: Path):
         self.layout = layout
         self.label = f"oci:{layout}"
-        try:
-            oci.check_layout_file((layout / "oci-layout").read_bytes(), f"{layout}/oci-layout")
-            self.index = oci.parse_layout_index((layout / "index.json").read_bytes(), f"{layout}/index.json")
-        except OSError as exc:
-            raise InputError(f"{layout}: not a readable OCI layout ({exc.strerror})") from None
+        # Capped before parsing: a local layout is input like any other, and a
+        # gigabyte index.json must not be read whole to learn it is too large.
+        oci.check_layout_file(read_capped(layout / "oci-layout", 4096, "an OCI layout's oci-layout file"),
+                              f"{layout}/oci-layout")
+        self.index = oci.parse_layout_index(read_capped(layout / "index.json", oci.MAX_INDEX_BYTES,
+                                                        "an OCI layout's index.json"), f"{layout}/index.json")
 
     def _path(self, digest: str) -> Path:
         return self.layout / oci.blob_path(digest)

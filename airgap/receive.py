@@ -116,7 +116,7 @@ def join_parts(parts: str | os.PathLike, output: str | os.PathLike, *, trust_pat
                state_dir: str | os.PathLike | None = None, force: bool = False, now: datetime | None = None,
                progress: bool = False) -> Joined:
     """Verify the media *parts*, then write the bundle they hold to *output* from what was verified; audited."""
-    from airgap import split
+    from airgap import media
     from airgap._internal.fsutil import check_output
 
     trail = AuditTrail.of(state_dir)
@@ -126,6 +126,6 @@ def join_parts(parts: str | os.PathLike, output: str | os.PathLike, *, trust_pat
         m = verified.manifest
         obj = _accepted(parts, m, output=os.fspath(output))
         with trail.refusals("join", obj):
-            digest = split.join(verified, out, force=force)
+            digest = media.join(verified, out, force=force)
         trail.accepted("join", obj, detail={"sha256": digest})
     return Joined(m, out, digest)

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from airgap import toolkit
-from airgap._internal.fsutil import atomic_write, fsync_dir
+from airgap._internal.fsutil import atomic_write, atomic_writer, fsync_dir
 from airgap._internal.text import plural
 from airgap.exceptions import InputError, IntegrityError, OperationError
 from airgap.toolkit import RELEASE_FILE, ReleaseStatement, ToolkitRefused, ToolkitRelease, WheelRecord
@@ -94,18 +94,15 @@ def _write(out: Path, release: ToolkitRelease, statement: bytes, chunks: Callabl
 
 def _write_wheel(path: Path, w: WheelRecord, chunks: Iterable[bytes], source: str) -> None:
     h, size = hashlib.sha256(), 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as f:
+    # The check is inside the block: a wheel that differs never gets its name.
+    with atomic_writer(path, 0o644, overwrite=False) as f:
         for chunk in chunks:
             h.update(chunk)
             size += len(chunk)
             f.write(chunk)
-        f.flush()
-        os.fchmod(f.fileno(), 0o644)
-        os.fsync(f.fileno())
-    if (size, h.hexdigest()) != (w.size, w.sha256):
-        raise IntegrityError(w.file, f"read {plural(size, 'byte')} with sha256 {h.hexdigest()[:16]}…, the release lists "
-                                     f"{plural(w.size, 'byte')} with {w.sha256[:16]}…; nothing written from {source}")
+        if (size, h.hexdigest()) != (w.size, w.sha256):
+            raise IntegrityError(w.file, f"read {plural(size, 'byte')} with sha256 {h.hexdigest()[:16]}…, the release lists "
+                                         f"{plural(w.size, 'byte')} with {w.sha256[:16]}…; nothing written from {source}")
 
 
 def from_release_dir(directory: str | os.PathLike, policy, out: str | os.PathLike) -> InstallSet:

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 import paramiko
 
+from airgap._internal.fsutil import fsync_dir
 from airgap._internal.text import plural
 from airgap.exceptions import (
     InputError,
@@ -190,11 +191,7 @@ class _LocalTarget:
 
     def rename(self, src: str, dst: str) -> None:
         os.replace(self.dir / src, self.dir / dst)
-        fd = os.open(self.dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
     def remove(self, name: str) -> None:
         try:

@@ -26,6 +26,7 @@ from typing import Any
 
 from airgap import oci
 from airgap._internal import tarfmt
+from airgap._internal.positional import Region
 from airgap._internal.progress import ByteProgress
 from airgap._internal.text import plural
 from airgap.exceptions import AirgapError, ArchiveError, FormatError, IntegrityError, SignatureError
@@ -72,26 +73,6 @@ def _close(source: Any) -> None:
     close = getattr(source, "close", None)
     if close:
         close()
-
-
-class _Region(io.RawIOBase):
-    """A read-only file over one member's bytes in the verified descriptor (for registry uploads)."""
-
-    def __init__(self, source: Any, offset: int, size: int, start: int = 0):
-        super().__init__()
-        self.source, self.base, self.size, self.pos = source, offset, size, start
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = min(len(b), self.size - self.pos)
-        if n <= 0:
-            return 0
-        data = self.source.pread(self.base + self.pos, n)
-        b[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
 
 
 class VerifiedBundle:
@@ -177,7 +158,7 @@ class VerifiedBundle:
         is the member's name, which verify checked against the manifest.
         """
         member = self.member(name)
-        return lambda offset: io.BufferedReader(_Region(self.source, member.data_offset, member.size, offset),
+        return lambda offset: io.BufferedReader(Region(self.source, member.data_offset, member.size, offset),
                                                 buffer_size=CHUNK)
 
     def _check_digest(self, name: str, record: MemberRecord, h) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from airgap import anchored, caps, dsse, oci, sbom, split, trust
+from airgap import anchored, caps, dsse, media, oci, sbom, trust
 from airgap._internal.text import plural
 from airgap._internal.timefmt import parse_time
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
@@ -334,7 +334,7 @@ def _check_part_index(source: Any, policy: TrustPolicy, report: VerifyReport) ->
     if getattr(source, "index_path", None) is None:
         return
     parts = plural(len(source.index.parts), "part")
-    signed = split.verify_index_signature(source.index_path, source.index_bytes, policy)
+    signed = media.verify_index_signature(source.index_path, source.index_bytes, policy)
     if signed is None:
         report.media = f"{parts}, index unsigned"
         return

@@ -271,7 +271,7 @@ def wheelhouse(spec=None) -> Wheelhouse:
         cache.mkdir(parents=True, exist_ok=True)
         build_toolkit_wheel(root, cache)
         download_dependencies(cache)
-        done.write_text("ok\n")
+        fsutil.atomic_write(done, b"ok\n")
     return Wheelhouse(cache, tuple(sorted(cache.glob("*.whl"))), None)
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from airgap import dsse, split
+from airgap import dsse, media, split
 from airgap.exceptions import SignatureError
 from airgap.keys import SigningKey
 from tests import bundlekit as kit
@@ -30,7 +30,7 @@ def _tampered(tmp_path, signed_bundle, keyring, how: str):
     if how == "other-bytes":
         env = dsse.Envelope(manifest + b" ")
     elif how == "other-type":
-        env = dsse.Envelope(manifest, split.PAYLOAD_TYPE)
+        env = dsse.Envelope(manifest, media.PAYLOAD_TYPE)
     else:
         env = dsse.Envelope(manifest)
     for name in ("builder-1", "officer-1"):
@@ -109,7 +109,7 @@ def test_part_index_refuses(tmp_path, signed_bundle, keyring):
     out, index = _parts(tmp_path, signed_bundle, keyring["officer-1"])
     with verify(out, trust_path=signed_bundle.trust, now=NOW) as verified:
         assert verified.report.media.endswith("index signed by " + keyring["officer-1"].public_key.label)
-    sig = index.with_name(index.name + split.SIGNATURE_SUFFIX)
+    sig = index.with_name(index.name + media.SIGNATURE_SUFFIX)
     signed = sig.read_bytes()
     other_type = dsse.Envelope(index.read_bytes())  # a manifest's payloadType over the index bytes
     other_type.add_signature(keyring["officer-1"])
@@ -118,7 +118,7 @@ def test_part_index_refuses(tmp_path, signed_bundle, keyring):
         verify(out, trust_path=signed_bundle.trust, now=NOW)
     sig.write_bytes(signed)
     with pytest.raises(SignatureError, match="the signed payload is not the part index"):
-        split.verify_index_signature(index, index.read_bytes() + b" ", policy)
+        media.verify_index_signature(index, index.read_bytes() + b" ", policy)
     out, index = _parts(tmp_path, signed_bundle, SigningKey.generate("stranger"))
     with pytest.raises(SignatureError, match="unknown: "):
         verify(out, trust_path=signed_bundle.trust, now=NOW)

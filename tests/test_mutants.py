@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from airgap import verify as verify_mod
 from airgap._internal import tarfmt
 from airgap._internal.jsonutil import canonical_bytes
+from airgap._internal.positional import FileSource
 from airgap.exceptions import AirgapError
 from tests import bundlekit as kit
 from tests.helpers import airgap
@@ -158,7 +159,7 @@ _NEEDLE = {"chksum": "chksum", "typeflag": "allowed in a bundle", "linkname": "l
 
 def test_every_header_field_mutant_is_refused_or_agreed_on(signed_bundle, tmp_path):
     path = signed_bundle.copy(tmp_path)
-    with tarfmt.FileSource(path) as src:
+    with FileSource(path) as src:
         members = tarfmt.scan(src, max_members=100, artifact=str(path))
     targets = [members[0], next(m for m in members if m.name.startswith("blobs/")),
                next(m for m in members if m.name.startswith("files/")), members[-1]]

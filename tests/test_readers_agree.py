@@ -19,6 +19,7 @@ import pytest
 
 from airgap._internal import tarfmt
 from airgap._internal.jsonutil import fold_key, loads_strict
+from airgap._internal.positional import FileSource
 from airgap.exceptions import ArchiveError, FormatError
 from tests import bundlekit as kit
 from tests.fixtures.bundles import CREATED
@@ -76,7 +77,7 @@ def test_member_above_8_gib_every_reader_lists_the_same(tmp_path):
         f.write(tarfmt.header("files/big.img", size, 0o644))
         f.seek(tarfmt.BLOCK + tarfmt.padded(size))
         f.write(tarfmt.END_OF_ARCHIVE)
-    with tarfmt.FileSource(path) as src:
+    with FileSource(path) as src:
         [member] = tarfmt.scan(src, max_members=10, artifact=str(path))
     assert (member.name, member.size) == ("files/big.img", size)
     with tarfile.open(path) as tf:

@@ -15,16 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airgap._internal.jsonutil import canonical_bytes
+from airgap._internal.positional import FileSource
 from airgap.exceptions import FormatError, InputError, IntegrityError
-from airgap.split import (
-    FileBundle,
-    PartIndex,
-    PartsReader,
-    open_bundle,
-    parse_size,
-    split,
-    verify_index_signature,
-)
+from airgap.media import PartIndex, PartsReader, open_bundle, verify_index_signature
+from airgap.split import parse_size, split
 
 NAME = "geheim-pilot-1.0.0.tar"
 
@@ -240,7 +234,7 @@ def test_pread_is_thread_safe(parts_dir: Path, data: bytes) -> None:
 
 def test_open_bundle_forms(parts_dir: Path, bundle: Path, data: bytes, tmp_path: Path) -> None:
     with open_bundle(bundle) as plain:
-        assert isinstance(plain, FileBundle)
+        assert isinstance(plain, FileSource)
         assert plain.size == len(data) and plain.pread(29_999, 3) == data[29_999:30_002]
     with open_bundle(_index(parts_dir)) as by_index, open_bundle(parts_dir) as by_dir:
         assert isinstance(by_index, PartsReader) and isinstance(by_dir, PartsReader)
@@ -249,6 +243,8 @@ def test_open_bundle_forms(parts_dir: Path, bundle: Path, data: bytes, tmp_path:
         open_bundle(tmp_path)  # holds no index directly
     with pytest.raises(InputError):
         open_bundle(tmp_path / "nope.tar")
+    with pytest.raises(InputError, match="cannot read bundle: Is a directory"):
+        FileSource(tmp_path)  # os.open accepts a directory; the reader must not
 
 
 def test_tarfile_streams_over_parts(tmp_path: Path) -> None:

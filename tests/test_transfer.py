@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from airgap.exceptions import KeyFileError, OutputExistsError, RejectedError, TransferError, UsageError
-from airgap.split import open_bundle, split
+from airgap.media import open_bundle
+from airgap.split import split
 from airgap.transfer import parse_destination, transfer
 
 SIZE = 6 * 1024 * 1024 + 12345

@@ -214,7 +214,7 @@ def test_join_writes_the_verified_bundle(tmp_path, signed_bundle, media):
 
 
 def test_join_refuses_untrusted_or_changed_parts_and_leaves_nothing(tmp_path, signed_bundle, media, monkeypatch):
-    from airgap import split
+    from airgap import media as media_io
 
     out = tmp_path / "joined.tar"
     # Untrusted: builder-only signatures.
@@ -230,7 +230,7 @@ def test_join_refuses_untrusted_or_changed_parts_and_leaves_nothing(tmp_path, si
             f.seek(within)
             f.write(b"X")
 
-    _before(monkeypatch, split, "_BackgroundHash", scribble)
+    _before(monkeypatch, media_io, "BackgroundHash", scribble)
     r = airgap("join", media, "--trust", signed_bundle.trust, "-o", out)
     assert r.code == 1, r.out + r.err
     assert victim.name in r.err and FILE in r.err

@@ -23,7 +23,6 @@ verifier can then hash members in parallel, each byte read exactly once.
 
 from __future__ import annotations
 
-import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -45,34 +44,6 @@ class Source(Protocol):
     size: int
 
     def pread(self, offset: int, length: int) -> bytes: ...
-
-
-class FileSource:
-    """A bundle in one file, read with ``os.pread`` (thread-safe, no shared offset)."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        try:
-            self.fd = os.open(self.path, os.O_RDONLY)
-        except OSError as exc:
-            from airgap.exceptions import InputError
-
-            raise InputError(f"{self.path}: cannot open: {exc.strerror}") from None
-        self.size = os.fstat(self.fd).st_size
-
-    def pread(self, offset: int, length: int) -> bytes:
-        return os.pread(self.fd, length, offset)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 @dataclass(frozen=True)
