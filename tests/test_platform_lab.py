@@ -421,7 +421,7 @@ def test_the_hosts_toml_header_is_what_authenticates_the_pull(site, containerd):
 
 
 
-def test_the_pre_pull_module_puts_no_credential_on_a_command_line(site, containerd):
+def test_the_pre_pull_module_puts_no_credential_on_a_command_line(site, containerd, tmp_path):
     """airgap_pods on a containerd node pulls every signed image by digest, and neither ctr's argv
     (world-readable in /proc) nor its environment holds the pull credential."""
     lab = containerd
@@ -430,12 +430,22 @@ def test_the_pre_pull_module_puts_no_credential_on_a_command_line(site, containe
     args = {"dir": "/etc/airgap-test/workloads",
             "containerd": {"images": [ref, site.pause_ref], "hosts_dir": f"{CONTAINERD_ROOT}/certs.d",
                            "address": "/run/containerd/containerd.sock", "namespace": "airgap-spy"}}
-    env = {"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": "/etc/airgap-test/spy:" + NODE_PATH}
+    # As the rollout runs it: from the controller over ssh (the node cannot see the
+    # controller's checkout, which may live under a /tmp the node does not share).
+    play = tmp_path / "pre-pull.yml"
+    play.write_text(json.dumps([{"hosts": "node-2", "gather_facts": False,
+                                 "environment": {"PATH": "/etc/airgap-test/spy:" + NODE_PATH},
+                                 "tasks": [{"name": "pre-pull", "airgap_pods": args, "register": "out"},
+                                           {"name": "result", "delegate_to": "localhost",
+                                            "ansible.builtin.copy": {"content": "{{ out | to_json }}",
+                                                                     "dest": str(tmp_path / "out.json")}}]}]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")}
 
     def module():
-        r = x(lab, "node-2", [str(REPO / ".venv/bin/ansible"), "localhost", "-m", "airgap_pods",
-                              "-a", json.dumps(args), "-o"], env=env, timeout=300)
-        return json.loads(r.stdout.split("=>", 1)[1])
+        r = lab.run_in_netns([str(REPO / ".venv/bin/ansible-playbook"), "-i", str(lab.workdir / "hosts.yml"), str(play)],
+                             env=env, timeout=300, cwd=REPO)
+        assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-2000:])
+        return json.loads((tmp_path / "out.json").read_text())
 
     out = module()
     assert out["changed"] is True and out["pulled"] == [ref, site.pause_ref], out
