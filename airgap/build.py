@@ -34,7 +34,7 @@ from airgap._internal import tarfmt, timefmt
 from airgap._internal.fsutil import atomic_writer, check_output
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
-from airgap._internal.spool import LayerSpool
+from airgap._internal.spool import NO_SPACE, LayerSpool, no_space
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
 from airgap.manifest import (
@@ -52,6 +52,7 @@ from airgap.registry.limits import Limits
 __all__ = [
     "BuildResult",
     "FILE_CHUNK",
+    "OutputWriteError",
     "PlannedMember",
     "RegionWriter",
     "build",
@@ -91,6 +92,15 @@ def build_time(created: str | None = None) -> datetime:
 # --------------------------------------------------------------------------- sinks
 
 
+class OutputWriteError(Exception):
+    """The output file could not be written: not an OSError, so no download takes it for a
+    dropped connection and retries (a full disk stays full)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class RegionWriter:
     """Writes one blob into its reserved region of the output file with pwrite.
 
@@ -107,7 +117,10 @@ class RegionWriter:
             raise IntegrityError(self.artifact, f"more bytes than the descriptor's {self.size}")
         view = memoryview(data)
         while view:
-            n = os.pwrite(self.fd, view, self.offset + self.pos)
+            try:
+                n = os.pwrite(self.fd, view, self.offset + self.pos)
+            except OSError as exc:
+                raise OutputWriteError(exc) from None
             self.pos += n
             view = view[n:]
             if self.progress:
@@ -243,7 +256,10 @@ def write_bundle(
             _write_members(f.fileno(), manifest_bytes, members, envelope_bytes, sig_offset, documents, workers,
                            progress, spool)
             os.fsync(f.fileno())
-        except OSError as exc:
+        except (OSError, OutputWriteError) as failure:
+            exc = failure.error if isinstance(failure, OutputWriteError) else failure
+            if exc.errno in NO_SPACE:
+                raise no_space(out.parent, f"writing {out.name}", spool) from None
             if exc.filename is not None:
                 raise
             raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None

@@ -5,6 +5,7 @@ checking their sha256 again (airgap/_internal/spool.py)."""
 from __future__ import annotations
 
 import errno
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from airgap import build as buildmod
 from airgap import verify
 from airgap._internal import spool as spoolmod
+from airgap.registry import RegistryClient
 from tests.fixtures.images import make_layer
 from tests.helpers import airgap, write_spec
 
@@ -129,3 +131,19 @@ def test_a_link_in_the_spool_is_not_followed(tmp_path, keyring, hostile, monkeyp
     assert r.code == 1 and "symbolic link" in r.err, r.err
     assert target.read_bytes() == b"keep me"
     assert not out.exists() and _leftovers(out) == []
+
+
+def test_a_full_output_is_not_taken_for_a_dropped_connection(hostile):
+    """The writer's ENOSPC stops the download at once (an OSError from the sink used to be
+    retried as a network error); build turns it into the one-line refusal above."""
+    data = bytes(range(256)) * 2048
+    digest = hostile.add_blob(data)
+    fd = os.open("/dev/full", os.O_WRONLY)
+    try:
+        with RegistryClient(hostile.host, plain_http=True, backoff=0.01) as c, \
+                pytest.raises(buildmod.OutputWriteError) as exc:
+            c.fetch_blob_into("pilot/app", digest, len(data), buildmod.RegionWriter(fd, 0, len(data)))
+    finally:
+        os.close(fd)
+    assert exc.value.error.errno == errno.ENOSPC
+    assert len(hostile.seen("GET", f"/blobs/{digest}")) == 1

@@ -25,21 +25,29 @@ from airgap._internal.fsutil import Dir, display
 from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, OperationError
 
-__all__ = ["LayerSpool"]
+__all__ = ["NO_SPACE", "LayerSpool", "no_space"]
 
 CHUNK = 1024 * 1024
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 def _name(digest: str) -> str:
     return digest.replace(":", "-")
 
 
-def _human(n: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return str(n)  # pragma: no cover
+def no_space(directory: Path, doing: str, spool: LayerSpool | None) -> OperationError:
+    """A full disk, said with what it holds for the build, what is free, and what to do."""
+    from airgap.inspect import human_size
+
+    try:
+        free = human_size(shutil.disk_usage(directory).free)
+    except OSError:
+        free = "unknown"
+    held = f"the build's layer spool held {human_size(spool.held())}, " if spool and spool.held() else ""
+    return OperationError(
+        f"{display(directory)}: no space left while {doing} ({held}{free} free). A build needs there the bundle's "
+        "size and, while it writes, up to its layers' size more (the layers read for the SBOMs are kept until "
+        "they are copied into the bundle): free space there, or give -o on a larger disk")
 
 
 def _write(fd: int, view: memoryview) -> int:
@@ -99,22 +107,18 @@ class LayerSpool:
                 origin.copy_blob(digest, size, _Tee(fd, sink, self, digest))  # checks size and sha256
             finally:
                 os.close(fd)
-            self._done[digest] = size
+            with self._lock:
+                self._done[digest] = size
 
     def write_error(self, exc: OSError, digest: str) -> OperationError:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            held = sum(self._done.values())
-            try:
-                free = _human(shutil.disk_usage(self.path).free)
-            except OSError:
-                free = "unknown"
-            return OperationError(
-                f"{display(self.path.parent)}: no space left while keeping layer {digest} for the bundle "
-                f"({_human(held)} of layers already kept there, {free} free). The build keeps each layer it "
-                "reads for the SBOMs until it is written into the bundle, so it needs about the layers' size "
-                "free beside the output on top of the bundle itself: free space there, or give -o on a "
-                "larger disk")
+        if exc.errno in NO_SPACE:
+            return no_space(self.path.parent, f"keeping layer {digest} for the bundle", self)
         return OperationError(f"{display(self.path / _name(digest))}: cannot write the layer spool ({exc.strerror or exc})")
+
+    def held(self) -> int:
+        """Bytes of complete layers in the spool."""
+        with self._lock:
+            return sum(self._done.values())
 
     # -- the archive writer ----------------------------------------------------------
     def has(self, digest: str) -> bool:
