@@ -229,6 +229,7 @@ class PartsReader(PositionalReader):
 
     def __init__(self, index_path: str | os.PathLike[str], *, workers: int | None = None):
         super().__init__()
+        self._fds: list[int] = []  # first: close() runs (from __del__) even when the index below is refused
         self.index_path = Path(index_path)
         self.dir = self.index_path.parent
         # The bytes the index signature is judged over are the bytes this reader uses.
@@ -237,7 +238,6 @@ class PartsReader(PositionalReader):
         self.name = self.index.bundle_name
         self.size = self.index.bundle_size
         self._workers = workers or min(len(self.index.parts), os.cpu_count() or 1)
-        self._fds: list[int] = []
         # Start offset of every part, for bisecting an offset to its part.
         self._starts: list[int] = []
         offset = 0
