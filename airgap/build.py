@@ -2,9 +2,11 @@
 
 Every size and digest is known before the first blob byte arrives (descriptors
 carry them, local files are hashed first), so the whole archive layout, and
-therefore the manifest, is fixed up front.  Blobs are then downloaded in
-parallel straight into their final place in the output file: one write per
-byte, no staging copy, digests checked while the bytes stream.
+therefore the manifest, is fixed up front, except for the SBOMs, which are
+read from the layers first; the layers that pass reads are kept in a spool
+(:mod:`airgap._internal.spool`) so no blob is fetched twice.  Blobs are then
+copied from the spool, or downloaded, in parallel straight into their final
+place in the output file, digests checked while the bytes stream.
 
 What the sources say is checked as it is fetched (:mod:`airgap.pull`), and the
 manifest is checked the way verify will read it before any content is fetched.
@@ -32,6 +34,7 @@ from airgap._internal import tarfmt, timefmt
 from airgap._internal.fsutil import atomic_writer, check_output
 from airgap._internal.jsonutil import canonical_bytes
 from airgap._internal.progress import ByteProgress
+from airgap._internal.spool import NO_SPACE, LayerSpool, no_space
 from airgap._internal.text import plural
 from airgap.exceptions import FormatError, InputError, IntegrityError, OperationError, SpecError, UnreachableError
 from airgap.manifest import (
@@ -49,6 +52,7 @@ from airgap.registry.limits import Limits
 __all__ = [
     "BuildResult",
     "FILE_CHUNK",
+    "OutputWriteError",
     "PlannedMember",
     "RegionWriter",
     "build",
@@ -62,6 +66,8 @@ __all__ = [
 ]
 
 FILE_CHUNK = 1024 * 1024
+_SPOOL = True
+"""Keep the layers the SBOM pass reads for the writer (off only in tests that compare the bundles)."""
 
 
 def build_time(created: str | None = None) -> datetime:
@@ -86,6 +92,15 @@ def build_time(created: str | None = None) -> datetime:
 # --------------------------------------------------------------------------- sinks
 
 
+class OutputWriteError(Exception):
+    """The output file could not be written: not an OSError, so no download takes it for a
+    dropped connection and retries (a full disk stays full)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class RegionWriter:
     """Writes one blob into its reserved region of the output file with pwrite.
 
@@ -102,7 +117,10 @@ class RegionWriter:
             raise IntegrityError(self.artifact, f"more bytes than the descriptor's {self.size}")
         view = memoryview(data)
         while view:
-            n = os.pwrite(self.fd, view, self.offset + self.pos)
+            try:
+                n = os.pwrite(self.fd, view, self.offset + self.pos)
+            except OSError as exc:
+                raise OutputWriteError(exc) from None
             self.pos += n
             view = view[n:]
             if self.progress:
@@ -226,6 +244,7 @@ def write_bundle(
     workers: int = 4,
     progress: ByteProgress | None = None,
     force: bool = False,
+    spool: LayerSpool | None = None,
 ) -> None:
     """Write the archive to a temporary file next to *out*; rename it into place
     only after ``check(temporary path)`` passes (over an existing *out* only with
@@ -235,9 +254,12 @@ def write_bundle(
     with atomic_writer(out, overwrite=force) as f:
         try:
             _write_members(f.fileno(), manifest_bytes, members, envelope_bytes, sig_offset, documents, workers,
-                           progress)
+                           progress, spool)
             os.fsync(f.fileno())
-        except OSError as exc:
+        except (OSError, OutputWriteError) as failure:
+            exc = failure.error if isinstance(failure, OutputWriteError) else failure
+            if exc.errno in NO_SPACE:
+                raise no_space(out.parent, f"writing {out.name}", spool) from None
             if exc.filename is not None:
                 raise
             raise OperationError(f"{out}: cannot write the bundle ({exc.strerror or exc})") from None
@@ -245,7 +267,8 @@ def write_bundle(
 
 
 def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember], envelope_bytes: bytes,
-                   sig_offset: int, documents: Documents, workers: int, progress: ByteProgress | None) -> None:
+                   sig_offset: int, documents: Documents, workers: int, progress: ByteProgress | None,
+                   spool: LayerSpool | None = None) -> None:
     def put(offset: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -272,7 +295,7 @@ def _write_members(fd: int, manifest_bytes: bytes, members: list[PlannedMember],
     tail = tarfmt.header(SIGNATURES_MEMBER, len(envelope_bytes), 0o644) + envelope_bytes + tarfmt.padding(len(envelope_bytes)) + tarfmt.END_OF_ARCHIVE
     put(sig_offset, tail)
     os.ftruncate(fd, sig_offset + len(tail))
-    _download_all(downloads, fd, workers, progress)
+    _download_all(downloads, fd, workers, progress, spool)
 
 
 def _copy_file(m: PlannedMember, fd: int) -> None:
@@ -287,7 +310,8 @@ def _copy_file(m: PlannedMember, fd: int) -> None:
         raise IntegrityError(str(m.file), "file changed while the bundle was being built")
 
 
-def _download_all(downloads: list[PlannedMember], fd: int, workers: int, progress: ByteProgress | None) -> None:
+def _download_all(downloads: list[PlannedMember], fd: int, workers: int, progress: ByteProgress | None,
+                  spool: LayerSpool | None = None) -> None:
     if not downloads:
         return
     # Largest first, so one big layer does not start last and run alone.
@@ -302,7 +326,10 @@ def _download_all(downloads: list[PlannedMember], fd: int, workers: int, progres
         sink = RegionWriter(fd, m.header_offset + tarfmt.BLOCK, m.size, progress.update if progress else None,
                             artifact=f"{m.blob.origin.label}@{m.blob.digest}")
         try:
-            m.blob.origin.copy_blob(m.blob.digest, m.size, sink)
+            if spool is not None and spool.has(m.blob.digest):
+                spool.copy_out(m.blob.digest, m.size, sink, sink.artifact)
+            else:
+                m.blob.origin.copy_blob(m.blob.digest, m.size, sink)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, first error wins
             stop.set()
             errors.append(exc)
@@ -396,6 +423,7 @@ def build(
     clients: dict[str, object] = {}
     documents = Documents(out.parent)
     work = tempfile.TemporaryDirectory(prefix="airgap-build-")
+    spool: LayerSpool | None = None
     try:
         resolver = Resolver(documents)
         records = _resolve_images(spec, resolver, clients, factory, log)
@@ -415,7 +443,11 @@ def build(
         # nothing), and again once the SBOMs, read from the layers, are pinned in it.
         check_caps(members, records, external)
         _own_manifest(manifest_of(members), out)
-        members += _sbom_members(records, resolver, documents, workers, log)
+        # Every blob the writer will copy and the SBOM pass reads is fetched once, by the
+        # SBOM pass, and kept in the spool until the writer has copied it.
+        spool = LayerSpool(out, {m.blob.digest for m in members if m.blob is not None and not m.blob.stored}) \
+            if _SPOOL else None
+        members += _sbom_members(records, resolver, documents, workers, log, spool)
         check_caps(members, records, external)
         manifest = _own_manifest(manifest_of(members), out)
         envelope = dsse.Envelope(manifest.to_bytes())
@@ -424,10 +456,12 @@ def build(
         with ByteProgress(total=blob_bytes, desc="pulling", enabled=progress) as bar:
             write_bundle(out, manifest.to_bytes(), members, envelope.to_bytes(), documents=documents,
                          check=lambda tmp: _check_output(tmp, out, manifest.to_bytes(), signing_key.public_key),
-                         workers=workers, progress=bar, force=force)
+                         workers=workers, progress=bar, force=force, spool=spool)
     except SpecError as exc:  # found while resolving: say where the spec asks for it
         raise spec.locate(exc) from None
     finally:
+        if spool is not None:
+            spool.close()
         documents.close()
         work.cleanup()
         for c in clients.values():
@@ -534,12 +568,13 @@ def _default_client_factory(plain_http: bool, ca_file: str | None, auth_file: st
 
 
 def _sbom_members(records: list[ImageRecord], resolver: Resolver, documents: Documents, workers: int,
-                  log) -> list[PlannedMember]:
+                  log, spool: LayerSpool | None = None) -> list[PlannedMember]:
     # The manifest pins each SBOM and comes first in the archive, so the SBOMs must
-    # exist before the layout is fixed: each layer is streamed once more for them.
+    # exist before the layout is fixed: the layers they read are kept in *spool*
+    # for the writer.
     from airgap import sbom
 
-    carried = _CarriedDocuments(resolver.blobs, documents)
+    carried = _CarriedDocuments(resolver.blobs, documents, spool)
     images = [_SbomImage(r, carried) for r in records]
     return [PlannedMember(path, len(data), hashlib.sha256(data).hexdigest(), 0o644, data=data)
             for path, data in sbom.for_images(images, workers=workers, log=log)]
@@ -559,21 +594,40 @@ class _CarriedDocuments(Mapping[str, _Carried]):
     """The carried documents by digest, read from the build's document store on use
     (so the SBOM pass keeps the store's memory bound)."""
 
-    def __init__(self, blobs: dict[str, Blob], store: Documents) -> None:
-        self._blobs, self._store = blobs, store
+    def __init__(self, blobs: dict[str, Blob], store: Documents, spool: LayerSpool | None) -> None:
+        self._blobs, self._store, self._spool = blobs, store, spool
 
     def __getitem__(self, digest: str) -> _Carried:
         blob = self._blobs.get(digest)
         data = self._store.get(digest) if blob is not None and blob.manifest else None
         if blob is None or data is None:
             raise KeyError(digest)
-        return _Carried(digest, blob.media_type, data, blob.origin)
+        return _Carried(digest, blob.media_type, data, _SbomOrigin(blob.origin, self._store, self._spool))
 
     def __iter__(self) -> Iterator[str]:
         return (d for d, b in self._blobs.items() if b.manifest)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+class _SbomOrigin:
+    """Where the SBOM pass reads an image from: configs from the document store (fetched and
+    checked while resolving), layers through the spool, so no blob is fetched twice."""
+
+    def __init__(self, origin, store: Documents, spool: LayerSpool | None) -> None:
+        self._origin, self._store, self._spool = origin, store, spool
+        self.label = origin.label
+
+    def get_config(self, desc) -> bytes:
+        data = self._store.get(desc.digest)
+        return data if data is not None else self._origin.get_config(desc)
+
+    def copy_blob(self, digest: str, size: int, sink) -> None:
+        if self._spool is None:
+            self._origin.copy_blob(digest, size, sink)
+        else:
+            self._spool.copy_blob(self._origin, digest, size, sink)
 
 
 @dataclass(frozen=True)

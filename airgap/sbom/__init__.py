@@ -1,7 +1,7 @@
 """An SBOM for every image of a bundle: CycloneDX 1.5 JSON from the layers' package databases.
 
-At build, every layer is streamed once more from its source (see
-``docs/sbom.md`` for why), the package databases are taken out of it, whiteouts
+At build, every layer is streamed from its source (the build keeps what is
+streamed for its writer: ``docs/sbom.md``, "Each layer is fetched once"), the package databases are taken out of it, whiteouts
 are applied layer by layer, and one document per image is written to
 ``sbom/sha256/<image-manifest-hex>.cdx.json``: a bundle member like any other,
 pinned in the manifest and so covered by every signature.  Verify accepts
