@@ -495,7 +495,7 @@ def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress 
     local = digest.hexdigest()
     remote_size = target.size(partial)
     if remote_size is None:
-        raise _Dropped(f"{dest}/{partial}: missing after upload, expected {size} bytes")
+        raise _Dropped(f"{dest}/{partial}: missing after upload, expected {plural(size, 'byte')}")
     if remote_size != size:
         raise _Dropped(f"{dest}/{partial}: {plural(remote_size, 'byte')} after upload, expected {size}")
     remote = target.sha256(partial, size)
