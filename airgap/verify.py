@@ -79,7 +79,8 @@ class VerifyReport:
     signatures: Any = None  # trust.SignatureReport
     policy_version: int | None = None
     policy: Any = None  # the trust.TrustPolicy the bundle was checked against
-    overrides: list[dict[str, str]] = field(default_factory=list)
+    overrides: list[dict[str, Any]] = field(default_factory=list)  # signed, once the bundle passed its checks
+    overridden: list[Overridden] = field(default_factory=list)
     accepted: bool = False
     error: AirgapError | None = None
     media: str | None = None  # for a bundle given as media parts: how its part index was checked
@@ -156,6 +157,8 @@ def verify(
         images = _check_layout(reader, manifest, require_base)
         sbom.check_documents(manifest, reader.read)
         run.report.set("oci-layout", "pass", f"{plural(len(manifest.images), 'image')}, every referenced blob present")
+        # The officer's key signs each override only now, bound to the bundle it admits.
+        run.report.overrides = [o.signed(manifest.digest) for o in run.report.overridden]
         verified = VerifiedBundle(source=source, members=members, manifest_bytes=ends.manifest_bytes,
                                   signatures_bytes=ends.signatures_bytes, manifest=manifest, policy=policy,
                                   report=run.report, images=images, hashed=reader.hashed, accepted_policy=accepted)
@@ -269,11 +272,12 @@ def _check_expiry(manifest: BundleManifest, policy: TrustPolicy, now: datetime, 
     err = ExpiredError(f"bundle {manifest.name} {manifest.version}", f"expired at {manifest.expires}")
     if override is None:
         raise err
-    _overridden(report, "expiry", override.apply("bundle-expiry", err, policy))
+    _overridden(report, "expiry", override.apply("bundle-expiry", err, policy, now=now, expired=manifest.expires,
+                                                 subject=manifest.digest))
 
 
 def _overridden(report: VerifyReport, check: str, overridden: Overridden) -> None:
-    report.overrides.append(overridden.to_dict())
+    report.overridden.append(overridden)
     report.set(check, "overridden", overridden.detail())
 
 

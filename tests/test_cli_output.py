@@ -147,9 +147,9 @@ def test_short_keyid_in_trust_show_rotate_and_audit(tmp_path, signed_bundle, key
     from airgap.audit import AuditLog
 
     log = tmp_path / "audit.log"
-    AuditLog(log).append("override", {"bundle": "a"}, "accepted", actor={"user": "u", "host": "h", "keyid": officer_1})
+    AuditLog(log).append("sign", {"bundle": "a"}, "accepted", actor={"user": "u", "host": "h", "keyid": officer_1})
     AuditLog(log).append("verify", {"bundle": "a"}, "accepted", actor={"user": "u", "host": "h", "keyid": None})
-    AuditLog(log).append("override", {"bundle": "b"}, "accepted", actor={"user": "u", "host": "h", "keyid": officer_2})
+    AuditLog(log).append("sign", {"bundle": "b"}, "accepted", actor={"user": "u", "host": "h", "keyid": officer_2})
     r = airgap("audit", "show", "--log", log, "--keyid", officer_2[:8], "--json")
     assert r.code == 0, r.err
     assert [e["object"]["bundle"] for e in r.json()] == ["b"]

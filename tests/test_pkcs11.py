@@ -13,7 +13,7 @@ from airgap import pkcs11 as p11mod
 from airgap.exceptions import InputError
 from airgap.keys import KDF_MIN, SigningKey, keygen, load_public
 from airgap.pkcs11 import Pkcs11URI
-from tests.fixtures.keys import POLICY_EXPIRES, TARGET
+from tests.fixtures.keys import POLICY_EXPIRES, TARGET, make_policy
 from tests.helpers import REPO, airgap
 
 URI = "pkcs11:token=officer-1;object=airgap-officer"
@@ -248,3 +248,31 @@ def test_demo_officer_token(tmp_path, keyring, signed_bundle):
     trust = _officer_policy(tmp_path, keyring, demo.officer_pub)
     r = airgap("verify", b, "--trust", trust)
     assert r.code == 0, r.out + r.err
+
+
+def test_officer_on_token_signs_an_override(softhsm, token_key, tmp_path, keyring, signed_bundle):
+    """An expired policy accepted with the override key on the token: the token signs the audited override."""
+    from airgap.audit import AuditLog
+    from airgap.trust import TrustPolicy
+
+    policy = TrustPolicy.create(TARGET, "2026-01-01T00:00:00Z", keyring.pubs("root-1", "root-2"), 1,
+                                keyring.pubs("builder-1", "builder-2"), 1,
+                                [*keyring.pubs("officer-1", "officer-2"), load_public(token_key[0])], 1)
+    policy.sign(keyring["root-1"])
+    trust = tmp_path / "expired.json"
+    trust.write_bytes(policy.to_bytes())
+    state = tmp_path / "state"
+    env = {"AIRGAP_PKCS11_MODULE": softhsm.module, "AIRGAP_PKCS11_PIN": softhsm.pin}
+    r = airgap("verify", signed_bundle.path, "--trust", trust, "--state", state, "--record", "--allow-expired",
+               "--reason", "renewal delayed; ticket 7", "--override-key", URI, env=env)
+    assert r.code == 0, r.err
+    (entry,) = [e for e in AuditLog(state / "audit.log").entries() if e.action == "override"]
+    assert entry.actor.keyid == entry.detail["keyid"] == token_key[1]["keyid"]
+    r = airgap("audit", "verify", "--state", state, "--trust", trust, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["overrides_checked"] == [entry.seq]
+    # The same log judged by a policy in which the token key is no officer: refused, naming the entry.
+    other = tmp_path / "other.json"
+    other.write_bytes(make_policy(keyring).to_bytes())
+    r = airgap("audit", "verify", "--state", state, "--trust", other)
+    assert r.code == 1 and f"override entry {entry.seq}" in r.err and "no role" in r.err, r.err

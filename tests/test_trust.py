@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,6 +14,7 @@ from securesystemslib.formats import encode_canonical
 from securesystemslib.signer import Signature as SSlibSignature
 from securesystemslib.signer import SSlibKey
 
+from airgap._internal.timefmt import format_time
 from airgap.dsse import PAYLOAD_TYPE, Envelope, Signature, pae
 from airgap.exceptions import (
     ExpiredError,
@@ -818,9 +820,17 @@ def test_expiry_override_is_explicit_and_narrow(tmp_path, keyring):
     accepted = store.load_policy(expired.to_bytes(), NOW, override=override)
     # What the override lifted is returned, not stamped on the policy object.
     assert accepted.overridden.override == override and accepted.overridden.what == "policy-expiry"
-    assert accepted.overridden.to_dict() == {"what": "policy-expiry", "reason": "policy renewal delayed, ticket 4711",
-                                             "keyid": keyring["officer-1"].keyid,
-                                             "error": "trust.json: expired at 2026-01-01T00:00:00Z"}
+    manifest = "sha256:" + "a" * 64
+    detail = accepted.overridden.signed(manifest)
+    assert {k: v for k, v in detail.items() if k not in ("key", "envelope")} == {
+        "what": "policy-expiry", "reason": "policy renewal delayed, ticket 4711", "keyid": keyring["officer-1"].keyid,
+        "error": "trust.json: expired at 2026-01-01T00:00:00Z", "manifest": manifest,
+        "policy_sha256": hashlib.sha256(expired.signed_bytes()).hexdigest()}
+    # signed by the officer's key, bound to that bundle, that policy and that time of use
+    from airgap.trust.override import check_entry
+
+    stmt = check_entry(1, {"manifest": manifest}, detail, keyring["officer-1"].keyid, "log:1", expired)
+    assert stmt["time"] == format_time(NOW) and stmt["expired"] == "2026-01-01T00:00:00Z"
     assert not hasattr(accepted.policy, "expiry_override_used")
     # only an officer key of that policy may override
     with pytest.raises(ExpiredError, match="is not an officer key"):

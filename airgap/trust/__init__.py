@@ -44,7 +44,9 @@ Rules decided here (each one fails closed):
 * **Override.**  Only expiry can be overridden, only with an :class:`Override`
   (the reason and a key of an officer of the policy in force); what it lifted
   is returned (:class:`Overridden`) for the audit log, never stamped on an
-  object.  Signatures, thresholds, rollback and target are never overridable.
+  object; its key signs it (:mod:`~airgap.trust.override`, checked again by
+  ``audit verify``).  Signatures, thresholds, rollback and target are never
+  overridable.
 * **One envelope check.**  :func:`verify_envelope` is the acceptance check of
   every DSSE envelope: payloadType first (a signed part index can never pass
   as a signed manifest), then the payload byte for byte, then the strict

@@ -9,6 +9,7 @@ inspect and sign, the media part index).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from airgap.exceptions import (
     TargetError,
 )
 from airgap.keys import PublicKey, short_keyid
+from airgap.trust import override as override_statement
 from airgap.trust._roles import BUNDLE_ROLES
 
 if TYPE_CHECKING:
@@ -108,24 +110,45 @@ class Override:
     def keyid(self) -> str:
         return self.public_key.keyid
 
-    def apply(self, what: str, err: RejectedError, policy: TrustPolicy) -> Overridden:
-        """Lift *err* (an expiry) if this override's key is an officer key of *policy*; raise otherwise."""
+    def apply(self, what: str, err: RejectedError, policy: TrustPolicy, *, now: datetime, expired: str,
+              subject: str) -> Overridden:
+        """Lift *err* (an expiry) if this override's key is an officer key of *policy*; raise otherwise.
+
+        *subject* is what expired (the bundle's manifest digest, or the policy's
+        sha256), *expired* when.  Nothing is signed yet: :meth:`Overridden.signed`
+        signs once the bundle the override is used for is known.
+        """
         if not policy.has_role_key("officer", self.public_key):
             raise type(err)(err.artifact, f"{err.reason}; the override key {self.keyid[:12]} is not an officer key "
                                           "in the trust policy")
-        return Overridden(what, self, err)
+        require_aware(now)
+        return Overridden(what, self, err, subject, expired, policy.target, now)
 
 
 @dataclass(frozen=True)
 class Overridden:
-    """An expiry an :class:`Override` lifted: what the report shows and the audit log records."""
+    """An expiry an :class:`Override` lifted; :meth:`signed` is the officer's signed record of it."""
 
     what: str  # "policy-expiry" or "bundle-expiry"
     override: Override
     error: RejectedError
+    subject: str  # the bundle's manifest digest, or the policy's sha256
+    expired: str  # when it expired
+    target: str
+    now: datetime  # the time of use
 
-    def to_dict(self) -> dict[str, str]:
-        return {"what": self.what, "reason": self.override.reason, "keyid": self.override.keyid, "error": str(self.error)}
+    def signed(self, manifest: str) -> dict[str, Any]:
+        """The audit entry's detail: the override's key signs it, bound to the bundle *manifest* it admits."""
+        stmt = override_statement.statement(what=self.what, expired=self.expired, artifact=self.error.artifact,
+                                            subject=self.subject, manifest=manifest, target=self.target,
+                                            reason=self.override.reason, now=self.now, keyid=self.override.keyid)
+        envelope = override_statement.sign_statement(self.override.signing_key, stmt)
+        out = {"what": self.what, "reason": self.override.reason, "keyid": self.override.keyid,
+               "error": str(self.error), "manifest": manifest, "key": self.override.public_key.to_dict(),
+               "envelope": envelope.to_dict()}
+        if self.what == "policy-expiry":
+            out["policy_sha256"] = self.subject
+        return out
 
     def detail(self) -> str:
         return f"{self.error} (override by officer {self.override.keyid[:12]}: {self.override.reason})"
@@ -140,7 +163,8 @@ def check_expiry(policy: TrustPolicy, now: datetime, override: Override | None =
         raise err
     if not isinstance(override, Override):
         raise InvalidTypeError("override must be an airgap.trust.Override")
-    return override.apply("policy-expiry", err, policy)
+    return override.apply("policy-expiry", err, policy, now=now, expired=policy.expires_str,
+                          subject=hashlib.sha256(policy.signed_bytes()).hexdigest())
 
 
 # --- results ------------------------------------------------------------------
