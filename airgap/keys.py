@@ -363,20 +363,21 @@ class SigningKey:
             ciphertext = _hex_field(doc, "ciphertext", 32 + nacl.secret.SecretBox.MACBYTES, bad)
             if passphrase_provider is None:
                 raise bad("the key is encrypted and no passphrase was provided")
-            seed = None
+            opened: bytes | None = None
             for _ in range(max(1, tries)):
                 passphrase = passphrase_provider()
                 if not isinstance(passphrase, str):
                     raise bad("the passphrase provider did not return a string")
                 try:
                     box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
-                    seed = box.decrypt(ciphertext, nonce)
+                    opened = box.decrypt(ciphertext, nonce)
                     break
                 except nacl.exceptions.CryptoError:
                     continue
-            if seed is None:
+            if opened is None:
                 source = getattr(passphrase_provider, "source", None)
                 raise bad("wrong passphrase" + (f" ({source})" if source else "") + " or corrupted key file")
+            seed = opened
         else:
             raise bad("'encrypted' must be true or false")
         key = cls(seed, name)

@@ -254,13 +254,19 @@ def _file_items(ctx: Context, want_code: bool) -> list[Item]:
         code = code or (runs_as_code(path, a.mode) if a else None)
         if bool(code) != want_code:
             continue
-        kind = "wheel" if path.endswith(".whl") and path.startswith(toolkit.WHEELS_PREFIX) else "file"
+        # The toolkit's own test of what it installs: coverage() judged exactly these.
+        kind = "wheel" if toolkit.is_bundle_wheel(path) else "file"
         item = Item(kind, path[len(FILES):], status, a and _file_state(a), b and _file_state(b), code)
         if kind == "wheel" and b is not None and ctx.coverage is not None:
             why = ctx.coverage.uncovered.get(path)
             item.warn = why is not None
-            item.notes.append(f"NOT COVERED, will not be installed: {why}" if why else
-                              f"covered by toolkit release {ctx.coverage.release.version}")
+            if why is not None:
+                item.notes.append(f"NOT COVERED, will not be installed: {why}")
+            else:
+                # coverage() put every carried wheel in covered or uncovered, and
+                # covers one only against a release.
+                assert ctx.coverage.release is not None
+                item.notes.append(f"covered by toolkit release {ctx.coverage.release.version}")
         items.append(item)
     return items
 
@@ -407,7 +413,7 @@ def for_bundle(bundle, manifest: BundleManifest, policy=None, *, against: str | 
     """The plan for an opened bundle: compared with *against*, else with the history (which
     needs the policy, to judge its records).  Returns the history too, for ``sign`` to record in."""
     statement = toolkit.read_member_checked(bundle, manifest, toolkit.RELEASE_MEMBER, toolkit.MAX_RELEASE_BYTES)
-    members = {m.path: toolkit.read_member_checked(bundle, manifest, m.path, sbom.MAX_SBOM_BYTES)
+    members = {m.path: toolkit.read_record_checked(bundle, m, sbom.MAX_SBOM_BYTES)
                for m in manifest.members if m.path.startswith(sbom.PREFIX)}
     sboms = sbom.read_bundle(history.MemberBytes(members), manifest)
     notes: list[str] = []

@@ -35,6 +35,7 @@ from airgap.history import History
 from airgap.inspect import human_size
 from airgap.keys import short_keyid
 from airgap.manifest import SIGNATURES_MEMBER, BundleManifest
+from airgap.review import Item, Review
 from airgap.trust import DUPLICATE, INVALID, REVOKED, UNKNOWN_KEY, VALID, WRONG_ROLE, TrustPolicy, verify_envelope
 
 __all__ = ["SignPlan", "UnsignPlan", "check_bundle_file", "prepare", "prepare_unsign"]
@@ -107,11 +108,12 @@ class _Plan:
         self.read_bytes = envelope.to_bytes()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SignPlan(_Plan):
-    signer: keyroles.Signer | None = None
+    # Keyword-only so the fields prepare() always fills need no None default.
+    signer: keyroles.Signer
+    review: Review
     signed: Envelope | None = None  # the envelope after commit()
-    review: review.Review | None = None
     history: History | None = None  # where commit() keeps the signed envelope
 
     @property
@@ -133,7 +135,7 @@ class SignPlan(_Plan):
         return "\n".join(lines)
 
     @property
-    def code_to_approve(self) -> list[review.Item]:
+    def code_to_approve(self) -> list[Item]:
         return self.review.code_to_approve
 
     def commit(self) -> Envelope:
@@ -152,12 +154,17 @@ class SignPlan(_Plan):
 
 @dataclass
 class UnsignPlan(_Plan):
-    index: int = 0
-    remaining: Envelope | None = None  # the envelope without the signature
+    index: int = 0  # of the signature to remove
 
     @property
     def removed(self):
         return self.envelope.signatures[self.index]
+
+    @property
+    def remaining(self) -> Envelope:
+        """The envelope without the signature."""
+        e = self.envelope
+        return Envelope(e.payload, e.payload_type, [s for i, s in enumerate(e.signatures) if i != self.index])
 
     def describe(self) -> str:
         n = len(self.envelope.signatures)
@@ -170,8 +177,9 @@ class UnsignPlan(_Plan):
         return "\n".join(lines)
 
     def commit(self) -> Envelope:
-        self._write(self.remaining)
-        return self.remaining
+        remaining = self.remaining
+        self._write(remaining)
+        return remaining
 
 
 def _why(result) -> str:
@@ -238,7 +246,7 @@ def prepare(path: str | os.PathLike, key, *, key_source: str | None = None,
         raise TargetError(str(p), f"the bundle is for target {manifest.target!r}, the trust policy "
                                   f"{policy.artifact} for {policy.target!r}; sign it under its own enclave's policy")
     keyroles.require_new_signature(signer, envelope.signatures, envelope.pae(), str(p))
-    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer, review=plan, history=history)
+    return SignPlan(p, manifest, envelope, policy, recovered, raw, signer=signer, review=plan, history=history)
 
 
 def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.PathLike | None = None) -> UnsignPlan:
@@ -258,6 +266,4 @@ def prepare_unsign(path: str | os.PathLike, keyid: str, *, trust_path: str | os.
              for i in range(len(envelope.signatures))]
     candidates = [(s.keyid, names[i]) for i, s in enumerate(envelope.signatures)]
     plan.index = _keyid.pick(keyid, candidates, option="--keyid", where=f"the signatures of {p}")
-    plan.remaining = Envelope(envelope.payload, envelope.payload_type,
-                              [s for i, s in enumerate(envelope.signatures) if i != plan.index])
     return plan

@@ -566,7 +566,7 @@ def _images(items: list[dict], base_dir: Path, written: dict[int, str],
             layout = _inside(base_dir, rel, where, what="OCI layout")
             if not layout.is_dir() or not (layout / "oci-layout").is_file():
                 raise SpecError(where, f"{rel} is not an OCI image layout (no oci-layout file)")
-            keys = [("oci", str(layout), tag)]
+            keys: list[tuple[str, ...]] = [("oci", str(layout), tag)]
             src = ImageSource(
                 ref=ref, kind="oci-layout", layout_path=layout, tag=tag, platforms=platforms,
                 allow_reason=allow, spec_ref=spec_ref, index=i,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
@@ -40,6 +40,9 @@ from airgap._internal.text import plural
 from airgap.dsse import Envelope
 from airgap.exceptions import FormatError, InputError, IntegrityError, RejectedError, SignatureError
 from airgap.trust import SignatureReport, TrustPolicy, evaluate
+
+if TYPE_CHECKING:
+    from airgap.manifest import MemberRecord
 
 __all__ = [
     "PAYLOAD_TYPE",
@@ -337,10 +340,14 @@ class Coverage:
         }
 
 
+def is_bundle_wheel(path: str) -> bool:
+    """Whether member *path* is a wheel the toolkit installs (``files/wheels/*.whl``, not nested)."""
+    return path.startswith(WHEELS_PREFIX) and path.endswith(".whl") and "/" not in path[len(WHEELS_PREFIX):]
+
+
 def bundle_wheels(manifest) -> list:
     """The manifest's records of the wheels a bundle carries (``files/wheels/*.whl``)."""
-    return [m for m in manifest.members
-            if m.path.startswith(WHEELS_PREFIX) and m.path.endswith(".whl") and "/" not in m.path[len(WHEELS_PREFIX):]]
+    return [m for m in manifest.members if is_bundle_wheel(m.path)]
 
 
 def coverage(manifest, policy: TrustPolicy | None, statement: bytes | None) -> Coverage:
@@ -370,10 +377,11 @@ def coverage(manifest, policy: TrustPolicy | None, statement: bytes | None) -> C
     result = Coverage(release, problem, signers)
     for record in bundle_wheels(manifest):
         file = record.path[len(WHEELS_PREFIX):]
-        listed = release.wheel(file) if release else None
-        if listed is None:
-            result.uncovered[record.path] = ("no valid toolkit release lists it" if release is None else
-                                             f"not listed in toolkit release {release.version}")
+        listed = release.wheel(file) if release is not None else None
+        if release is None:
+            result.uncovered[record.path] = "no valid toolkit release lists it"
+        elif listed is None:
+            result.uncovered[record.path] = f"not listed in toolkit release {release.version}"
         elif (listed.size, listed.sha256) != (record.size, record.sha256):
             result.uncovered[record.path] = (f"sha256 {record.sha256[:16]}… is not the {listed.sha256[:16]}… that "
                                              f"toolkit release {release.version} lists for this file")
@@ -410,12 +418,18 @@ def read_member_checked(bundle, manifest, name: str, cap: int) -> bytes | None:
     For the review before signing: the statement shown must be the one the
     manifest pins.  None when the manifest does not list *name*.
     """
-    import hashlib
-
     record = manifest.member(name)
-    member = bundle.member(name)
     if record is None:
         return None
+    return read_record_checked(bundle, record, cap)
+
+
+def read_record_checked(bundle, record: MemberRecord, cap: int) -> bytes:
+    """The bytes of the member the manifest's *record* lists, checked against the record."""
+    import hashlib
+
+    name = record.path
+    member = bundle.member(name)
     if member is None:
         raise IntegrityError(name, "listed in the manifest but absent from the archive")
     data = bundle.read(member, cap)

@@ -130,6 +130,9 @@ def from_verified(verified, out: str | os.PathLike) -> InstallSet:
     def chunks(w: WheelRecord) -> Iterable[bytes]:
         return verified.stream(toolkit.WHEELS_PREFIX + w.file)
 
+    # installable() returns only a coverage that is ok, and ok needs a covered
+    # wheel, which coverage() records only against a release.
+    assert coverage.release is not None
     m = verified.manifest
     return _write(Path(out), coverage.release, statement, chunks, f"bundle {m.name} {m.version}", coverage.signers)
 

@@ -138,11 +138,18 @@ def fingerprint(key: paramiko.PKey) -> str:
 # --- targets: the two kinds of destination behind one small interface --------
 
 
+class _Sink(Protocol):
+    """What the copy loop needs of a remote file: the SFTP file and _FsyncOnClose both fit."""
+
+    def write(self, data: bytes, /) -> object: ...
+    def close(self) -> None: ...
+
+
 class _Target(Protocol):
     hash_method: str
 
     def size(self, name: str) -> int | None: ...
-    def open_write(self, name: str, offset: int) -> IO[bytes]: ...
+    def open_write(self, name: str, offset: int) -> _Sink: ...
     def sha256(self, name: str, length: int) -> str: ...
     def rename(self, src: str, dst: str) -> None: ...
     def remove(self, name: str) -> None: ...
@@ -178,7 +185,7 @@ class _LocalTarget:
         except FileNotFoundError:
             return None
 
-    def open_write(self, name: str, offset: int) -> IO[bytes]:
+    def open_write(self, name: str, offset: int) -> _Sink:
         path = self.dir / name
         fh = open(path, "r+b" if offset else "wb")
         fh.truncate(offset)
@@ -347,7 +354,7 @@ class _SFTPTarget:
                 return None
             raise
 
-    def open_write(self, name: str, offset: int) -> IO[bytes]:
+    def open_write(self, name: str, offset: int) -> _Sink:
         path = self._path(name)
         fh = self.sftp.open(path, "r+b" if offset else "wb")
         if offset:
@@ -487,6 +494,8 @@ def _send_one(target: _Target, src: Path, dest: Destination, progress: Progress 
 
     local = digest.hexdigest()
     remote_size = target.size(partial)
+    if remote_size is None:
+        raise _Dropped(f"{dest}/{partial}: missing after upload, expected {plural(size, 'byte')}")
     if remote_size != size:
         raise _Dropped(f"{dest}/{partial}: {plural(remote_size, 'byte')} after upload, expected {size}")
     remote = target.sha256(partial, size)

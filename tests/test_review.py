@@ -214,3 +214,24 @@ def test_runs_as_code():
     assert review.runs_as_code("files/systemd/pilot.service", 0o644) == "systemd unit: starts programs"
     assert review.runs_as_code("files/pilot/app.conf", 0o644) is None
     assert review.runs_as_code("blobs/sha256/" + "a" * 64, 0o755) is None
+
+
+def test_a_wheel_in_a_subdirectory_is_not_judged_as_a_toolkit_wheel():
+    """The toolkit installs only files/wheels/*.whl; a .whl one directory deeper is a file like
+    any other to it.  The plan used to call that one a wheel too, found no verdict for it and
+    claimed "covered by" the release -- or, with no release statement, crashed."""
+    from types import SimpleNamespace
+
+    from airgap.manifest import MemberRecord
+
+    top, nested = "files/wheels/a-1-py3-none-any.whl", "files/wheels/sub/b-1-py3-none-any.whl"
+    members = [MemberRecord(p, 10, "a" * 64, 0o644) for p in (top, nested)]
+    manifest = SimpleNamespace(members=members, images=(), workloads=(), packages=None)
+    plan = review.build(manifest, previous=None, statement=None)
+    items = {i.name: i for s in plan.sections for i in s.items}
+    assert items["wheels/a-1-py3-none-any.whl"].kind == "wheel"
+    assert items["wheels/a-1-py3-none-any.whl"].notes == [
+        "NOT COVERED, will not be installed: no valid toolkit release lists it"]
+    assert items["wheels/sub/b-1-py3-none-any.whl"].kind == "file"
+    assert not any("covered by" in n for n in items["wheels/sub/b-1-py3-none-any.whl"].notes)
+    assert items["wheels/sub/b-1-py3-none-any.whl"].code is not None  # still shown as code to approve

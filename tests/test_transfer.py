@@ -200,3 +200,20 @@ def test_local_destination_resumes(bundle: Path, payload: bytes, tmp_path: Path)
     assert result.resumed_from == 1_000_000 and result.hash_method == "local"
     assert (usb / bundle.name).read_bytes() == payload
     assert sorted(os.listdir(usb)) == [bundle.name]
+
+
+def test_partial_gone_after_upload_is_named_missing(bundle: Path, payload: bytes, tmp_path: Path) -> None:
+    """The .partial vanishing between the last write and the size check (media pulled, another
+    process) is a dropped transfer; the message says it is missing, not "None bytes"."""
+    usb = tmp_path / "usb"
+    usb.mkdir()
+    partial = usb / f"{bundle.name}.partial"
+
+    def progress(name: str, done: int, total: int) -> None:
+        if done == total and partial.exists():
+            partial.unlink()
+
+    with pytest.raises(TransferError) as exc:
+        transfer(bundle, str(usb), progress=progress, retries=0, retry_delay=0)
+    assert f"{bundle.name}.partial: missing after upload, expected {len(payload)} bytes" in str(exc.value)
+    assert "None" not in str(exc.value)

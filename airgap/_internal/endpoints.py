@@ -34,11 +34,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-
-try:  # Python 3 standard library
-    from urllib.parse import urlsplit
-except ImportError:  # pragma: no cover
-    urlsplit = None
+from urllib.parse import urlsplit
 
 __all__ = ["PatternError", "EndpointSet", "normalise", "as_ip", "parse_pattern", "split_host_port", "in_networks"]
 
@@ -87,7 +83,7 @@ def normalise(endpoint):
     nothing host-like was found.
     """
     s = str(endpoint).strip()
-    if "://" in s and urlsplit is not None:
+    if "://" in s:
         try:
             host = urlsplit(s).hostname or ""
         except ValueError:

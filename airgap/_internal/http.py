@@ -23,7 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from typing import IO
+from typing import IO, TypeVar
 from urllib.parse import urlsplit
 
 from airgap.exceptions import InvalidValueError
@@ -129,7 +129,11 @@ class _Watchdog:
                 self._thread = None
 
 
-def _connection_class(base: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+_Conn = TypeVar("_Conn", bound=http.client.HTTPConnection)
+
+
+def _connection_class(base: type[_Conn]) -> type[_Conn]:
+    # Generic so the HTTPS subclass keeps HTTPSConnection's ``context`` parameter.
     class Conn(base):  # type: ignore[valid-type, misc]
         """Connects within the connect timeout, then reads with the (longer) read timeout."""
 

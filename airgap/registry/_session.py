@@ -27,6 +27,8 @@ log = logging.getLogger("airgap.registry")
 JSON_CAP = 16 * 1024 * 1024
 MAX_REDIRECTS = 5
 _ERROR_BODY_CAP = 64 * 1024
+# An error body that cannot be read or parsed still leaves the status line to report.
+_UNREADABLE_ERROR_BODY: tuple[type[BaseException], ...] = (ValueError, *TRANSIENT_ERRORS)
 
 Body = bytes | IO[bytes] | None
 
@@ -286,7 +288,7 @@ class Session:
             doc = json.loads(body) if body else None
             if isinstance(doc, dict) and isinstance(doc.get("errors"), list):
                 detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in doc["errors"] if isinstance(e, dict))
-        except (ValueError, *TRANSIENT_ERRORS):
+        except _UNREADABLE_ERROR_BODY:
             pass
         finally:
             self.transport.abandon(resp)

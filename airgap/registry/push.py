@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +130,7 @@ class BlobUpload:
     """One blob going up into *repo*: :meth:`run` returns what happened."""
 
     def __init__(self, s: Session, repo: str, digest: str, size: int, open_stream: OpenStream, *,
-                 chunk_size: int, mount_from: str | None = None, state_path: str | Path | None = None,
+                 chunk_size: int, mount_from: str | None = None, state_path: str | os.PathLike[str] | None = None,
                  progress: Progress | None = None) -> None:
         self.s, self.repo, self.digest, self.size = s, repo, digest, size
         self.open_stream, self.chunk_size, self.mount_from = open_stream, chunk_size, mount_from
