@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from airgap import __version__, caps, oci
 from airgap._internal import tarfmt, timefmt
@@ -154,7 +155,7 @@ class PlannedMember:
 def plan_members(images: list[ImageRecord], blobs: dict[str, Blob], files: list[tuple[str, Path, int, int, str]],
                  skip: set[str]) -> tuple[list[PlannedMember], list[tuple[str, int]]]:
     """Order and describe every member (except manifest and signatures)."""
-    index_entries = [
+    index_entries: list[dict[str, Any]] = [
         {"mediaType": r.media_type, "digest": r.digest, "size": r.size, "annotations": {oci.REF_NAME: r.layout_ref}}
         for r in images
     ]
@@ -672,7 +673,8 @@ def _workload_files(spec, records: list[ImageRecord]) -> tuple[tuple, list[tuple
     from airgap import workloads
 
     images = [(src.spec_ref, src.ref, record) for src, record in zip(spec.images, records)]
-    records, files = [], []
+    found_records: list[workloads.WorkloadRecord] = []
+    files = []
     for w in spec.workloads:
         seen: set[str] = set()
         objects, uses_found, paths = [], [], []
@@ -697,8 +699,8 @@ def _workload_files(spec, records: list[ImageRecord]) -> tuple[tuple, list[tuple
             paths.append("files/" + dest)
         if not objects:
             raise SpecError(f"workloads[{w.index}].src", f"{w.name}: no Kubernetes object in its files")
-        records.append(workloads.WorkloadRecord(w.name, tuple(paths), tuple(objects), tuple(uses_found)))
-    return tuple(records), files
+        found_records.append(workloads.WorkloadRecord(w.name, tuple(paths), tuple(objects), tuple(uses_found)))
+    return tuple(found_records), files
 
 
 def _package_files(spec, work: Path, created: datetime, log, apt_sources=None,

@@ -299,6 +299,49 @@ def test_a_changed_sbom_byte_is_caught(small_bundle, tmp_path, keyring, trust_po
     assert r.code == 1 and "sha256 mismatch" in r.err
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda d: d["metadata"].setdefault("properties", []).append({"name": "airgap:note"}), "airgap:note"),
+    (lambda d: d["metadata"].__setitem__("properties", 5), "metadata.properties"),
+    (lambda d: d["metadata"]["component"]["properties"].append({"name": "airgap:platform", "value": 3}),
+     "airgap:platform"),
+    (lambda d: d["components"][0].setdefault("properties", []).append({"name": "airgap:platform", "value": None}),
+     "airgap:platform"),
+    (lambda d: d["components"][0]["evidence"]["occurrences"].append({}), "location"),
+    (lambda d: d["components"][0].__setitem__("evidence", ["x"]), "evidence"),
+])
+def test_sbom_values_that_are_not_strings_are_refused(change, said):
+    """inspect, diff and sign sort and join these values: a None or a number once passed
+    verify and then failed there with a TypeError."""
+    from airgap.exceptions import FormatError
+    from airgap.sbom import count_text, diff_packages, package_rows
+    from airgap.sbom.cyclonedx import Component, ImageSbom, document, read
+
+    good = ImageSbom("sha256:" + "a" * 64, "app", [Component("pkg:deb/debian/bash@1?arch=amd64", "bash", "1",
+                                                           {"linux/amd64"}, {"var/lib/dpkg/status"})],
+                     True, ["a note"], ["linux/amd64", "linux/arm64"])
+    doc = json.loads(document(good, image_purl="pkg:oci/app@sha256:" + "a" * 64, reference="app:1"))
+    back = read(json.dumps(doc).encode(), "sbom.cdx.json")
+    assert (back.notes, back.platforms, back.components) == (good.notes, good.platforms, good.components)
+    count_text(back), package_rows(back), diff_packages(back, None)  # the views that used to fail
+    change(doc)
+    with pytest.raises(FormatError, match=said) as exc:
+        read(json.dumps(doc).encode(), "sbom.cdx.json")
+    assert "sbom.cdx.json" in str(exc.value)
+
+
+def test_verify_refuses_a_signed_sbom_with_a_note_that_is_not_a_string(small_bundle, tmp_path, keyring, trust_policy_file):
+    entries = read_entries(small_bundle)
+    sbom = next(e for e in entries if e.name.startswith("sbom/"))
+    doc = json.loads(sbom.data)
+    doc["metadata"].setdefault("properties", []).append({"name": "airgap:note", "value": None})
+    sbom.data = json.dumps(doc).encode()
+    bad = _resign(small_bundle, tmp_path, keyring, entries)
+    r = airgap("verify", bad, "--trust", trust_policy_file)
+    assert r.code == 1 and sbom.name in r.err and "airgap:note without a string value" in r.err
+    r = airgap("inspect", bad, "--sbom")
+    assert r.code == 1 and "airgap:note without a string value" in r.err and "Traceback" not in r.err
+
+
 def test_inspect_sign_and_diff_show_packages(small_bundle, tmp_path, keyring):
     r = airgap("inspect", small_bundle, "--sbom")
     assert r.code == 0, r.err

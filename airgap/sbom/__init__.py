@@ -11,6 +11,7 @@ bundle.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -76,7 +77,7 @@ class _Chains:
         with self._lock:
             fut = self._done.get(chain)
             owner = fut is None
-            if owner:
+            if fut is None:
                 fut = self._done[chain] = Future()
         if owner:
             try:
@@ -132,7 +133,7 @@ def _scan(p: _Platform, chains: _Chains, artifact: str) -> _Scanned:
             continue
         lower = view
         view = chains.get((lower.key(), desc.digest),
-                          lambda lower=lower, desc=desc: _read_layer(lower, desc, p.origin, f"{artifact} layer {desc.digest}"))
+                          functools.partial(_read_layer, lower, desc, p.origin, f"{artifact} layer {desc.digest}"))
     return _Scanned(p.platform, view, notes, incomplete)
 
 
@@ -326,7 +327,8 @@ def diff_packages(a: ImageSbom | None, b: ImageSbom | None) -> dict[str, list[di
     def index(s: ImageSbom | None) -> dict[tuple, set[str]]:
         out: dict[tuple, set[str]] = {}
         for c in (s.components if s else []):
-            for plat in (sorted(c.platforms) if multi else []) or [None]:
+            plats: list[str | None] = [*sorted(c.platforms)] if multi else []
+            for plat in plats or [None]:
                 out.setdefault((c.type, c.name, c.arch, plat), set()).add(c.version)
         return out
 

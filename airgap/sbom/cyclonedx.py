@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -67,14 +68,14 @@ class ImageSbom:
     platforms: list[str]
 
 
-def _props(name: str, values) -> list[dict[str, str]]:
+def _props(name: str, values: Iterable[str]) -> list[dict[str, str]]:
     return [{"name": name, "value": v} for v in sorted(values)]
 
 
 def document(sbom: ImageSbom, *, image_purl: str, reference: str) -> bytes:
-    comps = []
+    comps: list[dict[str, Any]] = []
     for c in sorted(sbom.components, key=lambda c: (c.type, c.name, c.version, c.purl)):
-        comp = {
+        comp: dict[str, Any] = {
             "type": "library",
             "bom-ref": c.purl,
             "name": c.name,
@@ -118,6 +119,16 @@ def _need(cond: bool, artifact: str, what: str) -> None:
         raise FormatError(artifact, f"not an airgap CycloneDX {SPEC_VERSION} SBOM: {what}")
 
 
+def _values(obj: dict[str, Any], name: str, artifact: str, where: str) -> list[str]:
+    """The values of *obj*'s properties called *name*.  Each must be a string: inspect,
+    diff and sign sort and join them, so anything else would fail there, not here."""
+    props = obj.get("properties", [])
+    _need(isinstance(props, list) and all(isinstance(p, dict) for p in props), artifact, f"{where}.properties")
+    values = [p.get("value") for p in props if p.get("name") == name]
+    _need(all(isinstance(v, str) for v in values), artifact, f"{where}.properties: an {name} without a string value")
+    return values
+
+
 def read(data: bytes, artifact: str) -> ImageSbom:
     """Parse an SBOM member strictly enough to trust what inspect, diff and sign show from it."""
     doc = loads_strict(data, artifact, max_size=MAX_SBOM_BYTES)
@@ -135,15 +146,16 @@ def read(data: bytes, artifact: str) -> ImageSbom:
     for i, c in enumerate(comps):
         _need(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("name", "version", "purl"))
               and c["purl"].startswith("pkg:"), artifact, f"components[{i}] lacks name, version or purl")
-        props = c.get("properties", [])
-        _need(isinstance(props, list) and all(isinstance(p, dict) for p in props), artifact, f"components[{i}].properties")
-        occ = (c.get("evidence") or {}).get("occurrences", [])
-        _need(isinstance(occ, list) and all(isinstance(o, dict) for o in occ), artifact, f"components[{i}].evidence")
+        evidence = c.get("evidence") or {}
+        _need(isinstance(evidence, dict), artifact, f"components[{i}].evidence is not an object")
+        occ = evidence.get("occurrences", [])
+        _need(isinstance(occ, list) and all(isinstance(o, dict) and isinstance(o.get("location"), str) for o in occ),
+              artifact, f"components[{i}].evidence.occurrences: each needs a location string")
         out.append(Component(c["purl"], c["name"], c["version"],
-                             {p.get("value") for p in props if p.get("name") == "airgap:platform"},
-                             {o.get("location") for o in occ}))
-    notes = [p.get("value") for p in meta.get("properties", []) if isinstance(p, dict) and p.get("name") == "airgap:note"]
-    platforms = [p.get("value") for p in image.get("properties", []) if isinstance(p, dict) and p.get("name") == "airgap:platform"]
+                             set(_values(c, "airgap:platform", artifact, f"components[{i}]")),
+                             {o["location"] for o in occ}))
+    notes = _values(meta, "airgap:note", artifact, "metadata")
+    platforms = _values(image, "airgap:platform", artifact, "metadata.component")
     comp = doc.get("compositions") or [{}]
     incomplete = isinstance(comp, list) and any(isinstance(x, dict) and x.get("aggregate") == "incomplete" for x in comp)
     return ImageSbom(image["version"], image["name"], out, incomplete, notes, platforms)

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO, BinaryIO, TypeAlias
 
 from airgap.exceptions import FormatError, InputError
 from airgap.sbom.packages import PARSERS, Package, parse_os_release
@@ -54,6 +54,9 @@ __all__ = [
 MAX_DB_FILE = 64 * 1024 * 1024  # a dpkg status of a full desktop is ~5 MiB
 MAX_TAR_HEADER = 1024 * 1024  # PAX and GNU long-name headers are read into memory: cap them
 CHUNK = 1024 * 1024
+# A layer's uncompressed tar as apply_layer reads it: a pipe, zstd's stdout, or a GzipFile
+# (which typeshed does not count as an IO[bytes]).
+TarStream: TypeAlias = "IO[bytes] | gzip.GzipFile"
 
 PLAIN = {
     "application/vnd.oci.image.layer.v1.tar",
@@ -158,7 +161,7 @@ class _CappedTarInfo(tarfile.TarInfo):
         return super()._proc_gnulong(tf)
 
 
-def apply_layer(view: FsView, tar_stream: BinaryIO, layer: str, artifact: str) -> FsView:
+def apply_layer(view: FsView, tar_stream: TarStream, layer: str, artifact: str) -> FsView:
     """*view* with one layer applied; *tar_stream* is the layer's uncompressed tar, read once."""
     lower = dict(view.files)  # what the layers below leave; whiteouts delete from here only
     ancestors = _ancestors(lower)
@@ -310,7 +313,7 @@ def piped(produce: Callable[[_PipeSink], None]) -> Iterator[BinaryIO]:
 
 
 @contextmanager
-def decompressed(raw: BinaryIO, media_type: str, artifact: str) -> Iterator[BinaryIO]:
+def decompressed(raw: BinaryIO, media_type: str, artifact: str) -> Iterator[TarStream]:
     """The uncompressed tar of a layer whose compressed bytes are *raw*."""
     if media_type in PLAIN:
         yield raw
@@ -325,30 +328,32 @@ def decompressed(raw: BinaryIO, media_type: str, artifact: str) -> Iterator[Bina
     if zstd is None:
         raise InputError(f"{artifact}: a zstd-compressed layer needs the zstd program (apt-get install zstd)")
     proc = subprocess.Popen([zstd, "-dcq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
+    assert stdin and stdout and stderr  # all three are PIPE, so Popen opened all three
 
     def feed() -> None:
         try:
             while chunk := raw.read(CHUNK):
-                proc.stdin.write(chunk)
+                stdin.write(chunk)
         except (BrokenPipeError, ValueError, OSError):
             pass
         finally:
             try:
-                proc.stdin.close()
+                stdin.close()
             except OSError:
                 pass
 
     feeder = threading.Thread(target=feed, name="sbom-zstd", daemon=True)
     feeder.start()
     try:
-        yield proc.stdout
-        while proc.stdout.read(CHUNK):
+        yield stdout
+        while stdout.read(CHUNK):
             pass
     finally:
-        proc.stdout.close()
+        stdout.close()
         feeder.join()
-        err = proc.stderr.read().decode("utf-8", "replace").strip()
-        proc.stderr.close()
+        err = stderr.read().decode("utf-8", "replace").strip()
+        stderr.close()
         code = proc.wait()
     if code != 0:
         raise FormatError(artifact, f"zstd could not decompress the layer: {err or f'exit {code}'}")
