@@ -15,12 +15,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airgap._internal.fsutil import os_error, record_names
-from airgap.anchored import AUDIT_LOG
-from airgap.audit import Actor, AuditEntry, AuditLog
 from airgap.exceptions import AirgapError, UsageError
+
+if TYPE_CHECKING:
+    from airgap.audit import AuditEntry
 
 __all__ = ["AuditTrail"]
 
@@ -37,6 +38,8 @@ class AuditTrail:
         """With *state_dir* always ``STATE/audit.log``; another *audit_log* beside it is a usage error."""
         if state_dir is None:
             return cls(Path(audit_log) if audit_log else None)
+        from airgap.anchored import AUDIT_LOG  # start-up: only needed with a state directory
+
         log = Path(state_dir) / AUDIT_LOG
         if audit_log and os.path.abspath(audit_log) != os.path.abspath(log):
             raise UsageError(f"--audit-log {audit_log}: with --state the audit log is {log}, the history the state is "
@@ -75,6 +78,8 @@ class AuditTrail:
                 detail: Mapping[str, Any] | None = None) -> AuditEntry | None:
         if self.path is None:
             return None
+        from airgap.audit import Actor, AuditLog  # start-up: only needed when the run is audited
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

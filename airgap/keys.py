@@ -28,7 +28,6 @@ from typing import Any
 
 import nacl.bindings
 import nacl.exceptions
-import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 import nacl.signing
 import nacl.utils
@@ -75,15 +74,23 @@ SIGNATURE_SIZE = 64
 PRIVATE_KEY_TYPE = "airgap-private-key"
 PUBLIC_KEY_TYPE = "airgap-public-key"
 
-KDF_MODERATE = (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)
-KDF_SENSITIVE = (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)
+# Argon2id's limits straight from libsodium (the values nacl.pwhash.argon2id
+# re-exports): start-up, verifying never derives a key, so nacl.pwhash is
+# imported only in _derive.
+_OPSLIMIT_MIN: int = nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_MIN
+_MEMLIMIT_MIN: int = nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_MIN
+_SALTBYTES: int = nacl.bindings.crypto_pwhash_SALTBYTES
+
+KDF_MODERATE = (nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_MODERATE, nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_MODERATE)
+KDF_SENSITIVE = (nacl.bindings.crypto_pwhash_argon2id_OPSLIMIT_SENSITIVE,
+                 nacl.bindings.crypto_pwhash_argon2id_MEMLIMIT_SENSITIVE)
 # Only for tests: keeps a test suite full of encrypted keys fast.
-KDF_MIN = (argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
+KDF_MIN = (_OPSLIMIT_MIN, _MEMLIMIT_MIN)
 
 # A key file is untrusted input until decrypted: without an upper bound a
 # crafted file could ask for terabytes of memory or hours of work.
-_MAX_OPSLIMIT = argon2id.OPSLIMIT_SENSITIVE * 4
-_MAX_MEMLIMIT = argon2id.MEMLIMIT_SENSITIVE * 4
+_MAX_OPSLIMIT = KDF_SENSITIVE[0] * 4
+_MAX_MEMLIMIT = KDF_SENSITIVE[1] * 4
 _MAX_KEY_FILE = 64 * 1024
 
 UNENCRYPTED_WARNING = (
@@ -267,7 +274,7 @@ class SigningKey:
             if not isinstance(passphrase, str) or passphrase == "":
                 raise InputError("an empty passphrase is not allowed; use --no-passphrase deliberately")
             opslimit, memlimit = kdf_limits
-            salt = nacl.utils.random(argon2id.SALTBYTES)
+            salt = nacl.utils.random(_SALTBYTES)
             box = nacl.secret.SecretBox(_derive(passphrase, salt, opslimit, memlimit))
             nonce = nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
             doc["encrypted"] = True
@@ -354,11 +361,11 @@ class SigningKey:
             if (
                 type(opslimit) is not int
                 or type(memlimit) is not int
-                or not argon2id.OPSLIMIT_MIN <= opslimit <= _MAX_OPSLIMIT
-                or not argon2id.MEMLIMIT_MIN <= memlimit <= _MAX_MEMLIMIT
+                or not _OPSLIMIT_MIN <= opslimit <= _MAX_OPSLIMIT
+                or not _MEMLIMIT_MIN <= memlimit <= _MAX_MEMLIMIT
             ):
                 raise bad("kdf limits are out of the accepted range")
-            salt = _hex_field(kdf, "salt", argon2id.SALTBYTES, bad)
+            salt = _hex_field(kdf, "salt", _SALTBYTES, bad)
             nonce = _hex_field(doc, "nonce", nacl.secret.SecretBox.NONCE_SIZE, bad)
             ciphertext = _hex_field(doc, "ciphertext", 32 + nacl.secret.SecretBox.MACBYTES, bad)
             if passphrase_provider is None:
@@ -389,6 +396,8 @@ class SigningKey:
 
 
 def _derive(passphrase: str, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    import nacl.pwhash.argon2id as argon2id  # start-up: only encrypting or decrypting a key needs it
+
     return argon2id.kdf(
         nacl.secret.SecretBox.KEY_SIZE,
         passphrase.encode("utf-8"),

@@ -395,11 +395,13 @@ def check_image_names(images: tuple[ImageRecord, ...], artifact: str = MANIFEST_
 
 def _platform_sections(doc: dict[str, Any], members: tuple[MemberRecord, ...], artifact: str) -> tuple[tuple, Any]:
     """Workloads and packages: every file they name is a member, every image one the bundle carries."""
-    from airgap import debs, workloads
-
     paths = {m.path for m in members}
     images = {(i["layout_ref"], i["digest"]) for i in doc["images"]}
-    records = tuple(workloads.WorkloadRecord.from_dict(w) for w in doc.get("workloads", []))
+    records: tuple = ()
+    if "workloads" in doc:
+        from airgap import workloads  # start-up: only needed when the manifest has workloads (imports yaml)
+
+        records = tuple(workloads.WorkloadRecord.from_dict(w) for w in doc["workloads"])
     names = [w.name for w in records]
     if len(set(names)) != len(names):
         raise FormatError(artifact, "workloads: a workload name appears twice")
@@ -411,8 +413,11 @@ def _platform_sections(doc: dict[str, Any], members: tuple[MemberRecord, ...], a
             if (i.image, i.digest) not in images:
                 raise FormatError(artifact, f"workloads {w.name}: {i.object} runs {i.image}@{i.digest}, "
                                             "which the bundle does not carry")
-    packages = debs.PackageSet.from_dict(doc["packages"]) if "packages" in doc else None
-    if packages is not None:
+    packages = None
+    if "packages" in doc:
+        from airgap import debs  # start-up: only needed when the manifest has packages (imports subprocess)
+
+        packages = debs.PackageSet.from_dict(doc["packages"])
         for path in (*packages.index, *(d.path for d in packages.debs)):
             if path not in paths:
                 raise FormatError(artifact, f"packages: {path} is not a member of the bundle")

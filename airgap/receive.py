@@ -64,8 +64,6 @@ def verify_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike,
     trusted policy), as an import records it.  A refusal raises, its
     ``report`` attribute holding the checks when verification ran.
     """
-    from airgap import anchored
-
     record_in = None
     if record:
         if state_dir is None:
@@ -80,6 +78,8 @@ def verify_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike,
         if record_in is not None:
             # Overrides, a first use of the policy and the acceptance are audit entries
             # written before the state they stamp.
+            from airgap import anchored  # start-up: only needed with --record
+
             with trail.refusals("verify", obj):
                 anchored.commit(record_in, verified, "verify", obj, {"recorded": True})
         else:

@@ -20,9 +20,9 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airgap import anchored, caps, dsse, media, oci, sbom, trust
+from airgap import caps, dsse, media, oci, sbom, trust
 from airgap._internal.text import plural
 from airgap._internal.timefmt import parse_time
 from airgap.bundle import _close, ends_of, open_source, read_ends, scan_members
@@ -37,6 +37,9 @@ from airgap.exceptions import (
 from airgap.manifest import MANIFEST_MEMBER, SIGNATURES_MEMBER, BundleManifest
 from airgap.trust import Overridden, Override, SignatureReport, TrustPolicy
 from airgap.verified import ImagePlan, VerifiedBundle, explain
+
+if TYPE_CHECKING:
+    from airgap import anchored
 
 __all__ = ["CHECK_NAMES", "Check", "Override", "VerifyReport", "check_structure", "verify"]
 
@@ -287,6 +290,8 @@ def _load_policy(run: _Run, trust_path: Any, state_dir: Any, now: datetime,
     report = run.report
     accepted = None
     if state_dir is not None:
+        from airgap import anchored  # start-up: only needed with a state directory
+
         # The caches must agree with the log before the trusted policy in them means anything.
         run.anchored = anchored.load(state_dir)
         accepted = trust.TrustStore(state_dir).load_policy(trust_path, now, override=override)

@@ -653,7 +653,8 @@ _ALLOWED_RAISES = {
     "NotImplementedError": "abstract methods",
     "SystemExit": "the command's entry points",
 }
-_PROTOCOL_RAISES = {"__getitem__": "KeyError", "__next__": "StopIteration"}  # what Python expects from these
+_PROTOCOL_RAISES = {"__getitem__": "KeyError", "__next__": "StopIteration",  # what Python expects from these
+                    "__getattr__": "AttributeError"}  # (PEP 562 too: hasattr and getattr defaults need it)
 _ALLOWED_FILES = {
     "airgap/lab/ns.py": "OSError(errno) from libc calls, as the os module raises it",
 }
@@ -740,6 +741,24 @@ def test_running_a_verb_imports_only_its_group():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[-2] == "['airgap.cli._audit', 'airgap.cli._base']"
     assert "airgap.receive" not in out[-1] and "airgap.trust" not in out[-1]
+
+
+# What only some verify runs need (issue 8, start-up counts): the policy verbs' authoring
+# (init, rotate, sign), the state and audit machinery (--state, --record, --audit-log),
+# workloads and OS packages (YAML, dpkg via subprocess), writing SBOMs (uuid) and deriving key-file keys (nacl.pwhash).
+_NOT_FOR_A_PLAIN_VERIFY = ("yaml", "subprocess", "uuid", "nacl.pwhash", "airgap.trust.authoring", "airgap.anchored",
+                           "airgap.audit", "airgap.state", "airgap.workloads", "airgap.debs")
+
+
+def test_verifying_a_plain_bundle_imports_only_what_it_needs(world):
+    code = ("import sys\nfrom airgap.cli import main\n"
+            f"code = main(['verify', {str(world.bundle)!r}, '--trust', {str(world.trust)!r}, '--quiet'])\n"
+            "print(code)\n"
+            f"print(sorted(m for m in {_NOT_FOR_A_PLAIN_VERIFY!r} + ('airgap.verify', 'airgap.trust.policy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out[-2] == "0"  # it verified, so every check a verify makes has run
+    assert out[-1] == "['airgap.trust.policy', 'airgap.verify']"
 
 
 # --- bad input anywhere: still only AirgapError ------------------------------------------

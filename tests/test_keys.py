@@ -387,3 +387,13 @@ def test_passphrase_tty_confirm(monkeypatch):
     answers = iter(["one", "two"])
     with pytest.raises(InputError, match="do not match"):
         passphrase_from_env_or_tty("pw: ", confirm=True)
+
+
+def test_the_kdf_limits_are_argon2ids():
+    # keys.py reads them from nacl.bindings so a verify need not import nacl.pwhash; they must stay the same values.
+    import nacl.pwhash.argon2id as argon2id
+
+    assert keys_mod.KDF_MODERATE == (argon2id.OPSLIMIT_MODERATE, argon2id.MEMLIMIT_MODERATE)
+    assert keys_mod.KDF_SENSITIVE == (argon2id.OPSLIMIT_SENSITIVE, argon2id.MEMLIMIT_SENSITIVE)
+    assert keys_mod.KDF_MIN == (argon2id.OPSLIMIT_MIN, argon2id.MEMLIMIT_MIN)
+    assert keys_mod._SALTBYTES == argon2id.SALTBYTES

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ __all__ = [
 SPEC_VERSION = "1.5"
 SCHEMA_URL = "http://cyclonedx.org/schema/bom-1.5.schema.json"
 MAX_SBOM_BYTES = 64 * 1024 * 1024  # build refuses to write, and verify to read, more than this
-_SERIAL_NAMESPACE = uuid.UUID("6f0b8a44-6c1b-5a3e-9a55-a1e5b0a1d9c2")
+_SERIAL_NAMESPACE = "6f0b8a44-6c1b-5a3e-9a55-a1e5b0a1d9c2"
 
 
 @dataclass
@@ -110,7 +109,9 @@ def document(sbom: ImageSbom, *, image_purl: str, reference: str) -> bytes:
     if sbom.notes:
         doc["metadata"]["properties"] = _props("airgap:note", sbom.notes)
     body = json.dumps(doc, sort_keys=True).encode()
-    doc["serialNumber"] = f"urn:uuid:{uuid.uuid5(_SERIAL_NAMESPACE, hashlib.sha256(body).hexdigest())}"
+    import uuid  # start-up: only writing an SBOM needs it (uuid imports platform); verify only reads
+
+    doc["serialNumber"] = f"urn:uuid:{uuid.uuid5(uuid.UUID(_SERIAL_NAMESPACE), hashlib.sha256(body).hexdigest())}"
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True).encode() + b"\n"
 
 

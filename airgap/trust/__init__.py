@@ -59,6 +59,7 @@ policy) and :mod:`~airgap.trust.authoring` (init, rotate, sign for the
 command line).
 """
 
+from typing import TYPE_CHECKING, Any
 
 from airgap.trust._roles import (
     ALL_ROLES,
@@ -71,15 +72,6 @@ from airgap.trust._roles import (
     ROLE_NAMES,
     SPEC_VERSION,
     Role,
-)
-from airgap.trust.authoring import (
-    EXPIRES_FORMS,
-    describe_key,
-    format_key,
-    init_policy,
-    parse_expires,
-    rotate_policy,
-    sign_policy,
 )
 from airgap.trust.evaluate import (
     ANY_ROLE,
@@ -102,6 +94,31 @@ from airgap.trust.evaluate import (
 )
 from airgap.trust.policy import TrustPolicy
 from airgap.trust.store import AcceptedPolicy, TrustStore
+
+if TYPE_CHECKING:
+    from airgap.trust.authoring import (
+        EXPIRES_FORMS,
+        describe_key,
+        format_key,
+        init_policy,
+        parse_expires,
+        rotate_policy,
+        sign_policy,
+    )
+
+# Start-up: authoring (init, rotate, sign) is only needed by the policy verbs; a
+# verify of a bundle loads the policy but never writes one.  PEP 562 keeps
+# ``from airgap.trust import init_policy`` working.
+_AUTHORING = frozenset({"EXPIRES_FORMS", "describe_key", "format_key", "init_policy", "parse_expires",
+                        "rotate_policy", "sign_policy"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _AUTHORING:
+        from airgap.trust import authoring
+
+        return getattr(authoring, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "ALL_ROLES",
