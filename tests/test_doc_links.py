@@ -20,15 +20,15 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 FENCE = re.compile(r"^(```|~~~)")
 
 
-def _prose(text: str) -> str:
-    """The page without fenced blocks and inline code (links there are examples, not links)."""
+def _prose(text: str, *, code: bool = False) -> str:
+    """The page without fenced blocks and (unless *code*) inline code: links there are examples, not links."""
     out, fenced = [], False
     for line in text.splitlines():
         if FENCE.match(line.lstrip()):
             fenced = not fenced
             continue
         if not fenced:
-            out.append(re.sub(r"`[^`]*`", "", line))
+            out.append(line.replace("`", "") if code else re.sub(r"`[^`]*`", "", line))
     return "\n".join(out)
 
 
@@ -36,7 +36,7 @@ def _anchors(page: Path) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens, -N for repeats."""
     seen: dict[str, int] = {}
     anchors = set()
-    for line in _prose(page.read_text("utf-8")).splitlines():
+    for line in _prose(page.read_text("utf-8"), code=True).splitlines():  # a heading keeps its code's text
         m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
         if not m:
             continue
@@ -88,9 +88,9 @@ def test_nothing_points_at_the_design_outside_the_clone():
 
 def test_the_checker_finds_a_broken_link_and_a_missing_anchor(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
-    (tmp_path / "a.md").write_text("# Top Part\n\n[ok](b.md#the-end) [gone](c.md) [anchor](b.md#nowhere) "
+    (tmp_path / "a.md").write_text("# Top Part\n\n[ok](b.md#the-end) [code](b.md#what-verify-checks) [gone](c.md) [anchor](b.md#nowhere) "
                                    "[out](../x.md) `[code](d.md)`\n", "utf-8")
-    (tmp_path / "b.md").write_text("## The end\n", "utf-8")
+    (tmp_path / "b.md").write_text("## The end\n\n## What `verify` checks\n", "utf-8")
     assert _broken(tmp_path / "a.md") == [
         "c.md: c.md does not exist",
         "b.md#nowhere: no heading #nowhere in b.md",
