@@ -428,13 +428,9 @@ def build(
     try:
         resolver = Resolver(documents)
         records = _resolve_images(spec, resolver, clients, factory, log)
-        files = collect_files(spec)
         warnings: list[str] = []
-        if getattr(spec, "wheels", None):
-            files.extend(_wheel_files(spec, warnings))
-        workload_records, workload_files = _workload_files(spec, records)
-        packages, package_files = _package_files(spec, Path(work.name), t0, log, apt_sources, apt_baseline)
-        files += workload_files + package_files
+        files, workload_records, packages = _bundle_files(spec, records, Path(work.name), t0, log, warnings,
+                                                          apt_sources, apt_baseline)
         members, external = plan_members(records, resolver.blobs, files, skip)
         manifest_of = functools.partial(_manifest_bytes, spec, spec_path, t0, records, base, external,
                                         workload_records, packages)
@@ -461,15 +457,32 @@ def build(
     except SpecError as exc:  # found while resolving: say where the spec asks for it
         raise spec.locate(exc) from None
     finally:
-        if spool is not None:
-            spool.close()
-        documents.close()
-        work.cleanup()
-        for c in clients.values():
-            close = getattr(c, "close", None)
-            if close:
-                close()
+        _release(spool, documents, work, clients)
     return BuildResult(out, manifest, blob_bytes, len(external), tuple(warnings))
+
+
+def _bundle_files(spec, records: list[ImageRecord], work: Path, t0: datetime, log, warnings: list[str],
+                  apt_sources, apt_baseline) -> tuple[list, tuple, object]:
+    """The spec's files, the toolkit's wheels, the workloads' files and the OS packages, as bundle files."""
+    files = collect_files(spec)
+    if getattr(spec, "wheels", None):
+        files.extend(_wheel_files(spec, warnings))
+    workload_records, workload_files = _workload_files(spec, records)
+    packages, package_files = _package_files(spec, work, t0, log, apt_sources, apt_baseline)
+    return files + workload_files + package_files, workload_records, packages
+
+
+def _release(spool: LayerSpool | None, documents: Documents, work: tempfile.TemporaryDirectory,
+             clients: dict[str, object]) -> None:
+    """What a build holds, given back whether it succeeded or not."""
+    if spool is not None:
+        spool.close()
+    documents.close()
+    work.cleanup()
+    for c in clients.values():
+        close = getattr(c, "close", None)
+        if close:
+            close()
 
 
 def _resolve_images(spec, resolver: Resolver, clients: dict[str, object], factory: Callable[[str], object],
