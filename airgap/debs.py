@@ -38,7 +38,10 @@ from airgap._internal.text import plural
 from airgap.exceptions import IntegrityError, OperationError, SpecError
 
 __all__ = ["DebRecord", "PackageSet", "ResolvedDeb", "resolve", "private_apt_root", "packages_index", "release_file",
-           "write_repository", "INDEX_DIR"]
+           "write_repository", "EXPORT_ACTION", "INDEX_DIR"]
+
+EXPORT_ACTION = "packages-export"
+"""``airgap packages export`` as an audit action (a lower-case word)."""
 
 INDEX_DIR = "packages"
 """The repository's directory inside ``files/``."""
@@ -281,38 +284,54 @@ def export(bundle, *, trust_path, out, state_dir=None, now: datetime | None = No
 
     Every file is streamed from the bundle and hashed as it is written; it
     appears under its name only complete and matching the signed manifest
-    (temporary file, then rename).  Returns what was written.
+    (temporary file, then rename).  Returns what was written.  With
+    *state_dir* the acceptance or the refusal is written to ``STATE/audit.log``,
+    as ``extract`` audits.
     """
-    from airgap import verify
     from airgap._internal.fsutil import check_output
-    from airgap.exceptions import InputError
+    from airgap.auditing import AuditTrail
+    from airgap.receive import accepted_object, verified_audited
 
     out = check_output(out, force=force, directory=True)  # with force an existing repository is updated
+    trail = AuditTrail.of(state_dir)
     # The packages come from the object verify returned (the bundle it opened),
     # each hashed against the verified manifest as it is written.
-    with verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False) as verified:
+    with verified_audited(bundle, trail, EXPORT_ACTION, trust_path=trust_path, now=now,
+                          hash_content=False) as verified:
         manifest = verified.manifest
-        if manifest.packages is None:
-            raise InputError(f"{manifest.name} {manifest.version} carries no OS packages (no packages: in its spec)")
-        wanted = list(manifest.packages.index) + [d.path for d in manifest.packages.debs]
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for path in wanted:
-            record = manifest.member(path)
-            if record is None:
-                raise IntegrityError(path, "not in the verified bundle")
-            target = out / path.rsplit("/", 1)[1]
-            if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
-                    and _sha256_file(target) == record.sha256:
-                continue  # already there, checked
-            with fsutil.atomic_writer(target) as f:
-                for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
-                    f.write(chunk)
-            written.append(target.name)
-        verified.content_used(f"{plural(len(wanted), 'package file')} hashed as they were written")
+        obj = accepted_object(bundle, manifest, output=os.fspath(out))
+        with trail.refusals(EXPORT_ACTION, obj):
+            written = _export_files(verified, out)
+        trail.accepted(EXPORT_ACTION, obj, detail={"written": written, "packages": len(manifest.packages.debs)})
     return {"bundle": f"{manifest.name} {manifest.version}", "manifest_digest": manifest.digest, "output": str(out),
             "written": written, "packages": [d.to_dict() for d in manifest.packages.debs],
             "sources_line": f"deb [trusted=yes] file:{out.absolute()} ./"}
+
+
+def _export_files(verified, out: Path) -> list[str]:
+    """Write the verified bundle's package files into *out*; the names of those written (not already there)."""
+    from airgap.exceptions import InputError
+
+    manifest = verified.manifest
+    if manifest.packages is None:
+        raise InputError(f"{manifest.name} {manifest.version} carries no OS packages (no packages: in its spec)")
+    wanted = list(manifest.packages.index) + [d.path for d in manifest.packages.debs]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in wanted:
+        record = manifest.member(path)
+        if record is None:
+            raise IntegrityError(path, "not in the verified bundle")
+        target = out / path.rsplit("/", 1)[1]
+        if target.is_file() and not target.is_symlink() and target.stat().st_size == record.size \
+                and _sha256_file(target) == record.sha256:
+            continue  # already there, checked
+        with fsutil.atomic_writer(target) as f:
+            for chunk in verified.stream(path):  # the last chunk only if the sha256 matched
+                f.write(chunk)
+        written.append(target.name)
+    verified.content_used(f"{plural(len(wanted), 'package file')} hashed as they were written")
+    return written
 
 
 def _sha256_file(path: Path) -> str:

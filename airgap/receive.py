@@ -23,7 +23,7 @@ from typing import Any
 from airgap.auditing import AuditTrail
 from airgap.exceptions import UsageError
 
-__all__ = ["Extracted", "Joined", "extract_bundle", "join_parts", "verify_bundle"]
+__all__ = ["Extracted", "Joined", "accepted_object", "extract_bundle", "join_parts", "verified_audited", "verify_bundle"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,14 @@ class Joined:
     sha256: str
 
 
-def _verified(bundle: str | os.PathLike, trail: AuditTrail, action: str, *, trust_path: str | os.PathLike,
-              now: datetime | None, **kw: Any):
+def verified_audited(bundle: str | os.PathLike, trail: AuditTrail, action: str, *, trust_path: str | os.PathLike,
+                     now: datetime | None, **kw: Any):
+    """:func:`airgap.verify.verify` under *trail*: a refusal is audited as a refusal of *action*.
+
+    Every verb that verifies and then uses a bundle (extract, join, manifests
+    render, packages export, toolkit wheels) goes through here, so each is
+    audited alike.
+    """
     from airgap import verify
 
     with trail.refusals(action, {"bundle": os.fspath(bundle)}):
@@ -49,7 +55,8 @@ def _verified(bundle: str | os.PathLike, trail: AuditTrail, action: str, *, trus
                              now=now or datetime.now(UTC), **kw)
 
 
-def _accepted(bundle: str | os.PathLike, manifest, **extra: Any) -> dict[str, Any]:
+def accepted_object(bundle: str | os.PathLike, manifest, **extra: Any) -> dict[str, Any]:
+    """The audit object of an accepted *bundle*: its path, name, version and manifest digest, and *extra*."""
     return {"bundle": os.fspath(bundle), "name": manifest.name, "version": manifest.version,
             "manifest": manifest.digest, **extra}
 
@@ -70,11 +77,11 @@ def verify_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike,
             raise UsageError("--record needs --state DIR")
         record_in = state_dir
     trail = AuditTrail.of(state_dir, audit_log)
-    verified = _verified(bundle, trail, "verify", trust_path=trust_path, now=now, override=override,
+    verified = verified_audited(bundle, trail, "verify", trust_path=trust_path, now=now, override=override,
                          progress=progress)
     try:
         m = verified.manifest
-        obj = _accepted(bundle, m)
+        obj = accepted_object(bundle, m)
         if record_in is not None:
             # Overrides, a first use of the policy and the acceptance are audit entries
             # written before the state they stamp.
@@ -102,12 +109,12 @@ def extract_bundle(bundle: str | os.PathLike, output: str | os.PathLike, *, trus
 
     trail = AuditTrail.of(state_dir, audit_log)
     out = extract.check_output(output, force=force)
-    with _verified(bundle, trail, "extract", trust_path=trust_path, now=now, progress=progress,
+    with verified_audited(bundle, trail, "extract", trust_path=trust_path, now=now, progress=progress,
                    hash_content=False) as verified:
         m = verified.manifest
         with trail.refusals("extract", {"bundle": os.fspath(bundle), "output": os.fspath(output)}):
             result = extract.extract(verified, out, prefixes=prefixes, force=force)
-        trail.accepted("extract", _accepted(bundle, m, output=os.fspath(output)),
+        trail.accepted("extract", accepted_object(bundle, m, output=os.fspath(output)),
                        detail={"members": len(result.written)})
     return Extracted(m, out, result.written)
 
@@ -121,10 +128,10 @@ def join_parts(parts: str | os.PathLike, output: str | os.PathLike, *, trust_pat
 
     trail = AuditTrail.of(state_dir)
     out = check_output(output, force=force)  # before the parts are read
-    with _verified(parts, trail, "join", trust_path=trust_path, now=now, progress=progress,
+    with verified_audited(parts, trail, "join", trust_path=trust_path, now=now, progress=progress,
                    hash_content=False) as verified:
         m = verified.manifest
-        obj = _accepted(parts, m, output=os.fspath(output))
+        obj = accepted_object(parts, m, output=os.fspath(output))
         with trail.refusals("join", obj):
             digest = media.join(verified, out, force=force)
         trail.accepted("join", obj, detail={"sha256": digest})

@@ -27,7 +27,9 @@ from airgap._internal.fsutil import atomic_write
 from airgap.exceptions import FormatError, InputError, IntegrityError
 from airgap.manifest import BundleManifest
 
-__all__ = ["RenderResult", "render", "render_bundle", "check_registry"]
+__all__ = ["AUDIT_ACTION", "RenderResult", "render", "render_bundle", "check_registry"]
+
+AUDIT_ACTION = "manifests-render"  # the verb, as an audit action (a lower-case word)
 
 
 @dataclass
@@ -126,22 +128,32 @@ def _key(use: workloads.ImageUse) -> tuple[str, str, str]:
 def render_bundle(bundle: str | os.PathLike, *, trust_path: str | os.PathLike, registry: str,
                   out: str | os.PathLike, state_dir: str | os.PathLike | None = None, now: datetime | None = None,
                   force: bool = False) -> RenderResult:
-    """Verify *bundle*, then :func:`render` its workloads (every workload byte hashed against the manifest)."""
-    from airgap import verify
+    """Verify *bundle*, then :func:`render` its workloads (every workload byte hashed against the manifest).
+
+    With *state_dir* the acceptance (what was written) or the refusal is
+    written to ``STATE/audit.log``, as ``extract`` audits.
+    """
+    from airgap.auditing import AuditTrail
+    from airgap.receive import accepted_object, verified_audited
 
     out = Path(out)
     check_registry(registry)
-    check_output(out, force)
+    check_output(out, force)  # before the bundle is read: nothing examined, nothing audited
+    trail = AuditTrail.of(state_dir)
     # The workload files come from the object verify returned (the bundle it
     # opened), each hashed against the verified manifest as it is read.
-    with verify.verify(bundle, trust_path=trust_path, state_dir=state_dir, now=now, hash_content=False) as verified:
+    with verified_audited(bundle, trail, AUDIT_ACTION, trust_path=trust_path, now=now,
+                          hash_content=False) as verified:
         manifest = verified.manifest
+        obj = accepted_object(bundle, manifest, output=os.fspath(out), registry=registry)
 
         def read(path: str) -> bytes:
             if manifest.member(path) is None:
                 raise IntegrityError(path, "not in the verified bundle")
             return verified.read(path, workloads.MAX_WORKLOAD_BYTES)
 
-        result = render(manifest, read, registry, out, bundle_label=f"{manifest.name} {manifest.version}")
-        verified.content_used("the workloads' files hashed as they were read")
+        with trail.refusals(AUDIT_ACTION, obj):
+            result = render(manifest, read, registry, out, bundle_label=f"{manifest.name} {manifest.version}")
+            verified.content_used("the workloads' files hashed as they were read")
+        trail.accepted(AUDIT_ACTION, obj, detail={"files": result.files, "images": len(result.images)})
         return result

@@ -32,7 +32,9 @@ from airgap._internal.text import plural
 from airgap.exceptions import InputError, IntegrityError, OperationError
 from airgap.toolkit import RELEASE_FILE, ReleaseStatement, ToolkitRefused, ToolkitRelease, WheelRecord
 
-__all__ = ["InstallSet", "REQUIREMENTS", "from_bundle", "from_release_dir", "requirements"]
+__all__ = ["AUDIT_ACTION", "InstallSet", "REQUIREMENTS", "from_bundle", "from_release_dir", "requirements"]
+
+AUDIT_ACTION = "toolkit-wheels"  # the verb, as an audit action (a lower-case word)
 
 REQUIREMENTS = "requirements.txt"
 _CHUNK = 1024 * 1024
@@ -142,15 +144,23 @@ def from_bundle(path: str | os.PathLike, *, trust_path, state_dir=None, now: dat
     """Verify the bundle with this toolkit, then write its covered wheels (or refuse).
 
     The wheels come from the object verify returned (the bundle it opened), each
-    hashed against the verified manifest as it is written.
+    hashed against the verified manifest as it is written.  With *state_dir*
+    the acceptance (the wheels written) or the refusal (an uncovered wheel
+    too) is written to ``STATE/audit.log``, as ``extract`` audits.
     """
-    from airgap.verify import verify
+    from airgap.auditing import AuditTrail
+    from airgap.receive import accepted_object, verified_audited
 
-    with verify(path, trust_path=trust_path, state_dir=state_dir, now=now, progress=progress,
-                hash_content=False) as verified:
-        try:
-            result = from_verified(verified, out)
-        except OSError as exc:
-            raise OperationError(f"{out}: cannot write: {exc.strerror or exc}") from None
-        verified.content_used("the released wheels hashed as they were written")
+    trail = AuditTrail.of(state_dir)
+    with verified_audited(path, trail, AUDIT_ACTION, trust_path=trust_path, now=now, progress=progress,
+                          hash_content=False) as verified:
+        obj = accepted_object(path, verified.manifest, output=os.fspath(out))
+        with trail.refusals(AUDIT_ACTION, obj):
+            try:
+                result = from_verified(verified, out)
+            except OSError as exc:
+                raise OperationError(f"{out}: cannot write: {exc.strerror or exc}") from None
+            verified.content_used("the released wheels hashed as they were written")
+        trail.accepted(AUDIT_ACTION, obj, detail={"toolkit": result.release.version, "commit": result.release.commit,
+                                                  "wheels": result.wheels, "signers": result.signers})
         return result

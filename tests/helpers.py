@@ -93,3 +93,11 @@ def extract(bundle: Path, dest: Path) -> Path:
 def tar_members(bundle: Path) -> list[tarfile.TarInfo]:
     with tarfile.open(bundle) as tf:
         return tf.getmembers()
+
+
+def audited(state: Path) -> list[tuple[str, str, dict, dict]]:
+    """``STATE/audit.log`` as (action, result, object, detail), after ``airgap audit verify --state`` says INTACT."""
+    r = airgap("audit", "verify", "--state", state)
+    assert r.code == 0 and "INTACT" in r.out, r.out + r.err
+    entries = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
+    return [(e["action"], e["result"], e["object"], e["detail"]) for e in entries]

@@ -18,7 +18,7 @@ import pytest
 
 from airgap import debs
 from tests import bundlekit
-from tests.helpers import airgap, extract, write_spec
+from tests.helpers import airgap, audited, extract, write_spec
 
 CREATED = "2026-11-01T00:00:00Z"
 
@@ -166,6 +166,25 @@ def test_export_writes_the_verified_repository(built, trust, tmp_path, keyring):
     assert airgap("packages", "export", signed, "--trust", trust, "-o", out).code == 2  # exists, no --force
     r = airgap("packages", "export", signed, "--trust", trust, "-o", out, "--force", "--json")
     assert r.code == 0 and r.json()["written"] == []  # every file already there and checked
+
+
+def test_export_with_state_audits_what_it_wrote_and_what_it_refused(built, trust, tmp_path, keyring):
+    signed, state, out = tmp_path / "signed.tar", tmp_path / "state", tmp_path / "repo"
+    signed.write_bytes(built.read_bytes())
+    assert airgap("sign", signed, "--key", keyring.key_path("officer-1"), "--yes", "--quiet").code == 0
+    assert airgap("packages", "export", signed, "--trust", trust, "-o", tmp_path / "plain").code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "signed.tar"]  # no --state: no audit log
+    r = airgap("packages", "export", signed, "--trust", trust, "-o", out, "--state", state, "--json")
+    assert r.code == 0, r.err
+    [(action, result, obj, detail)] = [e for e in audited(state) if e[0] != "first-use"]
+    assert (action, result) == ("packages-export", "accepted")
+    assert obj["bundle"] == str(signed) and obj["output"] == str(out) and obj["manifest"] == r.json()["manifest_digest"]
+    assert detail["written"] == r.json()["written"] and detail["packages"] == len(r.json()["packages"])
+    r = airgap("packages", "export", built, "--trust", trust, "-o", tmp_path / "no", "--state", state)
+    assert r.code == 1 and not (tmp_path / "no").exists()  # builder-only: rejected
+    action, result, obj, detail = audited(state)[-1]
+    assert (action, result, obj["bundle"]) == ("packages-export", "rejected", str(built))
+    assert "officer" in detail["error"]
 
 
 def test_the_carried_repository_alone_satisfies_apt(built, tmp_path):

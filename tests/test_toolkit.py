@@ -24,7 +24,7 @@ from airgap.keyroles import Signer
 from airgap.trust import TrustPolicy
 from tests import bundlekit
 from tests.fixtures.keys import NOW, make_policy
-from tests.helpers import airgap, write_spec
+from tests.helpers import airgap, audited, write_spec
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 WHEELS = {
@@ -267,6 +267,16 @@ def build_with_wheels(tmp_path: Path, keyring, wheelhouse: Path, name: str = "bu
     return out
 
 
+def with_trojan(tmp_path: Path, keyring, bundle: Path, data: bytes = b"planted\n") -> Path:
+    """*bundle* with the toolkit's own wheel swapped for *data*, re-signed by builder and officer."""
+    entries = bundlekit.read_entries(bundle)
+    for e in entries:
+        if e.name == "files/wheels/airgap-0.1.0-py3-none-any.whl":
+            e.data = data
+    return bundlekit.write_entries(tmp_path / "trojan.tar",
+                                   bundlekit.refresh_manifest(entries, [keyring["builder-1"], keyring["officer-1"]]))
+
+
 def verified(path: Path, trust: Path) -> _Verified:
     from airgap.verify import verify
 
@@ -297,13 +307,8 @@ def test_trojan_wheel_same_name_and_version_is_refused(tmp_path, keyring, releas
     """The issue's attack: the builder swaps the toolkit's wheel for one of the same name and
     version and signs; the officer countersigns.  Every signature is valid, the wheel is not released."""
     wheel_dir, trust = released
-    honest = build_with_wheels(tmp_path, keyring, wheel_dir)
-    entries = bundlekit.read_entries(honest)
-    for e in entries:
-        if e.name == "files/wheels/airgap-0.1.0-py3-none-any.whl":
-            e.data = b"import os; os.system('planted')\n"
-    trojan = bundlekit.write_entries(tmp_path / "trojan.tar",
-                                     bundlekit.refresh_manifest(entries, [keyring["builder-1"], keyring["officer-1"]]))
+    trojan = with_trojan(tmp_path, keyring, build_with_wheels(tmp_path, keyring, wheel_dir),
+                         b"import os; os.system('planted')\n")
     v = verified(trojan, trust)  # the bundle itself verifies: builder and officer signed it
     with pytest.raises(toolkit.ToolkitRefused) as exc:
         toolkit.installable(v)
@@ -397,12 +402,7 @@ def test_toolkit_wheels_writes_exactly_the_released_set(tmp_path, keyring, relea
 
 def test_toolkit_wheels_refuses_a_trojan_and_writes_nothing(tmp_path, keyring, released):
     wheel_dir, trust = released
-    entries = bundlekit.read_entries(build_with_wheels(tmp_path, keyring, wheel_dir))
-    for e in entries:
-        if e.name == "files/wheels/airgap-0.1.0-py3-none-any.whl":
-            e.data = b"planted\n"
-    trojan = bundlekit.write_entries(tmp_path / "trojan.tar",
-                                     bundlekit.refresh_manifest(entries, [keyring["builder-1"], keyring["officer-1"]]))
+    trojan = with_trojan(tmp_path, keyring, build_with_wheels(tmp_path, keyring, wheel_dir))
     out = tmp_path / "install"
     r = airgap("toolkit", "wheels", trojan, "--trust", trust, "-o", out, "--json")
     assert r.code == 1
@@ -410,6 +410,27 @@ def test_toolkit_wheels_refuses_a_trojan_and_writes_nothing(tmp_path, keyring, r
     assert problems[0].startswith("files/wheels/airgap-0.1.0-py3-none-any.whl: sha256 ")
     assert "that toolkit release 0.1.0 lists for this file" in problems[0]
     assert not out.exists() and not list(tmp_path.glob(".install.*"))
+
+
+def test_toolkit_wheels_with_state_audits_what_it_wrote_and_what_it_refused(tmp_path, keyring, released):
+    wheel_dir, trust = released
+    bundle = build_with_wheels(tmp_path, keyring, wheel_dir)
+    state, out = tmp_path / "state", tmp_path / "install"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", tmp_path / "plain").code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "plain"])  # no --state: no audit log
+    r = airgap("toolkit", "wheels", bundle, "--trust", trust, "-o", out, "--state", state, "--json")
+    assert r.code == 0, r.err
+    [(action, result, obj, detail)] = [e for e in audited(state) if e[0] != "first-use"]
+    assert (action, result, obj["bundle"], obj["output"]) == ("toolkit-wheels", "accepted", str(bundle), str(out))
+    assert detail["wheels"] == sorted(WHEELS) and detail["toolkit"] == "0.1.0"
+    # A wheel no release covers: verified, then refused, and the refusal is on record.
+    trojan = with_trojan(tmp_path, keyring, bundle)
+    r = airgap("toolkit", "wheels", trojan, "--trust", trust, "-o", tmp_path / "no", "--state", state)
+    assert r.code == 1 and not (tmp_path / "no").exists()
+    action, result, obj, detail = audited(state)[-1]
+    assert (action, result, obj["bundle"]) == ("toolkit-wheels", "rejected", str(trojan))
+    assert "files/wheels/airgap-0.1.0-py3-none-any.whl" in detail["error"]
 
 
 def test_toolkit_wheels_from_a_release_directory(tmp_path, keyring, released):

@@ -22,7 +22,7 @@ from airgap import workloads
 from airgap.exceptions import FormatError
 from tests import bundlekit
 from tests.fixtures.keys import make_policy
-from tests.helpers import airgap, write_spec
+from tests.helpers import airgap, audited, write_spec
 
 REGISTRY = "registry.pilot.internal:5000"
 CREATED = "2026-11-01T00:00:00Z"
@@ -234,6 +234,30 @@ def test_render_refuses_a_bundle_verify_rejects(wbundle, tmp_path):
     r = airgap("manifests", "render", bad, "--trust", wbundle.trust, "--registry", REGISTRY, "-o", out)
     assert r.code == 1 and "officer" in r.err
     assert not out.exists()
+
+
+def test_render_with_state_audits_what_it_wrote_and_what_it_refused(wbundle, tmp_path):
+    state, out = tmp_path / "state", tmp_path / "out"
+    r = airgap("manifests", "render", wbundle.path, "--trust", wbundle.trust, "--registry", REGISTRY, "-o",
+               tmp_path / "plain")
+    assert r.code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["plain"]  # no --state: no audit log
+    r = airgap("manifests", "render", wbundle.path, "--trust", wbundle.trust, "--registry", REGISTRY, "-o", out,
+               "--state", state, "--json")
+    assert r.code == 0, r.err
+    entries = audited(state)
+    [(action, result, obj, detail)] = [e for e in entries if e[0] != "first-use"]
+    assert (action, result) == ("manifests-render", "accepted")
+    assert obj["bundle"] == str(wbundle.path) and obj["output"] == str(out) and obj["registry"] == REGISTRY
+    assert obj["manifest"] == r.json()["manifest_digest"] and detail["files"] == r.json()["files"]
+    entries_ = bundlekit.read_entries(wbundle.path)
+    bad = bundlekit.write_entries(tmp_path / "b.tar", bundlekit.resign(entries_, entries_[0].data,
+                                                                       [wbundle.keyring["builder-1"]]))
+    r = airgap("manifests", "render", bad, "--trust", wbundle.trust, "--registry", REGISTRY, "-o", tmp_path / "no",
+               "--state", state)
+    assert r.code == 1 and not (tmp_path / "no").exists()
+    action, result, obj, detail = audited(state)[-1]
+    assert (action, result, obj["bundle"]) == ("manifests-render", "rejected", str(bad))
+    assert "officer" in detail["error"]
 
 
 def _tampered(wbundle, tmp_path, edit_file=None, edit_manifest=None) -> Path:

@@ -199,7 +199,7 @@ def verified_output_flags(p: argparse.ArgumentParser, force_help: str) -> None:
     p.add_argument("bundle", help="bundle tar, parts index or directory of parts")
     p.add_argument("--trust", required=True, help="trust policy file")
     p.add_argument("-o", "--output", required=True, help="directory to write (must not exist, unless --force)")
-    p.add_argument("--state", help="state directory: also refuse a rollback")
+    p.add_argument("--state", help="state directory: also refuse a rollback; audit the run in STATE/audit.log")
     p.add_argument("--force", action="store_true", help=force_help)
     common_flags(p)
 

@@ -341,7 +341,8 @@ def add_toolkit_wheels(sub) -> None:
     p.add_argument("bundle", nargs="?", help="bundle file, parts index or directory of parts")
     p.add_argument("--release", metavar="DIR", help="a toolkit release directory instead of a bundle (first install)")
     p.add_argument("--trust", required=True, help="trust policy: verifies the bundle and the toolkit release")
-    p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy)")
+    p.add_argument("--state", help="state directory for the bundle's verification (rollback, trusted policy); "
+                                   "audit the run in STATE/audit.log")
     p.add_argument("-o", "--output", required=True, help="directory to write")
     force_flag(p, "an existing output directory as a whole")
     common_flags(p)
