@@ -1,7 +1,7 @@
 """The documentation travels with the product: every link in README.md and docs/ resolves inside the clone.
 
 A newcomer following README and docs/ must never land on a missing page or anchor, and
-nothing may point outside the repository (the design once lived in ``../shared``).
+no page may send them to a path outside the clone, as a link or as plain text.
 """
 
 from __future__ import annotations
@@ -81,9 +81,15 @@ def test_the_readme_links_into_docs():
         assert must in targets, must
 
 
-def test_nothing_points_at_the_design_outside_the_clone():
-    offenders = [str(p.relative_to(ROOT)) for p in PAGES if "../shared" in p.read_text("utf-8")]
-    assert offenders == []
+def _paths_out(page: Path) -> list[str]:
+    """Relative paths written in a page's prose (link or text) that climb out of the clone."""
+    found = re.findall(r"(?<![\w./])((?:\.\./)+[\w.-][\w./-]*)", _prose(page.read_text("utf-8")))
+    return [p for p in found if ROOT not in (page.parent / p).resolve().parents]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_page_names_a_path_outside_the_clone(page):
+    assert _paths_out(page) == []
 
 
 def test_the_checker_finds_a_broken_link_and_a_missing_anchor(tmp_path, monkeypatch):
@@ -96,3 +102,5 @@ def test_the_checker_finds_a_broken_link_and_a_missing_anchor(tmp_path, monkeypa
         "b.md#nowhere: no heading #nowhere in b.md",
         "../x.md: points outside the repository",
     ]
+    (tmp_path / "c.md").write_text("See ../../elsewhere/DESIGN.md and ./b.md, `../../code/only`.\n", "utf-8")
+    assert _paths_out(tmp_path / "c.md") == ["../../elsewhere/DESIGN.md"]
