@@ -168,12 +168,7 @@ def main() -> int:
         c.log(f"setup: sample images, keys, trust policy, bundle 1.0.0, media parts (untimed; output in {b.path('setup.log')})")
         with quiet(b.path("setup.log")):
             try:
-                demo.start_source_registry()
-                demo.make_images()
-                demo.make_keys()
-                demo.make_trust()
-                demo.make_toolkit_release()
-                demo.make_apt_mirror()
+                demo.prepare()
                 bundle = demo.build("bundle.yaml", "1.0.0")
             finally:
                 demo.stop()

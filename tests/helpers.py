@@ -101,3 +101,16 @@ def audited(state: Path) -> list[tuple[str, str, dict, dict]]:
     assert r.code == 0 and "INTACT" in r.out, r.out + r.err
     entries = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
     return [(e["action"], e["result"], e["object"], e["detail"]) for e in entries]
+
+
+def module_utils(name: str):
+    """``ansible.module_utils.<name>`` from playbooks/module_utils: the directory ansible.cfg
+    names, added to the package path the way Ansible ships the project's module_utils."""
+    import importlib
+
+    import ansible.module_utils
+
+    utils = str(Path(__file__).resolve().parent.parent / "playbooks" / "module_utils")
+    if utils not in ansible.module_utils.__path__:
+        ansible.module_utils.__path__.append(utils)
+    return importlib.import_module(f"ansible.module_utils.{name}")

@@ -7,29 +7,25 @@ prove each rule, fast, including the cases a lab cannot stage.
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
+
+from tests.helpers import module_utils
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_UTILS = ROOT / "playbooks" / "module_utils"
-# Ansible finds the project's module_utils through ansible.cfg; here, the same directory.
-if str(MODULE_UTILS) not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(MODULE_UTILS))
-
-common = importlib.import_module("ansible.module_utils.airgap_check_common")
-network = importlib.import_module("ansible.module_utils.airgap_check_network")
-sources = importlib.import_module("ansible.module_utils.airgap_check_sources")
-runtime = importlib.import_module("ansible.module_utils.airgap_check_runtime")
-workloads = importlib.import_module("ansible.module_utils.airgap_check_workloads")
-audit = importlib.import_module("ansible.module_utils.airgap_check_audit")
-report = importlib.import_module("ansible.module_utils.airgap_check_report")
+common = module_utils("airgap_check_common")
+network = module_utils("airgap_check_network")
+sources = module_utils("airgap_check_sources")
+runtime = module_utils("airgap_check_runtime")
+workloads = module_utils("airgap_check_workloads")
+audit = module_utils("airgap_check_audit")
+report = module_utils("airgap_check_report")
 
 INTERNAL = "registry.pilot.geheim.internal:5000"
 LABELS = common.Labels([

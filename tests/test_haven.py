@@ -8,25 +8,21 @@ module and its module_utils load the way check.yml loads them.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
 import textwrap
 from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-MODULE_UTILS = REPO / "playbooks" / "module_utils"
-if str(MODULE_UTILS) not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(str(MODULE_UTILS))
+from tests.helpers import module_utils
 
-common = importlib.import_module("ansible.module_utils.airgap_check_common")
-runtime = importlib.import_module("ansible.module_utils.airgap_check_runtime")
-haven = importlib.import_module("ansible.module_utils.airgap_haven")
-report = importlib.import_module("ansible.module_utils.airgap_check_report")
+REPO = Path(__file__).resolve().parent.parent
+common = module_utils("airgap_check_common")
+runtime = module_utils("airgap_check_runtime")
+haven = module_utils("airgap_haven")
+report = module_utils("airgap_check_report")
 
 INTERNAL = "registry.pilot.geheim.internal:5000"
 LABELS = common.Labels([{"pattern": "debian.pool.ntp.org", "provider": "NTP pool", "jurisdiction": "external"}])

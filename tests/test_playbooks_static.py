@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import module_utils
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 INVENTORIES = ["geheim-pilot", "lab"]
@@ -184,11 +186,7 @@ def test_registry_endpoints_pull_read_only_push_writable_no_cache(tmp_path):
 
 def _load_module(name: str):
     """A module of playbooks/library, importing its module_utils the way Ansible ships them."""
-    import ansible.module_utils
-
-    utils = str(ROOT / "playbooks" / "module_utils")
-    if utils not in ansible.module_utils.__path__:
-        ansible.module_utils.__path__.append(utils)
+    module_utils("airgap_check_common")  # puts the project's module_utils where Ansible ships them
     path = ROOT / "playbooks" / "library" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"airgap_test_{name}", path)
     mod = importlib.util.module_from_spec(spec)

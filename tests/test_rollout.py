@@ -97,12 +97,7 @@ def site(tmp_path_factory):
     lines: list[str] = []
     demo = Demo(base / "demo", repo=REPO, lab=lab, log=lines.append)
     try:
-        demo.start_source_registry()
-        demo.make_images()
-        demo.make_keys()
-        demo.make_trust()
-        demo.make_toolkit_release()
-        demo.make_apt_mirror()
+        demo.prepare()
         built = {"1.0.0": demo.build("bundle.yaml", "1.0.0"), "1.1.0": demo.build("bundle-1.1.0.yaml", "1.1.0")}
         toolkits = toolkit_bundles(demo, base)
     finally:

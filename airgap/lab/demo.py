@@ -38,6 +38,17 @@ class Demo(DemoRunner):
     """The demo's steps, each one command (or a few) an engineer, officer or operator would run."""
 
     # ------------------------------------------------------------------ connected side
+    def prepare(self) -> None:
+        """Everything before the first build: source registry, images, keys, trust policy,
+        toolkit release and the Debian mirror (the demo, the rollout test and the rollout
+        benchmark all start here)."""
+        self.start_source_registry()
+        self.make_images()
+        self.make_keys()
+        self.make_trust()
+        self.make_toolkit_release()
+        self.make_apt_mirror()
+
     def start_source_registry(self) -> str:
         self.step("Connected side: start the source registry (loopback)")
         self.source = SourceRegistry(self.workdir / "source-registry").start()
@@ -323,12 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     # The controller's rollback state belongs to this run's freshly built bundles.
     shutil.rmtree(demo.controller_state, ignore_errors=True)
     try:
-        demo.start_source_registry()
-        demo.make_images()
-        demo.make_keys()
-        demo.make_trust()
-        demo.make_toolkit_release()
-        demo.make_apt_mirror()
+        demo.prepare()
         bundle = demo.build()
         media = demo.carry(bundle)
         demo.lab_up(fresh=True)
